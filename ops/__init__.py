@@ -1,0 +1,15 @@
+"""attnzoo's attention primitives: one folder per primitive, each with a PyTorch reference and Triton kernels.
+
+Tensor layout, the same for every op: ``(batch, *spatial, heads, head_dim)`` -- channels last, heads split
+off the channel dimension. Spatial ops take ``(B, H, W, heads, head_dim)``; ops that are global over the
+tokens take ``(B, N, heads, head_dim)``. This is what ``Linear(C, 3C)`` on channels-last tokens gives after a
+``reshape(..., 3, heads, head_dim)``, so models split q/k/v without a transpose or copy. Outputs have the
+layout and dtype of ``q``; accumulation is fp32 for fp16/bf16 inputs.
+
+Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`.
+"""
+from ops._backend import BACKENDS, ENV_BACKEND
+from ops.channel_attention import channel_attention
+from ops.window_attention import window_attention
+
+__all__ = ["BACKENDS", "ENV_BACKEND", "channel_attention", "window_attention"]

@@ -1,0 +1,69 @@
+"""Backend choice for every primitive in `ops`, decided in this one place.
+
+Two backends exist:
+
+* ``reference`` -- plain PyTorch (each op's ``reference.py``): the spec, the CPU path, the test oracle.
+* ``triton``    -- fused Triton forward and backward kernels (each op's ``triton.py``).
+
+Default: ``triton`` for CUDA tensors, ``reference`` for everything else. The ``backend=`` keyword of an op
+wins over the environment variable ``ATTNZOO_BACKEND``, which wins over the default. Asking for a backend
+that cannot run on the given tensors is an error, never a silent fallback: on a CPU tensor, ``triton`` runs
+only under the Triton interpreter (``TRITON_INTERPRET=1``, which must be set before ``triton`` is
+imported).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+__all__ = ["BACKENDS", "ENV_BACKEND", "resolve_backend", "triton_available", "triton_interpret"]
+
+BACKENDS = ("reference", "triton")
+ENV_BACKEND = "ATTNZOO_BACKEND"
+_ENV_INTERPRET = "TRITON_INTERPRET"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether the ``triton`` package can be imported at all."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpret() -> bool:
+    """Whether Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get(_ENV_INTERPRET, "0") == "1"
+
+
+def _requested(backend: str | None) -> tuple[str | None, str]:
+    if backend is not None:
+        return backend, "backend="
+    env = os.environ.get(ENV_BACKEND, "").strip()
+    if env:
+        return env, f"{ENV_BACKEND}="
+    return None, "default"
+
+
+def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
+    """Return the backend that runs `op` on `tensors`; raise if the requested one cannot run them.
+
+    `backend` is the op's ``backend=`` keyword (``None`` means: environment variable, then default).
+    """
+    device = tensors[0].device
+    name, source = _requested(backend)
+    if name is None:
+        return "triton" if device.type == "cuda" and triton_available() else "reference"
+    if name not in BACKENDS:
+        raise ValueError(f"{op}: unknown backend {name!r} (from {source}); expected one of {BACKENDS}")
+    if name == "triton":
+        if not triton_available():
+            raise RuntimeError(f"{op}: backend 'triton' (from {source}) requested but the triton package is not installed")
+        if device.type != "cuda" and not triton_interpret():
+            raise RuntimeError(
+                f"{op}: backend 'triton' (from {source}) needs CUDA tensors, got tensors on {device}; "
+                f"set {_ENV_INTERPRET}=1 before importing triton to run the kernels in the CPU interpreter, "
+                f"or use backend='reference'"
+            )
+    return name
