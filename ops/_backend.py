@@ -10,6 +10,9 @@ wins over the environment variable ``ATTNZOO_BACKEND``, which wins over the defa
 that cannot run on the given tensors is an error, never a silent fallback: on a CPU tensor, ``triton`` runs
 only under the Triton interpreter (``TRITON_INTERPRET=1``, which must be set before ``triton`` is
 imported).
+
+``ATTNZOO_NAN_FILL=1`` makes the Triton wrappers allocate their outputs and gradients filled with NaN instead
+of uninitialised memory, so that a kernel that forgets to write an element fails the tests loudly.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "ENV_BACKEND", "resolve_backend", "triton_available", "triton_interpret"]
+__all__ = ["BACKENDS", "ENV_BACKEND", "empty", "resolve_backend", "triton_available", "triton_interpret"]
 
 BACKENDS = ("reference", "triton")
 ENV_BACKEND = "ATTNZOO_BACKEND"
 _ENV_INTERPRET = "TRITON_INTERPRET"
+_ENV_NAN_FILL = "ATTNZOO_NAN_FILL"
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,3 +71,11 @@ def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor) -> str
                 f"or use backend='reference'"
             )
     return name
+
+
+def empty(*shape: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty`` for kernel outputs: NaN-filled under ``ATTNZOO_NAN_FILL=1`` (the tests set it)."""
+    out = torch.empty(shape, device=device, dtype=dtype)
+    if os.environ.get(_ENV_NAN_FILL, "0") == "1":
+        out.fill_(float("nan"))
+    return out

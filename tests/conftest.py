@@ -1,7 +1,8 @@
 """Test-suite set-up shared by every test folder.
 
 Without a CUDA device the Triton kernels run in Triton's CPU interpreter; ``TRITON_INTERPRET`` has to be set
-before ``triton`` is first imported, which is why it happens here, at collection time. Tests that need CUDA
+before ``triton`` is first imported, which is why it happens here, at collection time. Kernel outputs are NaN-filled
+(``ATTNZOO_NAN_FILL``, see :mod:`ops._backend`). Tests that need CUDA
 carry the ``gpu`` marker and are skipped without it.
 """
 import os
@@ -11,6 +12,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Kernel outputs start as NaN, so an element a kernel fails to write shows up in every comparison.
+os.environ.setdefault("ATTNZOO_NAN_FILL", "1")
 
 HAS_CUDA = torch.cuda.is_available()
 
