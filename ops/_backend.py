@@ -16,7 +16,6 @@ of uninitialised memory, so that a kernel that forgets to write an element fails
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -30,10 +29,12 @@ _ENV_INTERPRET = "TRITON_INTERPRET"
 _ENV_NAN_FILL = "ATTNZOO_NAN_FILL"
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported at all."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_AVAILABLE
 
 
 def triton_interpret() -> bool:
