@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ops._utils import no_autocast
+
 __all__ = ["channel_attention_reference"]
 
 
@@ -19,5 +21,6 @@ def channel_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
 ) -> torch.Tensor:
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    attn = torch.einsum("bmgi,bmgj->bgij", k.float() * scale, v.float()).softmax(dim=-1)
-    return torch.einsum("bgij,bngj->bngi", attn, q.float()).to(q.dtype)
+    with no_autocast(q.device):
+        attn = torch.einsum("bmgi,bmgj->bgij", k.float() * scale, v.float()).softmax(dim=-1)
+        return torch.einsum("bgij,bngj->bngi", attn, q.float()).to(q.dtype)

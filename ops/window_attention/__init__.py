@@ -10,10 +10,10 @@ __all__ = ["window_attention", "relative_position_bias"]
 
 
 def _pair(window: int | tuple[int, int]) -> tuple[int, int]:
-    wh, ww = (window, window) if isinstance(window, int) else tuple(window)
-    if not (isinstance(wh, int) and isinstance(ww, int) and wh > 0 and ww > 0):
+    pair = (window, window) if isinstance(window, int) else tuple(window)
+    if len(pair) != 2 or not all(isinstance(w, int) and w > 0 for w in pair):
         raise ValueError(f"window_attention: window must be a positive int or (int, int), got {window!r}")
-    return wh, ww
+    return pair
 
 
 def _check(q, k, v, window, bias_table, mask) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ops._utils import no_autocast
+
 __all__ = ["window_attention_reference", "relative_position_bias"]
 
 
@@ -37,6 +39,11 @@ def window_attention_reference(
     mask: torch.Tensor | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
+    with no_autocast(q.device):
+        return _window_attention(q, k, v, window, bias_table, mask, scale)
+
+
+def _window_attention(q, k, v, window, bias_table, mask, scale) -> torch.Tensor:
     B, H, W, nh, D = q.shape
     wh, ww = window
     scale = D ** -0.5 if scale is None else scale
