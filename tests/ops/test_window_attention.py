@@ -551,6 +551,7 @@ def _bad_calls():
         "integer": ((q.long(), q.long(), q.long(), 4), {}, "floating dtype"),
         "window 0": ((q, q, q, 0), {}, "window must be"),
         "window negative": ((q, q, q, (4, -2)), {}, "window must be"),
+        "window 3-d": ((q, q, q, (4, 4, 4)), {}, "window must be .*\\(4, 4, 4\\)"),
         "table shape": ((q, q, q, 4), dict(bias_table=torch.zeros(3, 7, 6)), "bias_table must be .*\\(3, 7, 7\\)"),
         "table heads": ((q, q, q, (4, 2)), dict(bias_table=torch.zeros(2, 7, 3)), "\\(3, 7, 3\\)"),
         "mask windows": ((q, q, q, 4), dict(mask=torch.zeros(nw - 1, 16, 16)), "mask must be .*\\(9, 16, 16\\)"),
