@@ -48,14 +48,12 @@ columns of A are -inf so they get zero probability. Outputs are contiguous (B, N
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
 from ops._backend import empty, triton_interpret
+from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
 
 __all__ = ["channel_attention_triton"]
 
@@ -63,16 +61,6 @@ __all__ = ["channel_attention_triton"]
 _MIN_TILES_PER_SPLIT = 4
 # Two resident programs per SM hide the latency of one program's loads behind the other's math.
 _PROGRAMS_PER_SM = 2
-
-
-@triton.jit
-def _dot(a, b, acc, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    # Triton's CPU interpreter multiplies the raw bit patterns of bf16 dot operands (triton-lang/triton#11584).
-    # bf16 -> fp32 is exact, so the upcast dot computes what the GPU's bf16 dot with fp32 accumulation does.
-    if UPCAST_DOT:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -100,7 +88,7 @@ def _reduce_xty(x, y, stride_xn, stride_xd, stride_yn, stride_yd, n_start, n_end
         # Masked tokens and padded channels load as 0 and so add nothing to the sum.
         xt = tl.load(x + offs_n[:, None] * stride_xn + offs_d[None, :] * stride_xd, mask=mask, other=0.0)
         yt = tl.load(y + offs_n[:, None] * stride_yn + offs_d[None, :] * stride_yd, mask=mask, other=0.0)
-        acc = _dot(tl.trans(xt), yt, acc, UPCAST_DOT, DOT_PRECISION)
+        acc = dot(tl.trans(xt), yt, UPCAST_DOT, DOT_PRECISION, acc=acc)
     return acc
 
 
@@ -116,7 +104,7 @@ def _reduce_dp_store_dq(do, q, dq, prob, stride_don, stride_dod, stride_qn, stri
         # dO may arrive in another dtype (or as an expanded, stride-0 view); the dot needs q's.
         do_t = tl.load(do + offs_n[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
         do_t = do_t.to(qt.dtype)
-        acc = _dot(tl.trans(do_t), qt, acc, UPCAST_DOT, DOT_PRECISION)
+        acc = dot(tl.trans(do_t), qt, UPCAST_DOT, DOT_PRECISION, acc=acc)
         dqt = _apply(do_t, prob, DOT_PRECISION)
         tl.store(dq + offs_n[:, None] * stride_dqn + offs_d[None, :] * stride_dqd, dqt.to(dq.dtype.element_ty),
                  mask=mask)
@@ -283,35 +271,20 @@ def channel_attention_bwd_kernel(
 
 
 def _block_sizes(head_dim: int) -> tuple[int, int]:
-    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_d = dot_block(head_dim)
     # About 4K elements per (BLOCK_N, BLOCK_D) tile: 128 tokens at DaViT's head_dim 32, fewer for wider heads.
     block_n = max(16, min(128, 4096 // block_d))
     return block_n, block_d
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _num_splits(num_tiles: int, batch_groups: int, device: torch.device) -> int:
     """How many chunks N is cut into (1 = the fused single-launch kernels); see the module docstring."""
     if device.type != "cuda" or triton_interpret():
         return 1
-    target = _PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    target = _PROGRAMS_PER_SM * sm_count(device)
     if batch_groups >= target:
         return 1
     return max(1, min(triton.cdiv(target, batch_groups), num_tiles // _MIN_TILES_PER_SPLIT))
-
-
-def _on_device(q: torch.Tensor):
-    # Triton launches on the current CUDA device; q may live on another one.
-    return torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
-
-
-def _dot_options(q: torch.Tensor) -> tuple[bool, str]:
-    """(UPCAST_DOT, DOT_PRECISION) for the kernels; see :func:`_dot` and the module docstring."""
-    return q.dtype == torch.bfloat16 and q.device.type != "cuda", "ieee" if q.dtype == torch.float32 else "tf32"
 
 
 def _launch_plan(q: torch.Tensor) -> tuple[int, int, int, int]:
@@ -338,14 +311,14 @@ def channel_attention_fwd(
     ws = p  # unread by the fused kernel; any pointer will do
     if splits > 1:
         ws = empty(batch * groups, splits, block_d, block_d, device=q.device, dtype=torch.float32)
-    with _on_device(q):
+    with on_device(q):
         _launch_fwd(q, k, v, ws, out, p, scale, splits, tiles_per_split, block_n, block_d)
     return out, p
 
 
 def _launch_fwd(q, k, v, ws, out, p, scale, splits, tiles_per_split, block_n, block_d):
     batch, n, groups, head_dim = q.shape
-    upcast_dot, dot_precision = _dot_options(q)
+    upcast_dot, dot_precision = dot_options(q)
     grid = (batch * groups, splits)
     if splits > 1:
         channel_attention_fwd_partial_kernel[grid](
@@ -379,14 +352,14 @@ def channel_attention_bwd(
     ws = p  # unread by the fused kernel; any pointer will do
     if splits > 1:
         ws = empty(batch * groups, splits, block_d, block_d, device=q.device, dtype=torch.float32)
-    with _on_device(q):
+    with on_device(q):
         _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, splits, tiles_per_split, block_n, block_d)
     return dq, dk, dv
 
 
 def _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, splits, tiles_per_split, block_n, block_d):
     batch, n, groups, head_dim = q.shape
-    upcast_dot, dot_precision = _dot_options(q)
+    upcast_dot, dot_precision = dot_options(q)
     grid = (batch * groups, splits)
     if splits > 1:
         channel_attention_bwd_partial_kernel[grid](

@@ -57,7 +57,6 @@ Determinism: out, dq, dk, dv are deterministic. d(table) uses fp32 atomics, so o
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -65,6 +64,7 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
 
 __all__ = ["window_attention_triton"]
 
@@ -78,16 +78,6 @@ _MAX_QUERY_TILE = 256
 _PROGRAMS_PER_SM = 4
 # Longer chunks would cut parallelism for little further saving in atomics.
 _MAX_WINDOWS_PER_PROGRAM = 16
-
-
-@triton.jit
-def _dot(a, b, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    # Triton's CPU interpreter multiplies the raw bit patterns of bf16 dot operands (triton-lang/triton#11584).
-    # bf16 -> fp32 is exact, so the upcast dot computes what the GPU's bf16 dot with fp32 accumulation does.
-    if UPCAST_DOT:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -143,7 +133,7 @@ def _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
             WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
             UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """log2(e) * (scale q k^T + bias + mask) for a (queries, keys) tile; -inf at keys outside the map."""
-    s = _dot(q, tl.trans(k), UPCAST_DOT, DOT_PRECISION) * qk_scale
+    s = dot(q, tl.trans(k), UPCAST_DOT, DOT_PRECISION) * qk_scale
     both = valid_q[:, None] & valid_k[None, :]
     if HAS_BIAS:
         rel = (yq[:, None] - yk[None, :] + WH - 1) * stride_bias_y \
@@ -165,7 +155,7 @@ def _probs_and_dp(q, k, v, do, lse2, offs_q, yq, xq, valid_q, offs_k, yk, xk, va
                 stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
                 WH, WW, HAS_BIAS, HAS_MASK, UPCAST_DOT, DOT_PRECISION)
     # +inf lse at missing queries makes their probabilities exactly 0, so they add to no gradient.
-    return tl.exp2(s - lse2[:, None]), _dot(do, tl.trans(v), UPCAST_DOT, DOT_PRECISION)
+    return tl.exp2(s - lse2[:, None]), dot(do, tl.trans(v), UPCAST_DOT, DOT_PRECISION)
 
 
 @triton.jit
@@ -244,7 +234,7 @@ def window_attention_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + _dot(p.to(v_t.dtype), v_t, UPCAST_DOT, DOT_PRECISION)
+        acc = acc * alpha[:, None] + dot(p.to(v_t.dtype), v_t, UPCAST_DOT, DOT_PRECISION)
         m_i = m_new
 
     _store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
@@ -311,12 +301,12 @@ def window_attention_bwd_kernel(
                 # in fp32, rather than rowsum(dO * out) through the rounded output (and out is never read).
                 delta = tl.sum(p * dp, axis=1)
             ds = p * (dp - delta[:, None])
-            dv_acc += _dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
+            dv_acc += dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
             ds_lo = ds.to(q_t.dtype)
-            dk_acc += _dot(tl.trans(ds_lo), q_t, UPCAST_DOT, DOT_PRECISION)
+            dk_acc += dot(tl.trans(ds_lo), q_t, UPCAST_DOT, DOT_PRECISION)
             if FUSE_DQ:
                 # One key block holds every key of the window, so this is the whole of dq for these queries.
-                dq_t = _dot(ds_lo, k_t, UPCAST_DOT, DOT_PRECISION) * scale
+                dq_t = dot(ds_lo, k_t, UPCAST_DOT, DOT_PRECISION) * scale
                 _store_tile(dq + o_off, dq_t, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
             if BIAS_GRAD:
                 if BLOCK_M >= WH * WW:
@@ -375,7 +365,7 @@ def window_attention_bwd_dq_kernel(
         p, dp = _probs_and_dp(q_t, k_t, v_t, do_t, lse2, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k,
                               bias, msk, stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
                               WH, WW, HAS_BIAS, HAS_MASK, UPCAST_DOT, DOT_PRECISION)
-        acc += _dot((p * (dp - delta[:, None])).to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
+        acc += dot((p * (dp - delta[:, None])).to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
     _store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
 
 
@@ -383,26 +373,16 @@ def window_attention_bwd_dq_kernel(
 # Launch plans.
 
 
-def _pow2_at_least_16(n: int) -> int:
-    # tl.dot needs every tile dimension to be a power of two and at least 16.
-    return max(16, triton.next_power_of_2(n))
-
-
 def _fwd_blocks(n: int) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N) of the forward and the dq kernel: a 7x7 or 8x8 window is a single 64x64 tile."""
-    block = min(64, _pow2_at_least_16(n))
+    block = min(64, dot_block(n))
     return block, block
 
 
 def _bwd_blocks(n: int) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N) of the backward: all queries of the window (up to 256), keys to fill ~4K-element tiles."""
-    block_m = min(_MAX_QUERY_TILE, _pow2_at_least_16(n))
+    block_m = min(_MAX_QUERY_TILE, dot_block(n))
     return block_m, min(block_m, max(16, 4096 // block_m))
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _windows_per_program(num_windows: int, heads: int, key_blocks: int, device: torch.device) -> int:
@@ -411,14 +391,8 @@ def _windows_per_program(num_windows: int, heads: int, key_blocks: int, device: 
         # The interpreter runs programs one after another; a length that rarely divides the window count
         # exercises the loop and a short last chunk.
         return 3
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * sms)
+    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * sm_count(device))
     return max(1, min(_MAX_WINDOWS_PER_PROGRAM, per_program))
-
-
-def _dot_options(q: torch.Tensor) -> tuple[bool, str]:
-    """(UPCAST_DOT, DOT_PRECISION): see :func:`_dot`; 16-bit operands ignore the precision."""
-    return q.dtype == torch.bfloat16 and q.device.type != "cuda", "ieee" if q.dtype == torch.float32 else "tf32"
 
 
 def _geometry(q: torch.Tensor, wh: int, ww: int) -> tuple[int, int, int]:
@@ -464,17 +438,18 @@ def window_attention_fwd(
         return out, lse
     nw, nww, n = _geometry(q, wh, ww)
     block_m, block_n = _fwd_blocks(n)
-    upcast_dot, dot_precision = _dot_options(q)
+    upcast_dot, dot_precision = dot_options(q)
     bias_ptr, mask_ptr, bm_strides = _bias_mask_args(q, bias_table, mask)
     grid = (batch * nw * heads, triton.cdiv(n, block_m))
-    window_attention_fwd_kernel[grid](
-        q, k, v, bias_ptr, mask_ptr, out, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bm_strides,
-        scale * 1.4426950408889634, h, w, heads, nw, nww, head_dim,
-        WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=_pow2_at_least_16(head_dim),
-        UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
-    )
+    with on_device(q):
+        window_attention_fwd_kernel[grid](
+            q, k, v, bias_ptr, mask_ptr, out, lse,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bm_strides,
+            scale * 1.4426950408889634, h, w, heads, nw, nww, head_dim,
+            WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
+            UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
+        )
     return out, lse
 
 
@@ -515,30 +490,31 @@ def window_attention_bwd(
     fuse_dq = key_blocks == 1
     num_windows = batch * nw
     per_program = _windows_per_program(num_windows, heads, key_blocks, q.device) if bias_grad else 1
-    upcast_dot, dot_precision = _dot_options(q)
+    upcast_dot, dot_precision = dot_options(q)
     bias_ptr, mask_ptr, bm_strides = _bias_mask_args(q, bias_table, mask)
     qkv_strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
-    block_d = _pow2_at_least_16(head_dim)
+    block_d = dot_block(head_dim)
     common = dict(
         WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None, BLOCK_D=block_d,
         UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
     )
     grid = (triton.cdiv(num_windows, per_program) * heads, key_blocks)
-    window_attention_bwd_kernel[grid](
-        q, k, v, out, do, lse, bias_ptr, mask_ptr, dq, dk, dv, dbias if bias_grad else lse,
-        *qkv_strides, *bm_strides,
-        scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim, num_windows, per_program,
-        BIAS_GRAD=bias_grad, FUSE_DQ=fuse_dq, BLOCK_M=block_m, BLOCK_N=block_n,
-        num_warps=_num_warps(block_m, block_n), **common,
-    )
-    if not fuse_dq:
-        dq_m, dq_n = _fwd_blocks(n)
-        window_attention_bwd_dq_kernel[(num_windows * heads, triton.cdiv(n, dq_m))](
-            q, k, v, out, do, lse, bias_ptr, mask_ptr, dq,
+    with on_device(q):
+        window_attention_bwd_kernel[grid](
+            q, k, v, out, do, lse, bias_ptr, mask_ptr, dq, dk, dv, dbias if bias_grad else lse,
             *qkv_strides, *bm_strides,
-            scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim,
-            BLOCK_M=dq_m, BLOCK_N=dq_n, num_warps=_num_warps(dq_m, dq_n), **common,
+            scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim, num_windows, per_program,
+            BIAS_GRAD=bias_grad, FUSE_DQ=fuse_dq, BLOCK_M=block_m, BLOCK_N=block_n,
+            num_warps=_num_warps(block_m, block_n), **common,
         )
+        if not fuse_dq:
+            dq_m, dq_n = _fwd_blocks(n)
+            window_attention_bwd_dq_kernel[(num_windows * heads, triton.cdiv(n, dq_m))](
+                q, k, v, out, do, lse, bias_ptr, mask_ptr, dq,
+                *qkv_strides, *bm_strides,
+                scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim,
+                BLOCK_M=dq_m, BLOCK_N=dq_n, num_warps=_num_warps(dq_m, dq_n), **common,
+            )
     return dq, dk, dv, dbias.to(bias_table.dtype) if bias_grad else dbias
 
 
