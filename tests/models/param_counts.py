@@ -1,0 +1,18 @@
+"""Official parameter count of every zoo model: ``sum(p.numel() for p in model.parameters())``.
+
+`tests/models/test_models.py` builds every model in ``zoo.list_models()`` on the meta device and compares it with
+this table; a zoo model missing here fails the suite, so every new family adds its variants, each with the
+reference file (under /work/shared/reference) that the number comes from.
+"""
+
+PARAM_COUNTS: dict[str, int] = {
+    # reference/davit.md §3: official dingmyu/davit code (tiny/small/base/large_window12_384) and timm 1.0.31 (all)
+    "zoo_davit_tiny": 28_360_168,
+    "zoo_davit_small": 49_745_896,
+    "zoo_davit_base": 87_954_408,
+    "zoo_davit_large": 196_811_752,
+    "zoo_davit_huge": 348_922_856,
+    "zoo_davit_giant": 1_406_470_120,
+    "zoo_davit_base_fl": 90_370_048,
+    "zoo_davit_huge_fl": 360_636_416,
+}

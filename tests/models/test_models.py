@@ -1,0 +1,329 @@
+"""The generic model suite: every model in ``zoo.list_models()``, present and future, runs through it.
+
+Mirrors timm's own ``tests/test_models.py`` (forward, backward, default cfg, features_only, forward_intermediates,
+grad checkpointing) and adds what the zoo promises on top: ``torch.compile(fullgraph=True)``, ``torch.export``,
+inputs that are a multiple of the total stride but not of a window, parameter counts equal to the official ones,
+and no name taken from timm.
+
+Two tiers of models, by the official parameter count in ``param_counts.py``:
+
+* up to ``MAX_REAL_PARAMS``: built with real weights on the CPU and run at small inputs;
+* larger ones: built on the meta device only (no memory, no compute), where shapes, the default cfg and the
+  parameter count are still checked at the default input size.
+
+Every family gets the same checks without listing anything here except its official parameter counts.
+"""
+import copy
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import timm
+import zoo
+from param_counts import PARAM_COUNTS
+
+MODELS = zoo.list_models()
+MAX_REAL_PARAMS = 100_000_000
+# a model missing from PARAM_COUNTS fails test_param_count and counts as large here, so it is never built for real
+REAL_MODELS = [n for n in MODELS if PARAM_COUNTS.get(n, math.inf) <= MAX_REAL_PARAMS]
+
+# Largest side of the inputs used with real weights: small, so the suite stays fast on two CPU cores.
+FWD_SIZE = 128
+BWD_SIZE = 64
+FEAT_SIZE = 96
+COMPILE_SIZE = 64
+BATCH = 2
+
+
+def _stride(model: nn.Module) -> int:
+    return model.feature_info[-1]['reduction']
+
+
+def _input_size(model: nn.Module, target: int) -> tuple[int, int, int]:
+    """The default input size, each side capped at `target` and kept a multiple of the total stride."""
+    c, h, w = model.pretrained_cfg['input_size']
+    if model.pretrained_cfg.get('fixed_input_size', False):
+        return c, h, w
+    s = _stride(model)
+    cap = lambda x: x if x <= target else max(s, target // s * s)  # noqa: E731
+    return c, cap(h), cap(w)
+
+
+def _odd_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """A multiple of the total stride that is not square and whose last map, 1x3, is not a multiple of any window
+    or region > 1 (DaViT's 7 and 12 divide none of the maps at 32x96: 8x24, 4x12, 2x6, 1x3 -- 12 one side only)."""
+    s = _stride(model)
+    return model.pretrained_cfg['input_size'][0], s, 3 * s
+
+
+def _create_meta(name: str, **kwargs) -> nn.Module:
+    with torch.device('meta'):
+        return timm.create_model(name, **kwargs).eval()
+
+
+def _num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _assert_every_param_has_grad(model: nn.Module) -> None:
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f'parameters without a gradient: {missing}'
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f'non-finite gradients: {bad}'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _one_intra_op_thread():
+    """One intra-op thread while this module runs: the inputs are small, so a second thread gains little, while
+    OpenMP threads competing for the cores (pytest-xdist workers, other jobs) spin and slow runs severalfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module', params=REAL_MODELS)
+def pristine(request) -> nn.Module:
+    """One built model per name and test worker, seeded; tests work on deep copies of it."""
+    torch.manual_seed(0)
+    return timm.create_model(request.param).eval()
+
+
+@pytest.fixture
+def model(pristine) -> nn.Module:
+    return copy.deepcopy(pristine)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Registry and parameter counts (all models, meta device)
+
+
+def test_zoo_registers_models_without_taking_timm_names():
+    assert MODELS, 'zoo.list_models() is empty'
+    # timm's own names, from a process that never imported zoo (an overwrite would otherwise hide itself)
+    out = subprocess.run(
+        [sys.executable, '-c', 'import json, timm; print(json.dumps(timm.list_models()))'],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    taken = sorted(set(MODELS) & set(json.loads(out)))
+    assert not taken, f'zoo registers names timm already registers: {taken}'
+    for name in MODELS:
+        assert timm.is_model(name)
+
+
+def test_param_counts_table_has_no_stale_entries():
+    stale = sorted(set(PARAM_COUNTS) - set(MODELS))
+    assert not stale, f'param_counts.py lists models the zoo does not register: {stale}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_param_count(name):
+    assert name in PARAM_COUNTS, (
+        f'{name} has no entry in tests/models/param_counts.py; add its official parameter count and source')
+    assert _num_params(_create_meta(name)) == PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg(name):
+    """timm's default-cfg checks, on the meta device at the default input size (any model size)."""
+    model = _create_meta(name)
+    cfg = model.pretrained_cfg
+    in_chans, *_ = input_size = tuple(cfg['input_size'])
+    assert len(input_size) == 3
+    assert len(cfg['mean']) == len(cfg['std']) == in_chans
+    assert cfg.get('interpolation') and 0 < cfg.get('crop_pct', 0) <= 1
+    assert cfg.get('license'), 'default cfg has no license'
+    assert cfg.get('paper_ids') or cfg.get('paper_name'), 'default cfg has no paper'
+    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
+
+    first_convs = (cfg['first_conv'],) if isinstance(cfg['first_conv'], str) else cfg['first_conv']
+    for fc in first_convs:
+        conv = model.get_submodule(fc)
+        assert isinstance(conv, nn.Conv2d) and conv.in_channels == in_chans, f'first_conv {fc} is not the stem'
+    if cfg.get('num_classes'):
+        assert model.get_submodule(cfg['classifier']) is model.get_classifier()
+        assert model.get_classifier().out_features == cfg['num_classes'] == model.num_classes
+
+    info = model.feature_info
+    assert len(info) >= 3
+    reductions = [f['reduction'] for f in info]
+    assert reductions == sorted(reductions)
+    for f in info:
+        model.get_submodule(f['module'])
+    assert info[-1]['num_chs'] == model.num_features
+
+    x = torch.empty(1, *input_size, device='meta')
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features
+    assert tuple(feats.shape[-2:]) == tuple(cfg['pool_size']), f'pool_size {cfg["pool_size"]} != {feats.shape}'
+    pre = model.forward_head(feats, pre_logits=True)
+    assert pre.shape == (1, model.head_hidden_size)
+    assert model(x).shape == (1, model.num_classes or model.head_hidden_size)
+
+    model.reset_classifier(0)
+    assert model.num_classes == 0
+    assert model(x).shape == pre.shape
+    model.reset_classifier(0, '')
+    assert tuple(model(x).shape[-2:]) == tuple(cfg['pool_size'])
+    model = _create_meta(name, num_classes=0, global_pool='')
+    assert tuple(model(x).shape) == (1, model.num_features, *cfg['pool_size'])
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_meta_shapes(name):
+    """Every model, at its default size and at one that is a multiple of the stride only: intermediates and
+    output shapes (on the meta device, so the largest models are covered too)."""
+    model = _create_meta(name)
+    for size in (tuple(model.pretrained_cfg['input_size']), _odd_input_size(model)):
+        x = torch.empty(BATCH, *size, device='meta')
+        final, inter = model.forward_intermediates(x)
+        assert len(inter) == len(model.feature_info)
+        for f, t in zip(model.feature_info, inter):
+            assert tuple(t.shape) == (BATCH, f['num_chs'], *(math.ceil(s / f['reduction']) for s in size[1:]))
+        assert final.shape == inter[-1].shape
+        assert model(x).shape == (BATCH, model.num_classes or model.head_hidden_size)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real weights (models up to MAX_REAL_PARAMS)
+
+
+def test_forward(model):
+    x = torch.randn(BATCH, *_input_size(model, FWD_SIZE))
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (BATCH, model.num_classes or model.head_hidden_size)
+    assert torch.isfinite(out).all()
+
+
+def test_backward(pristine):
+    name = pristine.pretrained_cfg['architecture']
+    model = timm.create_model(name, num_classes=42).train()
+    x = torch.randn(BATCH, *_input_size(model, BWD_SIZE))
+    out = model(x)
+    assert out.shape == (BATCH, 42)
+    out.mean().backward()
+    _assert_every_param_has_grad(model)
+
+
+def test_odd_input_size(model):
+    """A multiple of the total stride but not of the windows: eval and train (with every gradient)."""
+    size = _odd_input_size(model)
+    x = torch.randn(BATCH, *size)
+    with torch.no_grad():
+        out = model(x)
+        feats = model.forward_features(x)
+    assert out.shape == (BATCH, model.num_classes or model.head_hidden_size) and torch.isfinite(out).all()
+    assert tuple(feats.shape[-2:]) == tuple(s // _stride(model) for s in size[1:])
+    model.train()
+    out = model(x)
+    out.mean().backward()
+    assert torch.isfinite(out).all()
+    _assert_every_param_has_grad(model)
+
+
+def test_features_only(pristine):
+    name = pristine.pretrained_cfg['architecture']
+    size = _input_size(pristine, FEAT_SIZE)
+    x = torch.randn(BATCH, *size)
+    for feature_cls in ('list', 'getter'):
+        torch.manual_seed(0)  # the seed `pristine` was built with: the same weights
+        feat_model = timm.create_model(name, features_only=True, feature_cls=feature_cls).eval()
+        expected = pristine.feature_info
+        assert feat_model.feature_info.channels() == [f['num_chs'] for f in expected]
+        assert feat_model.feature_info.reduction() == [f['reduction'] for f in expected]
+        with torch.no_grad():
+            outs = feat_model(x)
+            _, inter = pristine.forward_intermediates(x)
+        assert len(outs) == len(expected)
+        for o, t, f in zip(outs, inter, expected):
+            assert tuple(o.shape) == (BATCH, f['num_chs'], *(math.ceil(s / f['reduction']) for s in size[1:]))
+            torch.testing.assert_close(o, t, msg=f'{feature_cls} features differ from forward_intermediates')
+
+
+def test_forward_intermediates(model):
+    size = _input_size(model, FEAT_SIZE)
+    x = torch.randn(BATCH, *size)
+    n = len(model.feature_info)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        feats = model.forward_features(x)
+        torch.testing.assert_close(final, feats)
+        assert len(inter) == n
+        for t, f in zip(inter, model.feature_info):
+            assert tuple(t.shape) == (BATCH, f['num_chs'], *(math.ceil(s / f['reduction']) for s in size[1:]))
+
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert len(last_two) == 2
+        torch.testing.assert_close(last_two[-1], inter[-1])
+        early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], inter[1])
+
+        model.set_grad_checkpointing()
+        final_ckpt, _ = model.forward_intermediates(x)
+        torch.testing.assert_close(final_ckpt, final, rtol=1e-4, atol=1e-5)
+        model.set_grad_checkpointing(False)
+
+        kept = model.prune_intermediate_layers(indices=[1], prune_head=True)
+        assert list(kept) == [1]
+        pruned = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+        torch.testing.assert_close(pruned[0], inter[1])
+        assert model(x).shape == inter[1].shape  # the pruned head neither pools nor classifies
+
+
+def test_reset_classifier(model):
+    x = torch.randn(BATCH, *_input_size(model, BWD_SIZE))
+    with torch.no_grad():
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    model.reset_classifier(0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), pre)
+    model.reset_classifier(10)
+    assert model.num_classes == 10
+    assert model.get_classifier().weight.shape[0] == 10
+    model.train()
+    out = model(x)
+    assert out.shape == (BATCH, 10)
+    out.mean().backward()
+    assert model.get_classifier().weight.grad is not None
+
+
+def test_grad_checkpointing(model):
+    """Same outputs and gradients with and without gradient checkpointing (train mode, no stochastic layers)."""
+    x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
+    model.train()
+    out = model(x)
+    out.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    model.set_grad_checkpointing(True)
+    out_ckpt = model(x)
+    out_ckpt.square().mean().backward()
+    torch.testing.assert_close(out_ckpt, out)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], msg=f'gradient of {n} differs under checkpointing')
+
+
+def test_torch_compile_fullgraph(model):
+    """No graph break anywhere (dynamo with the 'eager' backend: tracing only, no code generation)."""
+    x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend='eager')
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x))
+    finally:
+        torch._dynamo.reset()
+
+
+def test_torch_export(model):
+    x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x))

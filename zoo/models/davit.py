@@ -1,0 +1,715 @@
+""" DaViT: Dual Attention Vision Transformers
+
+Papers:
+* `DaViT: Dual Attention Vision Transformers` - https://arxiv.org/abs/2204.03645 (ECCV 2022)
+* `Florence-2: Advancing a Unified Representation for a Variety of Vision Tasks` - https://arxiv.org/abs/2311.06242
+  (the `_fl` variants: DaViT image towers with v2 channel attention and overlapping downsampling)
+
+Official code (MIT license): https://github.com/dingmyu/davit
+timm's port (Apache-2.0): `timm.models.davit`, registered as `davit_*`.
+
+Every stage alternates a spatial block (multi-head attention inside non-overlapping windows) and a channel block
+(channel group attention: a head_dim x head_dim softmax map per group, global over all tokens), each with a
+depth-wise conv position encoding before the attention and before the MLP.
+
+What this implementation adds:
+* All attention runs through attnzoo's ops (`ops.window_attention`, `ops.channel_attention`): fused Triton
+  forward and backward kernels on GPU, the plain-PyTorch reference elsewhere. This file only projects and merges.
+* Names: timm registers `davit_*`, so the zoo registers `zoo_davit_*` and leaves timm's entries alone.
+* The official forward reproduced exactly, padding included: the normed tokens are zero-padded to a multiple of
+  the window BEFORE the qkv projection, so padded positions take part as keys/values equal to the qkv bias (they
+  are not masked out). Any input that is a multiple of the total stride (32) works; other sizes are padded like
+  the official code (stem to a multiple of 4, downsample to even).
+* The state-dict layout is timm's, so timm's `davit_*` weights load unchanged; `checkpoint_filter_fn` also
+  converts the official repository's layout (and the Florence-2 vision tower's).
+* Stochastic depth follows the official schedule (one linearly increasing rate per spatial / channel sub-block);
+  timm shares one rate per dual block. Only training differs; the default rate is 0 as in timm.
+
+Variants (`depths` counts dual blocks, i.e. one spatial + one channel block each; the paper counts both):
+
+| model | depths | embed_dims | heads | window | input | params | GMACs |
+|---|---|---|---|---|---|---|---|
+| zoo_davit_tiny | 1,1,3,1 | 96..768 | 3..24 | 7 | 224 | 28,360,168 | 4.52 |
+| zoo_davit_small | 1,1,9,1 | 96..768 | 3..24 | 7 | 224 | 49,745,896 | 8.77 |
+| zoo_davit_base | 1,1,9,1 | 128..1024 | 4..32 | 7 | 224 | 87,954,408 | 15.47 |
+| zoo_davit_large | 1,1,9,1 | 192..1536 | 6..48 | 12 | 384 | 196,811,752 | 102.81 |
+| zoo_davit_huge | 1,1,9,1 | 256..2048 | 8..64 | 7 | 224 | 348,922,856 | 61.16 |
+| zoo_davit_giant | 1,1,12,3 | 384..3072 | 12..96 | 7 | 224 | 1,406,470,120 | 192.79 |
+| zoo_davit_base_fl | 1,1,9,1 | 128..1024 | 4..32 | 12 | 768 | 90,370,048 | 189.89 |
+| zoo_davit_huge_fl | 1,1,9,1 | 256..2048 | 8..64 | 12 | 768 | 360,636,416 | 743.98 |
+
+Parameter counts equal the official code's (T/S/B/L: `DaViT_tiny/small/base/large_window12_384`) and timm's (all
+eight). GMACs: torch's FlopCounterMode / 2 at the listed input, attention included; for T/S/B/L they equal the
+official code's measured the same way (fvcore, which the official README / code comments quote, gives 4.54 / 8.80 /
+15.51 / 102.97). `zoo_davit_large` is the official `DaViT_large_window12_384` (window 12, 384x384). huge and giant
+are timm's configurations of the paper's DaViT-H / DaViT-G (trained on extra data in the paper; no public weights).
+The `_fl` variants are Florence-2's towers: the 3x3 downsample convs give them more parameters than base / huge, and
+they keep timm's named sub-blocks (`blocks.d.spatial_block` / `.channel_block`) so timm's and Florence-2's weights
+map onto them.
+"""
+import re
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, \
+    trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+import ops
+
+__all__ = ['DaVit']
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: Tuple[int, int], channels_last: bool) -> torch.Tensor:
+    """Zero-pad the spatial dims of `x` at the bottom / right to multiples of `multiple` (the official padding)."""
+    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
+    pad_b = (multiple[0] - H % multiple[0]) % multiple[0]
+    pad_r = (multiple[1] - W % multiple[1]) % multiple[1]
+    if not (pad_b or pad_r):
+        return x
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b))
+
+
+class ConvPosEnc(nn.Module):
+    """Conditional position encoding: ``x + DWConv3x3(x)`` on channels-last maps (no activation, no norm)."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, device=None, dtype=None):
+        super().__init__()
+        self.proj = nn.Conv2d(
+            dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class Stem(nn.Module):
+    """Patch embedding: input padded to a multiple of 4, Conv 7x7 / stride 4 / pad 3, then LayerNorm."""
+
+    def __init__(
+            self,
+            in_chs: int = 3,
+            out_chs: int = 96,
+            norm_layer: Callable[..., nn.Module] = LayerNorm2d,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        self.stride = (4, 4)
+        self.conv = nn.Conv2d(in_chs, out_chs, 7, stride=self.stride, padding=3, device=device, dtype=dtype)
+        self.norm = norm_layer(out_chs, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        x = _pad_to_multiple(x, self.stride, channels_last=False)
+        return self.norm(self.conv(x))
+
+
+class Downsample(nn.Module):
+    """LayerNorm on the input channels, then a stride-2 conv.
+
+    ``kernel_size=2`` (DaViT): 2x2 / stride 2 after zero-padding odd maps to even, as the official code does.
+    ``kernel_size=3`` (Florence-2): overlapping 3x3 / stride 2 / pad 1.
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int = 2,
+            norm_layer: Callable[..., nn.Module] = LayerNorm2d,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        self.pad_to_even = kernel_size % 2 == 0
+        self.norm = norm_layer(in_chs, device=device, dtype=dtype)
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride=2, padding=0 if self.pad_to_even else kernel_size // 2,
+            device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        x = self.norm(x)
+        if self.pad_to_even:
+            x = _pad_to_multiple(x, (2, 2), channels_last=False)
+        return self.conv(x)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head attention inside non-overlapping windows, no position bias, no shift.
+
+    The input is zero-padded to window multiples before the qkv projection (official DaViT), so the op always
+    sees whole windows; the padded positions are cropped off before the output projection (per-token, so
+    cropping first is the same as the official crop after it).
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            window_size: Tuple[int, int] = (7, 7),
+            qkv_bias: bool = True,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'WindowAttention: dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window_size = window_size
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, device=device, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        x = _pad_to_multiple(x, self.window_size, channels_last=True)
+        Hp, Wp = x.shape[1], x.shape[2]
+        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = ops.window_attention(q, k, v, self.window_size)
+        x = x[:, :H, :W].reshape(B, H, W, C)
+        return self.proj(x)
+
+
+class ChannelAttention(nn.Module):
+    """Channel group attention, global over the tokens.
+
+    v1 (DaViT): ``out[n, i] = sum_j softmax_j(head_dim**-0.5 * sum_m k[m, i] v[m, j]) q[n, j]``.
+    v2 (Florence-2, timm's ``ChannelAttentionV2``): ``out[n, i] = sum_j softmax_j(N**-0.5 * sum_m q[m, i] k[m, j])
+    v[n, j]``, i.e. the same op with the roles permuted and a token-count scale.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            qkv_bias: bool = True,
+            v2: bool = False,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'ChannelAttention: dim {dim} is not divisible by num_heads (groups) {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.v2 = v2
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, device=device, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        N = H * W
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)
+        if self.v2:
+            x = ops.channel_attention(v, q, k, scale=N ** -0.5)
+        else:
+            x = ops.channel_attention(q, k, v, scale=self.head_dim ** -0.5)
+        return self.proj(x.reshape(B, H, W, C))
+
+
+class DualSubBlock(nn.Module):
+    """One half of a dual block: ``x = cpe1(x); x += attn(norm1(x)); x = cpe2(x); x += mlp(norm2(x))``."""
+
+    def __init__(
+            self,
+            dim: int,
+            attn: nn.Module,
+            mlp_ratio: float = 4.,
+            drop_path: float = 0.,
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            act_layer: Callable[..., nn.Module] = nn.GELU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.cpe1 = ConvPosEnc(dim, **dd)
+        self.norm1 = norm_layer(dim, **dd)
+        self.attn = attn
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.cpe2 = ConvPosEnc(dim, **dd)
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        x = self.cpe1(x)
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = self.cpe2(x)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class SpatialBlock(DualSubBlock):
+    """Window-attention half of a dual block."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            window_size: Tuple[int, int] = (7, 7),
+            qkv_bias: bool = True,
+            device=None,
+            dtype=None,
+            **kwargs: Any,
+    ):
+        attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, device=device, dtype=dtype)
+        super().__init__(dim, attn, device=device, dtype=dtype, **kwargs)
+
+
+class ChannelBlock(DualSubBlock):
+    """Channel-group-attention half of a dual block."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            qkv_bias: bool = True,
+            v2: bool = False,
+            device=None,
+            dtype=None,
+            **kwargs: Any,
+    ):
+        attn = ChannelAttention(dim, num_heads, qkv_bias=qkv_bias, v2=v2, device=device, dtype=dtype)
+        super().__init__(dim, attn, device=device, dtype=dtype, **kwargs)
+
+
+class DaVitStage(nn.Module):
+    """Optional downsample, then `depth` dual blocks (spatial then channel).
+
+    Takes and returns NCHW maps; the blocks run channels-last (B, H, W, C), the layout of the ops.
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            depth: int = 1,
+            downsample: bool = True,
+            num_heads: int = 3,
+            window_size: Tuple[int, int] = (7, 7),
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_path_rates: Tuple[float, ...] = (0., 0.),
+            down_kernel_size: int = 2,
+            channel_attn_v2: bool = False,
+            named_blocks: bool = False,
+            norm_layer: Callable[..., nn.Module] = LayerNorm2d,
+            norm_layer_cl: Callable[..., nn.Module] = nn.LayerNorm,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = Downsample(in_chs, out_chs, down_kernel_size, norm_layer=norm_layer, **dd)
+        else:
+            self.downsample = nn.Identity()
+
+        common = dict(mlp_ratio=mlp_ratio, norm_layer=norm_layer_cl, **dd)
+        blocks = []
+        for i in range(depth):
+            spatial = SpatialBlock(
+                out_chs, num_heads, window_size, qkv_bias=qkv_bias, drop_path=drop_path_rates[2 * i], **common)
+            channel = ChannelBlock(
+                out_chs, num_heads, qkv_bias=qkv_bias, v2=channel_attn_v2, drop_path=drop_path_rates[2 * i + 1],
+                **common)
+            if named_blocks:  # timm's / Florence-2's key names for the `_fl` towers
+                blocks.append(nn.Sequential(OrderedDict(spatial_block=spatial, channel_block=channel)))
+            else:
+                blocks.append(nn.Sequential(spatial, channel))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        # one copy to contiguous channels-last: norms, projections and the ops then read dense rows, and the
+        # depth-wise convs see channels_last NCHW views, which they take without copies
+        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class DaVit(nn.Module):
+    """DaViT: Dual Attention Vision Transformer.
+
+    Any input size works (the official padding applies); feature maps are NCHW at strides 4, 8, 16, 32.
+
+    Args:
+        in_chans: Number of input image channels.
+        num_classes: Number of classifier classes (0: no classifier, `forward` returns pooled features).
+        global_pool: Global pooling type of the head (pool -> LayerNorm -> fc, the official order); '' disables it.
+        depths: Dual blocks (one spatial + one channel block) per stage.
+        embed_dims: Channels per stage.
+        num_heads: Window-attention heads and channel-attention groups per stage.
+        window_size: Window size of the spatial blocks (int or (h, w)).
+        mlp_ratio: MLP hidden width / channels.
+        qkv_bias: Bias in the qkv projections.
+        down_kernel_size: 2: 2x2 / stride 2 downsampling (DaViT); 3: overlapping 3x3 (Florence-2).
+        channel_attn_v2: Florence-2's channel attention (roles permuted, scale N**-0.5).
+        named_blocks: Name the sub-blocks `spatial_block` / `channel_block` (timm's `_fl` key layout) instead of 0 / 1.
+        norm_eps: Epsilon of every LayerNorm.
+        drop_rate: Dropout before the classifier.
+        drop_path_rate: Stochastic depth, increasing linearly over all spatial and channel sub-blocks (official).
+        img_size: Nominal input size, recorded by timm for recipes / export; the network is size-agnostic.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Tuple[int, ...] = (1, 1, 3, 1),
+            embed_dims: Tuple[int, ...] = (96, 192, 384, 768),
+            num_heads: Tuple[int, ...] = (3, 6, 12, 24),
+            window_size: Union[int, Tuple[int, int]] = 7,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            down_kernel_size: int = 2,
+            channel_attn_v2: bool = False,
+            named_blocks: bool = False,
+            norm_eps: float = 1e-5,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        depths, embed_dims, num_heads = tuple(depths), tuple(embed_dims), tuple(num_heads)
+        num_stages = len(embed_dims)
+        if not (len(depths) == len(num_heads) == num_stages):
+            raise ValueError(
+                f'DaVit: depths {depths}, embed_dims {embed_dims} and num_heads {num_heads} must have one length')
+        norm_layer = partial(LayerNorm2d, eps=norm_eps)
+        norm_layer_cl = partial(nn.LayerNorm, eps=norm_eps)
+        window_size = to_2tuple(window_size)
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.stem = Stem(in_chans, embed_dims[0], norm_layer=norm_layer, **dd)
+
+        dpr = calculate_drop_path_rates(drop_path_rate, 2 * sum(depths))
+        self.feature_info = []
+        stages = []
+        in_chs = embed_dims[0]
+        for i in range(num_stages):
+            first = 2 * sum(depths[:i])
+            stages.append(DaVitStage(
+                in_chs,
+                embed_dims[i],
+                depth=depths[i],
+                downsample=i > 0,
+                num_heads=num_heads[i],
+                window_size=window_size,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path_rates=dpr[first:first + 2 * depths[i]],
+                down_kernel_size=down_kernel_size,
+                channel_attn_v2=channel_attn_v2,
+                named_blocks=named_blocks,
+                norm_layer=norm_layer,
+                norm_layer_cl=norm_layer_cl,
+                **dd,
+            ))
+            in_chs = embed_dims[i]
+            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+
+        # pool -> norm -> fc, the official order (norm before pooling costs ~0.4 % top-1, timm PR #1583)
+        self.head = NormMlpClassifierHead(
+            self.num_features,
+            num_classes,
+            pool_type=global_pool,
+            drop_rate=drop_rate,
+            norm_layer=norm_layer,
+            **dd,
+        )
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # the official init (timm ViT's): truncated-normal Linear weights, zero biases; convs keep PyTorch's init
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+            ],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # no position embeddings or tokens; norms and biases are 1-D, which timm's optimizer factory already skips
+        return set()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and return the maps of the stages selected by `indices`.
+
+        Args:
+            x: Input images, NCHW.
+            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
+            norm: Accepted for API compatibility; DaViT's only final norm follows the pooling (in the head).
+            stop_early: Stop after the last stage that is needed.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"DaVit.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and head) that the selected intermediates do not need.
+
+        `prune_norm` is accepted for API compatibility: the maps have no final norm (the head's follows pooling).
+        """
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            # the head's norm is sized for the last stage, which is gone
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '', reset_other=True)
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# Official repository (dingmyu/davit) -> timm / zoo names, applied in order to every key.
+_OFFICIAL_RULES = (
+    (r'^patch_embeds\.0\.proj\.', 'stem.conv.'),
+    (r'^patch_embeds\.0\.norm\.', 'stem.norm.'),
+    (r'^patch_embeds\.(\d+)\.proj\.', r'stages.\1.downsample.conv.'),
+    (r'^patch_embeds\.(\d+)\.norm\.', r'stages.\1.downsample.norm.'),
+    (r'^main_blocks\.(\d+)\.', r'stages.\1.blocks.'),
+    (r'\.cpe\.0\.', '.cpe1.'),
+    (r'\.cpe\.1\.', '.cpe2.'),
+    (r'^head\.', 'head.fc.'),
+    (r'^norms\.', 'head.norm.'),
+)
+
+# Florence-2 vision tower (`vision_tower.` prefix, named sub-blocks) -> timm / zoo names.
+_FLORENCE2_RULES = (
+    (r'^convs\.0\.', 'stem.'),
+    (r'^convs\.(\d+)\.', r'stages.\1.downsample.'),
+    (r'\.downsample\.proj\.', '.downsample.conv.'),
+    (r'^stem\.proj\.', 'stem.conv.'),
+    (r'^blocks\.(\d+)\.', r'stages.\1.blocks.'),
+    (r'\.conv(\d)\.fn\.dw\.', r'.cpe\1.proj.'),
+    (r'\.(window|channel)_attn\.norm\.', '.norm1.'),
+    (r'\.(window|channel)_attn\.fn\.', '.attn.'),
+    (r'\.ffn\.norm\.', '.norm2.'),
+    (r'\.ffn\.fn\.net\.', '.mlp.'),
+)
+
+
+def _rename(state_dict: Dict[str, torch.Tensor], rules) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state_dict.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Official / Florence-2 / timm checkpoints -> zoo (= timm) layout.
+
+    Unwraps training-checkpoint containers (``state_dict``, then ``model``, then ``state_dict_ema``) and a DDP
+    ``module.`` prefix; dicts already in timm's / zoo's layout pass through unchanged.
+    """
+    for key in ('state_dict', 'model', 'state_dict_ema'):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    if all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+
+    if 'stem.conv.weight' in state_dict:
+        return state_dict  # timm / zoo layout, with or without the classifier
+    if 'vision_tower.convs.0.proj.weight' in state_dict:
+        prefix = 'vision_tower.'
+        tower = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        return _rename(tower, _FLORENCE2_RULES)
+    return _rename(state_dict, _OFFICIAL_RULES)
+
+
+def _create_davit(variant: str, pretrained: bool = False, **kwargs) -> DaVit:
+    default_out_indices = tuple(range(len(kwargs.get('depths', (1, 1, 3, 1)))))
+    out_indices = kwargs.pop('out_indices', default_out_indices)
+    # Florence-2's tower has no head norm (its projection follows elsewhere), so its weights load non-strict
+    strict = kwargs.pop('pretrained_strict', not variant.endswith('_fl'))
+    return build_model_with_cfg(
+        DaVit,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        pretrained_strict=strict,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.95, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+        'license': 'mit',
+        'paper_ids': 'arXiv:2204.03645',
+        'paper_name': 'DaViT: Dual Attention Vision Transformers',
+        'origin_url': 'https://github.com/dingmyu/davit',
+        **kwargs,
+    }
+
+
+def _cfg_fl(hf_hub_id: str, **kwargs) -> Dict[str, Any]:
+    return _cfg(**{
+        'hf_hub_id': hf_hub_id,
+        'num_classes': 0, 'input_size': (3, 768, 768), 'pool_size': (24, 24), 'crop_pct': 1.0,
+        'paper_ids': 'arXiv:2311.06242',
+        'paper_name': 'Florence-2: Advancing a Unified Representation for a Variety of Vision Tasks',
+        'origin_url': f'https://huggingface.co/{hf_hub_id}',
+        **kwargs,
+    })
+
+
+# Weights: the official ImageNet-1k checkpoints as timm hosts them on the Hugging Face Hub (`timm/davit_*.msft_in1k`,
+# converted from https://github.com/dingmyu/davit and labelled apache-2.0 there; timm's layout is the zoo's, so they
+# load without conversion), and the Florence-2 vision towers (MIT) from Microsoft's Florence-2 repositories, converted
+# by `checkpoint_filter_fn`. The official large (ImageNet-22k) checkpoint is not hosted; huge / giant have none.
+default_cfgs = generate_default_cfgs({
+    'zoo_davit_tiny.msft_in1k': _cfg(hf_hub_id='timm/davit_tiny.msft_in1k', license='apache-2.0'),
+    'zoo_davit_small.msft_in1k': _cfg(hf_hub_id='timm/davit_small.msft_in1k', license='apache-2.0'),
+    'zoo_davit_base.msft_in1k': _cfg(hf_hub_id='timm/davit_base.msft_in1k', license='apache-2.0'),
+    'zoo_davit_large': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'zoo_davit_huge': _cfg(),
+    'zoo_davit_giant': _cfg(),
+    'zoo_davit_base_fl.msft_florence2': _cfg_fl('microsoft/Florence-2-base'),
+    'zoo_davit_huge_fl.msft_florence2': _cfg_fl('microsoft/Florence-2-large'),
+})
+
+
+@register_model
+def zoo_davit_tiny(pretrained: bool = False, **kwargs) -> DaVit:
+    model_args = dict(depths=(1, 1, 3, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
+    return _create_davit('zoo_davit_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_small(pretrained: bool = False, **kwargs) -> DaVit:
+    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
+    return _create_davit('zoo_davit_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_base(pretrained: bool = False, **kwargs) -> DaVit:
+    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32))
+    return _create_davit('zoo_davit_base', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_large(pretrained: bool = False, **kwargs) -> DaVit:
+    """The official `DaViT_large_window12_384`: window 12 at 384x384."""
+    model_args = dict(
+        depths=(1, 1, 9, 1), embed_dims=(192, 384, 768, 1536), num_heads=(6, 12, 24, 48), window_size=12)
+    return _create_davit('zoo_davit_large', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_huge(pretrained: bool = False, **kwargs) -> DaVit:
+    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64))
+    return _create_davit('zoo_davit_huge', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_giant(pretrained: bool = False, **kwargs) -> DaVit:
+    model_args = dict(depths=(1, 1, 12, 3), embed_dims=(384, 768, 1536, 3072), num_heads=(12, 24, 48, 96))
+    return _create_davit('zoo_davit_giant', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_base_fl(pretrained: bool = False, **kwargs) -> DaVit:
+    """Florence-2-base's image tower."""
+    model_args = dict(
+        depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32),
+        window_size=12, down_kernel_size=3, channel_attn_v2=True, named_blocks=True,
+    )
+    return _create_davit('zoo_davit_base_fl', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def zoo_davit_huge_fl(pretrained: bool = False, **kwargs) -> DaVit:
+    """Florence-2-large's image tower."""
+    model_args = dict(
+        depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64),
+        window_size=12, down_kernel_size=3, channel_attn_v2=True, named_blocks=True,
+    )
+    return _create_davit('zoo_davit_huge_fl', pretrained=pretrained, **dict(model_args, **kwargs))
