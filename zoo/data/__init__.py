@@ -1,0 +1,43 @@
+"""Data sets for the engine: the embedded digits demo (:mod:`zoo.data.digits`) and ImageFolder trees
+(:mod:`zoo.data.folder`). Transforms come from `timm.data.create_transform` in the engine."""
+from __future__ import annotations
+
+from zoo.data.digits import DIGITS_CLASSES, DigitsDataset, digits_split
+from zoo.data.folder import image_folder
+
+__all__ = ["DATASETS", "DIGITS_CLASSES", "DigitsDataset", "create_dataset", "digits_split", "image_folder"]
+
+DATASETS = ("digits", "folder")
+
+
+def create_dataset(
+        name: str,
+        split: str,
+        *,
+        transform=None,
+        root: str | None = None,
+        folder_split: str | None = None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        img_size: int = 32,
+        subset: int | None = None,
+):
+    """The `split` ('train' or 'eval') of data set `name`. For 'folder', `folder_split` names the sub-folder
+    of `root` to read; for 'digits' the eval split is the seeded held-out test split.
+    Every data set has a ``classes`` list (the label names)."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split {split!r} is not one of 'train', 'eval'")
+    if name == "digits":
+        return DigitsDataset("train" if split == "train" else "test", test_fraction=test_fraction, seed=seed,
+                             img_size=img_size, transform=transform, subset=subset)
+    if name == "folder":
+        if not root:
+            raise ValueError("data set 'folder' needs the ImageFolder root directory (data.root / --data-dir)")
+        ds = image_folder(root, folder_split if folder_split is not None else split, transform=transform)
+        if subset is not None:
+            import torch.utils.data
+            classes = ds.classes
+            ds = torch.utils.data.Subset(ds, range(min(subset, len(ds))))
+            ds.classes = classes
+        return ds
+    raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")

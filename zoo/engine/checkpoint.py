@@ -1,0 +1,130 @@
+"""Training checkpoints: written atomically, read only with ``torch.load(weights_only=True)``.
+
+A checkpoint is one ``.pth`` file holding a plain dict: the model, optimizer, scheduler, grad-scaler and EMA
+state dicts, the epoch / optimizer-step counters, the RNG states (as tensors and plain values, so that
+``weights_only=True`` can read them) and the resolved recipe. It is written to a temporary file in the same
+folder and renamed over the target with ``os.replace``, so a run killed mid-write leaves the previous
+checkpoint intact, never a half-written one.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "LAST_CHECKPOINT", "CheckpointError",
+    "find_last_checkpoint", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state",
+]
+
+CHECKPOINT_FORMAT = "attnzoo-train-checkpoint-v1"
+LAST_CHECKPOINT = "checkpoint-last.pth"
+_REQUIRED = ("format", "epoch", "step", "model", "recipe")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or is not a zoo training checkpoint."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # what open(path, "wb") would give, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (a dict with at least epoch, step, model, recipe) to `path` atomically."""
+    missing = [k for k in _REQUIRED if k != "format" and k not in state]
+    if missing:
+        raise ValueError(f"checkpoint state lacks {', '.join(missing)}")
+    path = Path(path)
+    _atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict saved by :func:`save_checkpoint`; a missing, truncated, foreign or corrupt file is a
+    :class:`CheckpointError` naming it. Nothing but tensors and plain values is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a damaged file fails anywhere in zip / pickle parsing, with any exception type
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds a Python object ({found.group(1) if found else 'not a tensor'}) "
+                f"that is not unpickled: checkpoints are read with torch.load(weights_only=True) and may hold "
+                f"only tensors and plain values") from None
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {first}); the file is truncated or "
+            f"corrupt (a copy or write that did not finish?) or not a torch checkpoint") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not an attnzoo training checkpoint (format {found!r}, expected "
+            f"{CHECKPOINT_FORMAT!r}); for model weights use an export folder (model.safetensors + config.json)")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}")
+    return state
+
+
+def find_last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume auto`` continues from in `output_dir`, or None when there is none."""
+    path = Path(output_dir) / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states, as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

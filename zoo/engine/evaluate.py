@@ -1,0 +1,189 @@
+"""Classification evaluation: top-1 / top-5 / loss of a model on a loader, and of a saved model on a data set.
+
+:func:`evaluate` is what training calls every epoch. :func:`evaluate_checkpoint` is what ``eval.py`` calls: it
+takes an export folder (``model.safetensors`` + ``config.json``, loaded through
+``timm.create_model('local-dir:...')``) or a training checkpoint (model rebuilt from its recipe through
+``timm.create_model``), builds the evaluation transform from the model's data config and scores it on the
+digits held-out split (with the split parameters the model was trained with) or an ImageFolder tree.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["evaluate", "evaluate_checkpoint", "load_model"]
+
+
+def _autocast(device: torch.device, amp: str | None):
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(
+        model: nn.Module,
+        loader,
+        device: torch.device | str = "cpu",
+        *,
+        amp: str | None = None,
+        channels_last: bool = False,
+        progress: bool = False,
+) -> dict[str, float]:
+    """``{'top1', 'top5', 'loss', 'count'}`` of `model` over `loader` (accuracies in percent; top-5 is top-k
+    with k = min(5, classes); loss is plain cross-entropy)."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    count = 0
+    try:
+        for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                logits = model(images)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+            k = min(5, logits.shape[-1])
+            top = logits.topk(k, dim=-1).indices
+            hit = top.eq(targets[:, None])
+            correct1 += hit[:, 0].sum().item()
+            correct5 += hit.any(dim=-1).sum().item()
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluation data set is empty")
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
+            "count": count}
+
+
+def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
+    """A model in eval mode from an export folder or a training checkpoint, and what is known about how it was
+    trained: ``{'kind', 'weights', 'recipe' (dict or None), 'label_names', 'data_config'}``.
+
+    `weights` ('auto', 'model', 'ema') picks the training checkpoint's EMA or raw weights ('auto': EMA when
+    the checkpoint has it); an export holds one set of weights and records which in its config.
+    """
+    import timm.data
+
+    from zoo.engine.checkpoint import CheckpointError, load_checkpoint
+    from zoo.engine.export import WEIGHTS_NAME, load_export, read_export_config
+
+    if weights not in ("auto", "model", "ema"):
+        raise ValueError(f"weights {weights!r} is not one of 'auto', 'model', 'ema'")
+    path = Path(path)
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is a folder without {WEIGHTS_NAME}; expected an export folder "
+                f"(model.safetensors + config.json) or a training checkpoint file")
+        config = read_export_config(path)
+        info = config.get("attnzoo", {}) if isinstance(config.get("attnzoo"), dict) else {}
+        exported = info.get("weights", "model")
+        if weights not in ("auto", exported):
+            raise ValueError(f"export {str(path)!r} holds the {exported!r} weights, not {weights!r}")
+        model = load_export(path)
+        label_names = model.pretrained_cfg.get("label_names")
+        return model.eval(), {
+            "kind": "export", "weights": exported, "recipe": info.get("recipe"),
+            "label_names": list(label_names) if label_names else None,
+            "data_config": timm.data.resolve_data_config(model=model),
+        }
+
+    from zoo.engine.config import recipe_from_dict
+    from zoo.engine.train import create_model, resolve_data_config
+
+    state = load_checkpoint(path)
+    recipe = recipe_from_dict(state["recipe"], f"the recipe stored in {str(path)!r}")
+    label_names = state.get("label_names")
+    num_classes = state.get("num_classes") or len(label_names or ())
+    if not num_classes:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not record its number of classes")
+    # the checkpoint holds every weight: never fetch the recipe's pretrained starting point again
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, pretrained=False))
+    model = create_model(recipe, num_classes)
+    has_ema = state.get("ema") is not None
+    if weights == "ema" and not has_ema:
+        raise ValueError(f"checkpoint {str(path)!r} has no EMA weights (ema.enabled was false)")
+    use = "ema" if weights == "ema" or (weights == "auto" and has_ema) else "model"
+    sd = state["ema"] if use == "ema" else state["model"]
+    if use == "ema":  # ModelEmaV3 keeps the averaged copy under `module.`
+        sd = {k[len("module."):]: v for k, v in sd.items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model its recipe builds: {e}") from None
+    return model.eval(), {
+        "kind": "checkpoint", "weights": use, "recipe": state["recipe"], "label_names": label_names,
+        "data_config": resolve_data_config(recipe, model),
+    }
+
+
+def evaluate_checkpoint(
+        path: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        split: str = "val",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        device: str = "auto",
+        weights: str = "auto",
+        progress: bool = False,
+) -> dict[str, Any]:
+    """Top-1 / top-5 / loss of the saved model at `path` (export folder or training checkpoint).
+
+    Data: the ImageFolder ``data_dir/split`` when `data_dir` is given (its class folders must be the model's
+    labels, in order, when the model records label names), else the digits held-out split with the
+    ``test_fraction`` / ``split_seed`` / ``img_size`` of the model's recipe (digits defaults when unknown).
+    """
+    import timm.data
+
+    from zoo.data import create_dataset
+    from zoo.engine.train import resolve_device
+
+    model, info = load_model(path, weights=weights)
+    dev = resolve_device(device)
+    model.to(dev)
+    transform = timm.data.create_transform(**_eval_transform_args(info["data_config"]))
+    if data_dir is not None:
+        dataset = create_dataset("folder", "eval", root=str(data_dir), folder_split=split, transform=transform)
+        data_name = f"image folder {str(Path(data_dir) / split)!r}"
+        labels = info["label_names"]
+        if labels and list(dataset.classes) != list(labels):
+            raise ValueError(
+                f"the class folders of {data_name} ({', '.join(dataset.classes[:10])}"
+                f"{', ...' if len(dataset.classes) > 10 else ''}) are not the model's labels "
+                f"({', '.join(map(str, labels[:10]))}{', ...' if len(labels) > 10 else ''})")
+    else:
+        data = (info["recipe"] or {}).get("data", {}) if isinstance(info["recipe"], dict) else {}
+        if data.get("name", "digits") != "digits":
+            raise ValueError(
+                f"{str(path)!r} was trained on data set {data.get('name')!r}, not digits; pass --data-dir")
+        dataset = create_dataset(
+            "digits", "eval", transform=transform, test_fraction=data.get("test_fraction", 0.2),
+            seed=data.get("split_seed", 0), img_size=data.get("img_size", info["data_config"]["input_size"][-1]))
+        data_name = "digits held-out split"
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and len(dataset.classes) > num_classes:
+        raise ValueError(f"{data_name} has {len(dataset.classes)} classes, the model predicts {num_classes}")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    metrics = evaluate(model, loader, dev, progress=progress)
+    return dict(metrics, data=data_name, kind=info["kind"], weights=info["weights"])
+
+
+def _eval_transform_args(data_config: dict[str, Any]) -> dict[str, Any]:
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return dict({k: data_config[k] for k in keys if data_config.get(k) is not None}, is_training=False)
