@@ -6,10 +6,11 @@ tokens take ``(B, N, heads, head_dim)``. This is what ``Linear(C, 3C)`` on chann
 ``reshape(..., 3, heads, head_dim)``, so models split q/k/v without a transpose or copy. Outputs have the
 layout and dtype of ``q``; accumulation is fp32 for fp16/bf16 inputs.
 
-Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`.
+Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`; ``with ops.use_backend(name):``
+sets it for a block.
 """
-from ops._backend import BACKENDS, ENV_BACKEND
+from ops._backend import BACKENDS, ENV_BACKEND, use_backend
 from ops.channel_attention import channel_attention
 from ops.window_attention import window_attention
 
-__all__ = ["BACKENDS", "ENV_BACKEND", "channel_attention", "window_attention"]
+__all__ = ["BACKENDS", "ENV_BACKEND", "channel_attention", "use_backend", "window_attention"]

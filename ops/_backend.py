@@ -16,12 +16,16 @@ of uninitialised memory, so that a kernel that forgets to write an element fails
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import torch
 
-__all__ = ["BACKENDS", "ENV_BACKEND", "empty", "resolve_backend", "triton_available", "triton_interpret"]
+__all__ = [
+    "BACKENDS", "ENV_BACKEND", "empty", "resolve_backend", "triton_available", "triton_interpret", "use_backend",
+]
 
 BACKENDS = ("reference", "triton")
 ENV_BACKEND = "ATTNZOO_BACKEND"
@@ -80,3 +84,27 @@ def empty(*shape: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor
     if os.environ.get(_ENV_NAN_FILL, "0") == "1":
         out.fill_(float("nan"))
     return out
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Run the block with ``ATTNZOO_BACKEND`` set to `name` (``None``: unset, i.e. the default), then restore it.
+
+    It sets the environment variable rather than a private switch so that there is one source of truth, which
+    subprocesses (e.g. data-loader workers, torchrun children) inherit too. An unknown name is an error here,
+    not at the first op call.
+    """
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {BACKENDS} or None")
+    saved = os.environ.get(ENV_BACKEND)
+    if name is None:
+        os.environ.pop(ENV_BACKEND, None)
+    else:
+        os.environ[ENV_BACKEND] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ENV_BACKEND, None)
+        else:
+            os.environ[ENV_BACKEND] = saved

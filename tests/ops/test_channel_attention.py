@@ -38,6 +38,7 @@ from timm.models.davit import ChannelAttention, ChannelAttentionV2
 from ops import channel_attention
 from ops._backend import empty
 from ops.channel_attention.reference import channel_attention_reference
+from tests.utils import assert_close
 
 # `ops.channel_attention` the attribute is the function, so the kernel module is fetched by name.
 triton_impl = importlib.import_module("ops.channel_attention.triton")
@@ -59,20 +60,6 @@ SHAPES = [
     (3, 50, 3, 24),
 ]
 
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, name: str = "") -> None:
-    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
-    assert actual.dtype == expected.dtype, (name, actual.dtype, expected.dtype)
-    assert not torch.isnan(actual).any(), f"{name}: NaN in the result (an element the kernel never wrote?)"
-    actual, expected = actual.double(), expected.double()
-    scale = expected.abs().max().clamp_min(1e-30)
-    err = (actual - expected).abs()
-    bound = atol * scale + rtol * expected.abs()
-    worst = (err - bound).argmax()
-    assert (err <= bound).all(), (
-        f"{name}: max error {err.max().item():.3g} (relative to max|expected| {(err.max() / scale).item():.3g}); "
-        f"worst element {actual.flatten()[worst].item():.6g} vs {expected.flatten()[worst].item():.6g}"
-    )
 
 
 def make_qkv(batch, n, groups, head_dim, dtype=torch.float32, device="cpu", seed=0, std=1.0):

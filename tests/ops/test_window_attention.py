@@ -43,6 +43,7 @@ import ops
 from ops import window_attention
 from ops._backend import ENV_BACKEND, empty, resolve_backend
 from ops.window_attention.reference import window_attention_reference
+from tests.utils import assert_close
 
 # `ops.window_attention` the attribute is the function; the modules are fetched by name.
 pkg = importlib.import_module("ops.window_attention")
@@ -77,20 +78,6 @@ def shape_id(shape) -> str:
 def num_windows(h: int, w: int, window: tuple[int, int]) -> int:
     return math.ceil(h / window[0]) * math.ceil(w / window[1])
 
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, name: str = "") -> None:
-    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
-    assert actual.dtype == expected.dtype, (name, actual.dtype, expected.dtype)
-    assert not torch.isnan(actual).any(), f"{name}: NaN in the result (an element the kernel never wrote?)"
-    actual, expected = actual.double(), expected.double()
-    scale = expected.abs().max().clamp_min(1e-30)
-    err = (actual - expected).abs()
-    bound = atol * scale + rtol * expected.abs()
-    worst = (err - bound).argmax()
-    assert (err <= bound).all(), (
-        f"{name}: max error {err.max().item():.3g} (relative to max|expected| {(err.max() / scale).item():.3g}); "
-        f"worst element {actual.flatten()[worst].item():.6g} vs {expected.flatten()[worst].item():.6g}"
-    )
 
 
 def make_inputs(batch, h, w, heads, head_dim, window, dtype=torch.float32, device="cpu", seed=0,

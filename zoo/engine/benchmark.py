@@ -79,11 +79,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ops import use_backend
 from zoo.engine.flops import OpCost, channel_attention_cost, window_attention_cost
 
 __all__ = [
@@ -631,24 +632,6 @@ MODEL_COLUMNS = (
 )
 
 
-@contextlib.contextmanager
-def _backend_env(backend: str | None) -> Iterator[None]:
-    from ops import ENV_BACKEND
-
-    saved = os.environ.get(ENV_BACKEND)
-    if backend is None:
-        os.environ.pop(ENV_BACKEND, None)
-    else:
-        os.environ[ENV_BACKEND] = backend
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(ENV_BACKEND, None)
-        else:
-            os.environ[ENV_BACKEND] = saved
-
-
 def bench_model(name: str, *, backends: Sequence[str], baseline_model: str | None, img_size: int | None,
                 batch: int, device: torch.device, dtype: torch.dtype, channels_last: bool, compile: bool,
                 modes: Sequence[str], warmup: int, iters: int, allow_interpret: bool = False, seed: int = 0,
@@ -668,7 +651,7 @@ def bench_model(name: str, *, backends: Sequence[str], baseline_model: str | Non
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)
-    with _backend_env("reference"):
+    with use_backend("reference"):
         first = timm.create_model(name, pretrained=False)
     state = first.state_dict()
     size = img_size or first.pretrained_cfg["input_size"][-1]
@@ -691,7 +674,7 @@ def bench_model(name: str, *, backends: Sequence[str], baseline_model: str | Non
             row.update(status="skipped", reason=reason)
             continue
         try:
-            with _backend_env(backend):
+            with use_backend(backend):
                 model = timm.create_model(model_name, pretrained=False)
                 try:
                     model.load_state_dict(state)
@@ -755,8 +738,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value:.4f}" if value < 1 else f"{value:.2f}"
     if kind == "x":
         return f"{value:.2f}x"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
+    if kind == "pct":  # small fractions (CPU, loaded machines) keep two significant digits instead of "0.0%"
+        return f"{100 * value:.1f}%" if value >= 0.01 else f"{100 * value:.2g}%"
     if kind == "mib":
         return f"{value:.1f}"
     if kind == "rate":

@@ -35,14 +35,14 @@ and an attnzoo op reached without a formula is an error rather than zero FLOPs.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from ops import use_backend
 
 __all__ = [
     "OpCost",
@@ -183,21 +183,6 @@ class _UncountedOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@contextlib.contextmanager
-def _reference_backend() -> Iterator[None]:
-    from ops import ENV_BACKEND
-
-    saved = os.environ.get(ENV_BACKEND)
-    os.environ[ENV_BACKEND] = "reference"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(ENV_BACKEND, None)
-        else:
-            os.environ[ENV_BACKEND] = saved
-
-
 def count_flops(fn, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
     """FLOPs of ``fn(*args, **kwargs)`` with attention on the reference backend; (total, per aten/custom op).
 
@@ -205,7 +190,7 @@ def count_flops(fn, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
     """
     mapping = _custom_mapping()
     recorder = _UncountedOps({packet.__name__ for packet in mapping})
-    with _reference_backend(), FlopCounterMode(display=False, custom_mapping=mapping) as counter, recorder:
+    with use_backend("reference"), FlopCounterMode(display=False, custom_mapping=mapping) as counter, recorder:
         fn(*args, **kwargs)
     if recorder.missed:
         raise RuntimeError(
