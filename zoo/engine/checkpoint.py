@@ -8,16 +8,16 @@ checkpoint intact, never a half-written one.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from zoo.engine.files import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT", "LAST_CHECKPOINT", "CheckpointError",
@@ -33,26 +33,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or is not a zoo training checkpoint."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # what open(path, "wb") would give, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` (a dict with at least epoch, step, model, recipe) to `path` atomically."""
@@ -60,7 +40,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     if missing:
         raise ValueError(f"checkpoint state lacks {', '.join(missing)}")
     path = Path(path)
-    _atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
     return path
 
 

@@ -10,12 +10,13 @@ interpolation, crop and label names) and loads the safetensors weights. The conf
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from zoo.engine.files import atomic_write
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_model", "load_export", "read_export_config", "unwrap_model"]
 
@@ -42,20 +43,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _tmp_path(path: Path) -> Path:
-    """An empty temporary file beside `path` (same file system, so `os.replace` is atomic), with the
-    permissions a plain ``open(path, 'w')`` would give rather than mkstemp's 0600."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return Path(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 def export_model(
         model: nn.Module,
@@ -76,7 +63,7 @@ def export_model(
     `pretrained_cfg`: entries replacing the model's own in ``pretrained_cfg`` (e.g. ``tag``);
     `extra`: more JSON-safe entries for ``attnzoo`` (e.g. the recipe, the held-out accuracy).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from timm.models._hub import save_config_for_hf  # not re-exported by timm.models
 
     model = unwrap_model(model)
@@ -85,26 +72,21 @@ def export_model(
 
     # safetensors refuses tensors that share memory; a contiguous copy per entry is what a loader expects.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = _tmp_path(output_dir / WEIGHTS_NAME)
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file with its own mode
-        os.replace(tmp, output_dir / WEIGHTS_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = save(tensors, metadata={"format": "pt"})
+    atomic_write(output_dir / WEIGHTS_NAME, lambda f: f.write(data))
 
     model_config: dict[str, Any] = {"attnzoo": _json_safe(dict(weights=weights, **(extra or {})))}
     if label_names:
         model_config["label_names"] = list(label_names)
     if pretrained_cfg:
         model_config["pretrained_cfg"] = _json_safe(pretrained_cfg)
-    tmp = _tmp_path(output_dir / CONFIG_NAME)
-    try:
-        save_config_for_hf(model, str(tmp), model_config=model_config, model_args=_json_safe(model_args or {}),
+    # timm's writer takes a path; render into a scratch folder, then publish atomically
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_cfg = Path(scratch) / CONFIG_NAME
+        save_config_for_hf(model, str(scratch_cfg), model_config=model_config, model_args=_json_safe(model_args or {}),
                            data_config=data_config)
-        os.replace(tmp, output_dir / CONFIG_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+        config = scratch_cfg.read_bytes()
+    atomic_write(output_dir / CONFIG_NAME, lambda f: f.write(config))
     return output_dir
 
 
