@@ -10,7 +10,10 @@ Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`
 sets it for a block.
 """
 from ops._backend import BACKENDS, ENV_BACKEND, use_backend
+from ops.bilevel_routing_attention import bilevel_routing_attention
 from ops.channel_attention import channel_attention
 from ops.window_attention import window_attention
 
-__all__ = ["BACKENDS", "ENV_BACKEND", "channel_attention", "use_backend", "window_attention"]
+__all__ = [
+    "BACKENDS", "ENV_BACKEND", "bilevel_routing_attention", "channel_attention", "use_backend", "window_attention",
+]

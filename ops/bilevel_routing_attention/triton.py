@@ -1,0 +1,376 @@
+"""Bi-level routing attention (BiFormer) in Triton: fused forward and backward token-attention kernels over the
+routed regions, registered as custom ops.
+
+The routing step (region means, logits, ``torch.topk``) is small -- ``(B, S^2, S^2)`` logits -- and not
+differentiated; the wrapper computes it in PyTorch with the reference's own :func:`route`, so both backends
+attend over the same regions bit for bit, and passes the ``(B, S^2, topk)`` index tensor to the kernels.
+
+Math, per batch ``b``, query region ``r`` and head ``h``, over the ``K = topk * rh * rw`` routed keys (the
+tokens of regions ``idx[b, r, 0..topk)``, in that order, each row-major; semantics exactly those of
+:mod:`ops.bilevel_routing_attention.reference`)::
+
+    S  = scale * q k^T  (-inf at keys outside the map);  P = softmax(S);  out = P v;  lse = logsumexp(S)
+    dv += P^T dO;  dP = dO v^T;  dS = P * (dP - delta),  delta = rowsum(dO * out);  dq = scale dS k;
+    dk += scale dS^T q
+
+Kernel design
+-------------
+Nothing is gathered in memory: the official code materialises ``(B, S^2, topk, rh*rw, C)`` copies of k and v;
+here the kernels read the routed tokens in place. A key tile is a block of ``BLOCK_N`` consecutive indices
+``j`` of the flattened routed-key axis (``j = t * rh*rw + n``: slot ``t`` of the routing, token ``n`` of that
+region); each lane looks up its region ``idx[b, r, t]`` and turns ``(region, n)`` into a map pixel, read
+through the strides of the ``(B, H, W, heads, D)`` tensors (q, k, v are usually views of one qkv tensor).
+Flattening over the routed regions packs small regions into full tiles: BiFormer's stages (8x8 regions with
+topk 1, 4x4 with topk 4, 2x2 with topk 16) all give K = 64 keys, a single 64-wide tile, instead of sixteen
+16-wide tiles three quarters empty for the 2x2 regions. Pixels beyond the map are masked: never keys, never
+outputs. All address arithmetic is int64.
+
+* Forward (``bilevel_routing_attention_fwd_kernel``): one program per (b, query region, head, block of
+  BLOCK_M queries); FlashAttention-style online softmax (base 2) over the key tiles; out and lse (fp32,
+  natural log) written once.
+* Backward (``bilevel_routing_attention_bwd_kernel``): the same programs. Each recomputes P from lse for its
+  query block and every key tile, accumulates dq in registers (complete when the loop ends: written once,
+  deterministic, no dq buffer), and adds its dk, dv contributions with fp32 atomics into zero-initialised fp32
+  buffers (cast to the input dtype at the end). Several query regions route to the same key region, so dk and
+  dv are sums over an index-dependent set of programs: atomics were chosen over inverting the index (sorting
+  (query region -> key region) pairs by key region and running a key-major pass, as a deterministic
+  alternative would) because a BiFormer key region is routed to by about ``topk`` query regions on average,
+  so contention is low, and one launch with no sort/histogram keeps the backward simple. delta =
+  rowsum(dO * out) is computed per query block from out, in fp32.
+
+Precision: fp32 accumulation everywhere; as in FlashAttention, P and dS are rounded to the input dtype before
+their dots (tensor cores), about one output ulp. fp32 inputs use IEEE fp32 dots (no TF32). dk, dv accumulate
+in fp32 and are rounded once.
+
+Determinism: out and dq are deterministic; dk and dv use fp32 atomics, so on a GPU their summation order (and
+last bits) can vary from run to run.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ops._backend import empty
+from ops._triton_utils import dot, dot_block, dot_options, on_device
+from ops.bilevel_routing_attention.reference import region_geometry, route
+
+__all__ = ["bilevel_routing_attention_triton"]
+
+_LOG2E = tl.constexpr(1.4426950408889634)
+_LN2 = tl.constexpr(0.6931471805599453)
+# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _program(NH, R, SW):
+    """(batch, query region, its row, its column, head) of this program."""
+    pid = tl.program_id(0)
+    i_h = pid % NH
+    i_br = pid // NH
+    i_r = i_br % R
+    return i_br // R, i_r, i_r // SW, i_r % SW, i_h
+
+
+@triton.jit
+def _query_positions(offs, ry, rx, H, W, RH: tl.constexpr, RW: tl.constexpr):
+    """Region-local row-major indices of region (ry, rx) -> map rows, columns (int64) and validity."""
+    row = ry * RH + offs // RW
+    col = rx * RW + offs % RW
+    valid = (offs < RH * RW) & (row < H) & (col < W)
+    return row.to(tl.int64), col.to(tl.int64), valid
+
+
+@triton.jit
+def _key_positions(offs, idx_row, stride_it, n_keys, SW, H, W, RH: tl.constexpr, RW: tl.constexpr):
+    """Flat routed-key indices j = t * RH*RW + n -> map rows, columns (int64) and validity."""
+    inside = offs < n_keys
+    region = tl.load(idx_row + (offs // (RH * RW)) * stride_it, mask=inside, other=0)
+    n = offs % (RH * RW)
+    row = (region // SW) * RH + n // RW
+    col = (region % SW) * RW + n % RW
+    valid = inside & (row < H) & (col < W)
+    return row.to(tl.int64), col.to(tl.int64), valid
+
+
+@triton.jit
+def _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D: tl.constexpr):
+    offs_d = tl.arange(0, BLOCK_D)
+    return base + (row * stride_h + col * stride_w)[:, None] + offs_d[None, :] * stride_d
+
+
+@triton.jit
+def _load_tile(base, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
+    # Missing tokens and padded channels load as 0: they add nothing to any dot product.
+    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
+    return tl.load(ptrs, mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _store_tile(base, x, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
+    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
+    tl.store(ptrs, x.to(base.dtype.element_ty), mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D))
+
+
+@triton.jit
+def _atomic_add_tile(base, x, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
+    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
+    tl.atomic_add(ptrs, x, mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D))
+
+
+@triton.jit
+def _lse_offsets(i_b, i_h, row, col, H, W, NH):
+    # lse is a contiguous (B, H, W, heads) fp32 tensor: one value per existing query, none for padding.
+    return ((i_b.to(tl.int64) * H + row) * W + col) * NH + i_h
+
+
+@triton.jit
+def bilevel_routing_attention_fwd_kernel(
+    q, k, v, idx, out, lse,
+    stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kw, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_ow, stride_on, stride_od,
+    stride_ib, stride_ir, stride_it,
+    qk_scale, H, W, NH, R, SW, TOPK, DQK, DV,
+    RH: tl.constexpr, RW: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """out and lse for one block of queries of one (b, query region, head)."""
+    # Heads vary fastest over the grid: a token's heads share cache lines, so neighbouring programs share them.
+    i_b, i_r, ry, rx, i_h = _program(NH, R, SW)
+    i_b64 = i_b.to(tl.int64)
+    q += i_b64 * stride_qb + i_h * stride_qn
+    k += i_b64 * stride_kb + i_h * stride_kn
+    v += i_b64 * stride_vb + i_h * stride_vn
+    out += i_b64 * stride_ob + i_h * stride_on
+    idx_row = idx + i_b64 * stride_ib + i_r * stride_ir
+    n_keys = TOPK * (RH * RW)
+
+    offs_q = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rowq, colq, valid_q = _query_positions(offs_q, ry, rx, H, W, RH, RW)
+    q_t = _load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    for j0 in range(0, n_keys, BLOCK_N):
+        offs_k = j0 + tl.arange(0, BLOCK_N)
+        rowk, colk, valid_k = _key_positions(offs_k, idx_row, stride_it, n_keys, SW, H, W, RH, RW)
+        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
+        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
+        s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
+        s = tl.where(valid_k[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # A tile of missing keys only (an empty routed region) has no maximum: subtract 0, not -inf - -inf.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + dot(p.to(v_t.dtype), v_t, UPCAST_DOT, DOT_PRECISION)
+        m_i = m_new
+
+    _store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
+    tl.store(lse + _lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * _LN2, mask=valid_q)
+
+
+@triton.jit
+def bilevel_routing_attention_bwd_kernel(
+    q, k, v, out, do, lse, idx, dq, dk, dv,
+    stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kw, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_ow, stride_on, stride_od,
+    stride_dob, stride_doh, stride_dow, stride_don, stride_dod,
+    stride_dqb, stride_dqh, stride_dqw, stride_dqn, stride_dqd,
+    stride_dkb, stride_dkh, stride_dkw, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvw, stride_dvn, stride_dvd,
+    stride_ib, stride_ir, stride_it,
+    qk_scale, scale, H, W, NH, R, SW, TOPK, DQK, DV,
+    RH: tl.constexpr, RW: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """dq of one block of queries of one (b, query region, head); its dk, dv contributions added atomically."""
+    i_b, i_r, ry, rx, i_h = _program(NH, R, SW)
+    i_b64 = i_b.to(tl.int64)
+    q += i_b64 * stride_qb + i_h * stride_qn
+    k += i_b64 * stride_kb + i_h * stride_kn
+    v += i_b64 * stride_vb + i_h * stride_vn
+    out += i_b64 * stride_ob + i_h * stride_on
+    do += i_b64 * stride_dob + i_h * stride_don
+    dq += i_b64 * stride_dqb + i_h * stride_dqn
+    dk += i_b64 * stride_dkb + i_h * stride_dkn
+    dv += i_b64 * stride_dvb + i_h * stride_dvn
+    idx_row = idx + i_b64 * stride_ib + i_r * stride_ir
+    n_keys = TOPK * (RH * RW)
+
+    offs_q = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rowq, colq, valid_q = _query_positions(offs_q, ry, rx, H, W, RH, RW)
+    q_t = _load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
+    # dO may come in another dtype (or as a stride-0 expanded view); the dots want q's.
+    do_t = _load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, DV, BLOCK_DV).to(q_t.dtype)
+    o_t = _load_tile(out, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
+    delta = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
+    # +inf lse at missing queries makes their probabilities exactly 0, so they add to no gradient.
+    lse2 = tl.load(lse + _lse_offsets(i_b, i_h, rowq, colq, H, W, NH), mask=valid_q, other=float("inf")) * _LOG2E
+
+    dq_acc = tl.zeros((BLOCK_M, BLOCK_DQK), dtype=tl.float32)
+    for j0 in range(0, n_keys, BLOCK_N):
+        offs_k = j0 + tl.arange(0, BLOCK_N)
+        rowk, colk, valid_k = _key_positions(offs_k, idx_row, stride_it, n_keys, SW, H, W, RH, RW)
+        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
+        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
+        s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
+        s = tl.where(valid_k[None, :], s, float("-inf"))
+        p = tl.exp2(s - lse2[:, None])
+        dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
+        ds = (p * (dp - delta[:, None])).to(q_t.dtype)
+        dq_acc += dot(ds, k_t, UPCAST_DOT, DOT_PRECISION)
+        dv_t = dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
+        dk_t = dot(tl.trans(ds), q_t, UPCAST_DOT, DOT_PRECISION) * scale
+        # The routed regions of one query region are distinct, so a tile's keys are distinct pixels.
+        _atomic_add_tile(dv, dv_t, rowk, colk, valid_k, stride_dvh, stride_dvw, stride_dvd, DV, BLOCK_DV)
+        _atomic_add_tile(dk, dk_t, rowk, colk, valid_k, stride_dkh, stride_dkw, stride_dkd, DQK, BLOCK_DQK)
+    _store_tile(dq, dq_acc * scale, rowq, colq, valid_q, stride_dqh, stride_dqw, stride_dqd, DQK, BLOCK_DQK)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Launch plan.
+
+
+def _blocks(n_queries: int, n_keys: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N): a region's queries and its routed keys, up to 64 x 64 (all BiFormer stages: one tile).
+
+    Untuned -- no GPU measurements behind this choice yet.
+    """
+    return min(64, dot_block(n_queries)), min(64, dot_block(n_keys))
+
+
+def _launch_args(q, v, idx, sh, sw):
+    batch, h, w, heads, dqk = q.shape
+    rh, rw = region_geometry(h, w, (sh, sw))
+    topk = idx.shape[-1]
+    block_m, block_n = _blocks(rh * rw, topk * rh * rw)
+    upcast_dot, dot_precision = dot_options(q)
+    grid = (batch * sh * sw * heads, triton.cdiv(rh * rw, block_m))
+    shape_args = (h, w, heads, sh * sw, sw, topk, dqk, v.shape[-1])
+    meta = dict(RH=rh, RW=rw, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=dot_block(dqk),
+                BLOCK_DV=dot_block(v.shape[-1]), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=4)
+    return grid, shape_args, meta
+
+
+# --------------------------------------------------------------------------------------------------------
+# Custom ops.
+
+
+@torch.library.custom_op("attnzoo::bilevel_routing_attention_fwd", mutates_args=())
+def bilevel_routing_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    sh: int,
+    sw: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out`` (B, H, W, heads, dv) in q's dtype and ``lse`` (B, H, W, heads) fp32 (natural log) for the backward.
+
+    ``idx``: the ``(B, sh*sw, topk)`` routing indices of :func:`route`.
+    """
+    batch, h, w, heads, _ = q.shape
+    out = empty(batch, h, w, heads, v.shape[-1], device=q.device, dtype=q.dtype)
+    lse = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
+    if q.numel() == 0 or out.numel() == 0:
+        return out, lse
+    grid, shape_args, meta = _launch_args(q, v, idx, sh, sw)
+    with on_device(q):
+        bilevel_routing_attention_fwd_kernel[grid](
+            q, k, v, idx, out, lse,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *idx.stride(),
+            scale * 1.4426950408889634, *shape_args, **meta,
+        )
+    return out, lse
+
+
+@bilevel_routing_attention_fwd.register_fake
+def _(q, k, v, idx, sh, sw, scale):
+    return q.new_empty((*q.shape[:-1], v.shape[-1])), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("attnzoo::bilevel_routing_attention_bwd", mutates_args=())
+def bilevel_routing_attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    idx: torch.Tensor,
+    sh: int,
+    sw: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv), contiguous, in q's dtype."""
+    dq = empty(*q.shape, device=q.device, dtype=q.dtype)
+    # Zeros, not NaN: atomic adds accumulate into them, and tokens no query region routes to get no gradient.
+    dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
+    dv = torch.zeros(v.shape, device=q.device, dtype=torch.float32)
+    if q.numel() == 0 or v.numel() == 0:
+        return dq.zero_(), dk.to(q.dtype), dv.to(q.dtype)
+    lse = lse.contiguous()  # the kernel indexes lse as contiguous (B, H, W, heads)
+    grid, shape_args, meta = _launch_args(q, v, idx, sh, sw)
+    with on_device(q):
+        bilevel_routing_attention_bwd_kernel[grid](
+            q, k, v, out, do, lse, idx, dq, dk, dv,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *do.stride(),
+            *dq.stride(), *dk.stride(), *dv.stride(), *idx.stride(),
+            scale * 1.4426950408889634, scale, *shape_args, **meta,
+        )
+    return dq, dk.to(q.dtype), dv.to(q.dtype)
+
+
+@bilevel_routing_attention_bwd.register_fake
+def _(do, q, k, v, out, lse, idx, sh, sw, scale):
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, idx, sh, sw, scale = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out, lse, idx)
+    ctx.n_win = (sh, sw)
+    ctx.scale = scale
+
+
+def _backward(ctx, d_out, _d_lse):
+    q, k, v, out, lse, idx = ctx.saved_tensors
+    dq, dk, dv = bilevel_routing_attention_bwd(d_out, q, k, v, out, lse, idx, *ctx.n_win, ctx.scale)
+    return dq, dk, dv, None, None, None, None
+
+
+bilevel_routing_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def bilevel_routing_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    n_win: tuple[int, int],
+    topk: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Triton backend of :func:`ops.bilevel_routing_attention.bilevel_routing_attention` (arguments checked
+    there)."""
+    if q.dtype not in _DTYPES:
+        raise ValueError(
+            f"bilevel_routing_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, "
+            f"got {q.dtype}; use backend='reference'"
+        )
+    scale = (q.shape[-2] * q.shape[-1]) ** -0.5 if scale is None else scale
+    idx = route(q, k, n_win, topk, scale)
+    out, _ = bilevel_routing_attention_fwd(q, k, v, idx, int(n_win[0]), int(n_win[1]), float(scale))
+    return out
