@@ -6,6 +6,11 @@ reference file (under /work/shared/reference) that the number comes from.
 """
 
 PARAM_COUNTS: dict[str, int] = {
+    # reference/biformer.md §3: official rayleizhu/BiFormer code (models/biformer.py)
+    "biformer_tiny": 13_142_760,
+    "biformer_small": 25_536_232,
+    "biformer_base": 56_804_968,
+    "biformer_stl": 28_372_552,
     # reference/davit.md §3: official dingmyu/davit code (tiny/small/base/large_window12_384) and timm 1.0.31 (all)
     "zoo_davit_tiny": 28_360_168,
     "zoo_davit_small": 49_745_896,

@@ -7,7 +7,7 @@ registers the same name with the prefix ``zoo_`` (``zoo_davit_tiny``) and never 
 import timm
 from timm.models import model_entrypoint
 
-from zoo.models import davit  # noqa: F401
+from zoo.models import biformer, davit  # noqa: F401
 
 __all__ = ["list_models"]
 

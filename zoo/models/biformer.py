@@ -1,0 +1,629 @@
+""" BiFormer: Vision Transformer with Bi-Level Routing Attention
+
+Paper: `BiFormer: Vision Transformer with Bi-Level Routing Attention` - https://arxiv.org/abs/2303.08810 (CVPR 2023)
+
+Official code (MIT license): https://github.com/rayleizhu/BiFormer (`models/biformer.py`, `ops/bra_legacy.py`,
+`models/_common.py`). timm has no BiFormer.
+
+A 4-stage conv-stem hierarchy. Every block is ``x = x + DWConv3x3(x)`` (conditional position encoding), then
+pre-norm attention and MLP residuals (LayerNorm eps 1e-6). Stages 1-3 use bi-level routing attention (BRA): the map
+is cut into ``n_win x n_win`` regions, region-mean queries and keys route each query region to its ``topk`` most
+related regions, and the tokens attend to the tokens of those regions only; a 5x5 depth-wise conv of V (LePE) is
+added to the attention output. Stage 4 is global attention (8 heads, no qkv bias) with LePE on the block input.
+
+What this implementation adds:
+* All attention runs through attnzoo's ops: `ops.bilevel_routing_attention` (stages 1-3) and
+  `ops.window_attention` with one window covering the map (stage 4's global attention). This file only projects,
+  adds the convolutions and merges.
+* The official forward reproduced exactly, padding included, at any input size: the normed tokens are zero-padded
+  on the right / bottom to a multiple of `n_win` BEFORE the qkv projection (the official ``auto_pad``, which the
+  official classification models leave off and then only take multiples of 112), so padded positions take part as
+  keys / values equal to the qkv bias, enter the region means, and feed the LePE conv; the op sees whole regions
+  and the padding is cropped afterwards. Against the official code (its auto_pad on where the input is not a
+  multiple of 112) the logits agree to fp32 rounding (figures in tests/models/test_biformer.py); every multiple of
+  32 (and, with the stride-2 convs' ceil, any size) works, in train and eval.
+* Clean timm-style key names (`stem.conv1`, `stages.i.downsample`, `stages.i.blocks.j.{cpe,attn.qkv,attn.proj,
+  attn.lepe,mlp.fc1,mlp.fc2}`, `norm`, `head.fc`); `checkpoint_filter_fn` converts the official layout.
+* `n_win` is a constructor argument (segmentation uses 8 at 512x512, detection 16), `features_only` /
+  `forward_intermediates` give the four NCHW maps at strides 4 / 8 / 16 / 32 before the final BatchNorm (the
+  official segmentation backbone drops that norm and adds its own).
+
+Variants (official `models/biformer.py`; heads = qk_dim / 32 in stages 1-3, 8 in stage 4; mlp ratio 3; n_win 7;
+topk 1 / 4 / 16 per BRA stage):
+
+| model | depths | embed_dims | params | GMACs (224) |
+|---|---|---|---|---|
+| biformer_tiny | 2,2,8,2 | 64,128,256,512 | 13,142,760 | 2.22 |
+| biformer_small | 4,4,18,4 | 64,128,256,512 | 25,536,232 | 4.46 |
+| biformer_base | 4,4,18,4 | 96,192,384,768 | 56,804,968 | 9.76 |
+| biformer_stl | 2,2,6,2 | 96,192,384,768 | 28,372,552 | 4.57 |
+
+Parameter counts equal the official code's, GMACs its torch FlopCounterMode figures / 2 (reference/biformer.md
+§3). `biformer_stl` is the paper's ablation
+model in Swin-T's layout (conv4x4/4 -> BN stem, BN -> conv2x2/2 downsampling, no CPE, mlp ratio 4, legacy BRA); its
+stride-4 / stride-2 patch convs floor sizes that are not multiples of 32, as the official model does. The refactored
+`biformer_stl_nchw` (NCHW BRA: region size H // n_win, q/k/v zero-padded after the projection) is not registered.
+"""
+import re
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+import ops
+
+__all__ = ['BiFormer']
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad a (B, H, W, C) map at the bottom / right to multiples of `multiple` (the official ``auto_pad``)."""
+    H, W = x.shape[1], x.shape[2]
+    pad_b = (multiple - H % multiple) % multiple
+    pad_r = (multiple - W % multiple) % multiple
+    if not (pad_b or pad_r):
+        return x
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+
+
+def _dwconv_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A depth-wise conv applied to a channels-last (B, H, W, C) map, returned channels-last."""
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class Stem(nn.Module):
+    """Conv3x3/2 -> BN -> GELU -> Conv3x3/2 -> BN (overlapping, stride 4)."""
+
+    def __init__(self, in_chs: int = 3, out_chs: int = 64, device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = nn.Conv2d(in_chs, out_chs // 2, 3, stride=2, padding=1, **dd)
+        self.norm1 = nn.BatchNorm2d(out_chs // 2, **dd)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1, **dd)
+        self.norm2 = nn.BatchNorm2d(out_chs, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+
+
+class PatchStem(nn.Module):
+    """Conv4x4/4 (patchify) -> BN: the Swin-T layout of the STL ablation models."""
+
+    def __init__(self, in_chs: int = 3, out_chs: int = 96, device=None, dtype=None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, 4, stride=4, device=device, dtype=dtype)
+        self.norm = nn.BatchNorm2d(out_chs, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        return self.norm(self.conv(x))
+
+
+class Downsample(nn.Module):
+    """Conv3x3/2 (overlapping) -> BN; with ``norm_first`` (Swin-T layout): BN -> Conv2x2/2 (patch merging)."""
+
+    def __init__(self, in_chs: int, out_chs: int, norm_first: bool = False, device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm_first = norm_first
+        if norm_first:
+            self.norm = nn.BatchNorm2d(in_chs, **dd)
+            self.conv = nn.Conv2d(in_chs, out_chs, 2, stride=2, **dd)
+        else:
+            self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1, **dd)
+            self.norm = nn.BatchNorm2d(out_chs, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        return self.conv(self.norm(x)) if self.norm_first else self.norm(self.conv(x))
+
+
+class BiLevelRoutingAttention(nn.Module):
+    """Bi-level routing attention with LePE (the official legacy BRA, ``kv_downsample_mode='identity'``).
+
+    ``qkv`` projects to q (qk_dim) | k (qk_dim) | v (dim); the op routes over region means of q and k with the
+    full-qk_dim scale ``qk_dim ** -0.5`` and attends over the routed regions; ``lepe`` (5x5 depth-wise) of the V map
+    is added before ``proj``. Input padded to `n_win` multiples before ``qkv``, cropped before ``proj``
+    (per-token, so the same as the official crop after it).
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            n_win: int = 7,
+            topk: int = 4,
+            qk_dim: Optional[int] = None,
+            qk_scale: Optional[float] = None,
+            side_dwconv: int = 5,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        qk_dim = qk_dim or dim
+        if qk_dim % num_heads or dim % num_heads:
+            raise ValueError(
+                f'BiLevelRoutingAttention: qk_dim {qk_dim} and dim {dim} must be divisible by num_heads {num_heads}')
+        self.dim = dim
+        self.qk_dim = qk_dim
+        self.num_heads = num_heads
+        self.n_win = n_win
+        self.topk = topk
+        self.scale = qk_scale or qk_dim ** -0.5
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        x = _pad_to_multiple(x, self.n_win)
+        Hp, Wp = x.shape[1], x.shape[2]
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        nh = self.num_heads
+        out = ops.bilevel_routing_attention(
+            q.reshape(B, Hp, Wp, nh, self.qk_dim // nh),
+            k.reshape(B, Hp, Wp, nh, self.qk_dim // nh),
+            v.reshape(B, Hp, Wp, nh, self.dim // nh),
+            self.n_win,
+            self.topk,
+            scale=self.scale,
+        )
+        x = out.reshape(B, Hp, Wp, C) + _dwconv_cl(self.lepe, v)
+        return self.proj(x[:, :H, :W])
+
+
+class GlobalAttentionLePE(nn.Module):
+    """Global multi-head attention with LePE of the input (the official ``AttentionLePE``, last stage).
+
+    Computed as window attention with one window covering the whole map.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int = 8,
+            qkv_bias: bool = False,
+            side_dwconv: int = 5,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if dim % num_heads:
+            raise ValueError(f'GlobalAttentionLePE: dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+        out = ops.window_attention(q, k, v, (H, W), scale=self.head_dim ** -0.5)
+        return self.proj(out.reshape(B, H, W, C) + _dwconv_cl(self.lepe, x))
+
+
+class Block(nn.Module):
+    """``x = x + cpe(x); x = x + attn(norm1(x)); x = x + mlp(norm2(x))`` on channels-last maps.
+
+    ``topk > 0``: bi-level routing attention; ``topk == -2``: global attention with LePE (the official codes).
+    ``cpe_kernel_size=0``: no conditional position encoding (the STL models).
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            n_win: int = 7,
+            topk: int = 4,
+            qk_dim: Optional[int] = None,
+            qk_scale: Optional[float] = None,
+            global_num_heads: int = 8,
+            mlp_ratio: float = 3.,
+            side_dwconv: int = 5,
+            cpe_kernel_size: int = 3,
+            drop_path: float = 0.,
+            norm_layer: Callable[..., nn.Module] = partial(nn.LayerNorm, eps=1e-6),
+            act_layer: Callable[..., nn.Module] = nn.GELU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        # the official padding is 1 whatever the kernel size
+        self.cpe = nn.Conv2d(dim, dim, cpe_kernel_size, padding=1, groups=dim, **dd) if cpe_kernel_size else None
+        self.norm1 = norm_layer(dim, **dd)
+        if topk > 0:
+            self.attn = BiLevelRoutingAttention(
+                dim, num_heads, n_win=n_win, topk=topk, qk_dim=qk_dim, qk_scale=qk_scale, side_dwconv=side_dwconv,
+                **dd)
+        elif topk == -2:
+            self.attn = GlobalAttentionLePE(dim, global_num_heads, side_dwconv=side_dwconv, **dd)
+        else:
+            raise ValueError(f'Block: topk must be > 0 (routing) or -2 (global attention with LePE), got {topk}')
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=act_layer, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        if self.cpe is not None:
+            x = x + _dwconv_cl(self.cpe, x)
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class BiFormerStage(nn.Module):
+    """Optional downsample, then `depth` blocks. Takes and returns NCHW maps; the blocks run channels-last."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            depth: int,
+            downsample: bool = True,
+            downsample_norm_first: bool = False,
+            drop_path_rates: Tuple[float, ...] = (),
+            device=None,
+            dtype=None,
+            **block_kwargs: Any,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = Downsample(in_chs, out_chs, norm_first=downsample_norm_first, **dd)
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(*[
+            Block(out_chs, drop_path=drop_path_rates[i], **block_kwargs, **dd) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class BiFormer(nn.Module):
+    """BiFormer: conv stem, four stages of routed / global attention blocks, BatchNorm -> mean pool -> Linear.
+
+    Any input size works (the regions are padded as the official ``auto_pad`` does); feature maps are NCHW at
+    strides 4, 8, 16, 32.
+
+    Args:
+        in_chans: Number of input image channels.
+        num_classes: Number of classifier classes (0: no classifier, `forward` returns pooled features).
+        global_pool: Global pooling type of the head; '' disables it.
+        depths: Blocks per stage.
+        embed_dims: Channels per stage.
+        qk_dims: Query / key channels per stage (default: embed_dims).
+        head_dim: Query / key channels per head in the routing stages (heads = qk_dim / head_dim).
+        global_num_heads: Heads of the global-attention stages (official: 8 whatever the width).
+        n_win: Regions per side in the routing stages.
+        topks: Routed regions per query region, per stage; -2 marks a global-attention stage.
+        mlp_ratios: MLP hidden width / channels, per stage.
+        side_dwconv: LePE depth-wise kernel size.
+        cpe_kernel_size: Kernel size of the depth-wise conv position encoding before each block (0: none).
+        layout: 'biformer': overlapping conv stem (3x3/2 twice) and 3x3/2 conv -> BN downsampling;
+            'swin': conv4x4/4 -> BN stem and BN -> conv2x2/2 downsampling (the STL ablation models).
+        qk_scale: Override the attention / routing scale of the routing stages (default qk_dim ** -0.5).
+        drop_rate: Dropout before the classifier.
+        drop_path_rate: Stochastic depth, increasing linearly over all blocks (official).
+        img_size: Nominal input size, recorded by timm for recipes / export; the network is size-agnostic.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Tuple[int, ...] = (2, 2, 8, 2),
+            embed_dims: Tuple[int, ...] = (64, 128, 256, 512),
+            qk_dims: Optional[Tuple[int, ...]] = None,
+            head_dim: int = 32,
+            global_num_heads: int = 8,
+            n_win: int = 7,
+            topks: Tuple[int, ...] = (1, 4, 16, -2),
+            mlp_ratios: Union[float, Tuple[float, ...]] = 3.,
+            side_dwconv: int = 5,
+            cpe_kernel_size: int = 3,
+            layout: str = 'biformer',
+            qk_scale: Optional[float] = None,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        depths, embed_dims, topks = tuple(depths), tuple(embed_dims), tuple(topks)
+        qk_dims = embed_dims if qk_dims is None else tuple(qk_dims)
+        num_stages = len(embed_dims)
+        if isinstance(mlp_ratios, (int, float)):
+            mlp_ratios = (mlp_ratios,) * num_stages
+        mlp_ratios = tuple(mlp_ratios)
+        if not (len(depths) == len(qk_dims) == len(topks) == len(mlp_ratios) == num_stages):
+            raise ValueError(
+                f'BiFormer: depths {depths}, embed_dims {embed_dims}, qk_dims {qk_dims}, topks {topks} and '
+                f'mlp_ratios {mlp_ratios} must have one length')
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        if layout not in ('biformer', 'swin'):
+            raise ValueError(f"BiFormer: layout must be 'biformer' or 'swin', got {layout!r}")
+        stem_layer = PatchStem if layout == 'swin' else Stem
+        self.stem = stem_layer(in_chans, embed_dims[0], **dd)
+
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
+        self.feature_info = []
+        stages = []
+        in_chs = embed_dims[0]
+        for i in range(num_stages):
+            first = sum(depths[:i])
+            stages.append(BiFormerStage(
+                in_chs,
+                embed_dims[i],
+                depth=depths[i],
+                downsample=i > 0,
+                downsample_norm_first=layout == 'swin',
+                drop_path_rates=dpr[first:first + depths[i]],
+                num_heads=qk_dims[i] // head_dim,
+                n_win=n_win,
+                topk=topks[i],
+                qk_dim=qk_dims[i],
+                qk_scale=qk_scale,
+                global_num_heads=global_num_heads,
+                mlp_ratio=mlp_ratios[i],
+                side_dwconv=side_dwconv,
+                cpe_kernel_size=cpe_kernel_size,
+                **dd,
+            ))
+            in_chs = embed_dims[i]
+            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # the official init: truncated-normal Linear weights, zero biases; norms and convs keep PyTorch's init
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # no position embeddings or tokens; norms and biases are 1-D, which timm's optimizer factory already skips
+        return set()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and return the maps of the stages selected by `indices`.
+
+        Args:
+            x: Input images, NCHW.
+            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
+            norm: Apply the final BatchNorm to the last stage's map when it is taken (the maps are un-normed
+                otherwise, as the official segmentation backbone takes them).
+            stop_early: Stop after the last stage that is needed.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"BiFormer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        last_idx = len(self.stages) - 1
+
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last_idx else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            # the final norm is sized for the last stage
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.head = ClassifierHead(self.num_features, 0, pool_type='')
+            self.num_classes = 0
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# Official repository (rayleizhu/BiFormer, models/biformer.py) -> zoo names, applied in order to every key.
+_OFFICIAL_RULES = (
+    (r'^downsample_layers\.0\.0\.', 'stem.conv1.'),
+    (r'^downsample_layers\.0\.1\.', 'stem.norm1.'),
+    (r'^downsample_layers\.0\.3\.', 'stem.conv2.'),
+    (r'^downsample_layers\.0\.4\.', 'stem.norm2.'),
+    (r'^downsample_layers\.(\d+)\.0\.', r'stages.\1.downsample.conv.'),
+    (r'^downsample_layers\.(\d+)\.1\.', r'stages.\1.downsample.norm.'),
+    (r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.'),
+    (r'\.pos_embed\.', '.cpe.'),
+    (r'\.attn\.qkv\.qkv\.', '.attn.qkv.'),
+    (r'\.attn\.wo\.', '.attn.proj.'),
+    (r'\.mlp\.0\.', '.mlp.fc1.'),
+    (r'\.mlp\.3\.', '.mlp.fc2.'),
+    (r'^head\.', 'head.fc.'),
+)
+
+# Official STL ablation model (models/biformer_stl.py: BN-first downsampling, `stages.s.blocks.b`, mlp.0 / mlp.2).
+_OFFICIAL_STL_RULES = (
+    (r'^downsample_layers\.0\.0\.', 'stem.conv.'),
+    (r'^downsample_layers\.0\.1\.', 'stem.norm.'),
+    (r'^downsample_layers\.(\d+)\.0\.', r'stages.\1.downsample.norm.'),
+    (r'^downsample_layers\.(\d+)\.1\.', r'stages.\1.downsample.conv.'),
+    (r'\.attn\.qkv\.qkv\.', '.attn.qkv.'),
+    (r'\.attn\.wo\.', '.attn.proj.'),
+    (r'\.mlp\.0\.', '.mlp.fc1.'),
+    (r'\.mlp\.2\.', '.mlp.fc2.'),
+    (r'^head\.', 'head.fc.'),
+)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Official BiFormer checkpoints -> zoo layout; the zoo's own layout passes through unchanged.
+
+    Unwraps checkpoint containers (``state_dict``, then ``model``, then ``model_ema`` / ``state_dict_ema``: the
+    released files are ``{'model': ...}``, training checkpoints add ``model_ema`` and optimizer state) and a DDP
+    ``module.`` prefix.
+    """
+    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+
+    if 'stem.conv1.weight' in state_dict or 'stem.conv.weight' in state_dict:
+        return state_dict  # zoo layout, with or without the classifier
+    # the STL model nests its blocks (`stages.s.blocks.b`), biformer.py's stages are the block lists
+    rules = _OFFICIAL_STL_RULES if any(k.startswith('stages.0.blocks.') for k in state_dict) else _OFFICIAL_RULES
+    out = {}
+    for k, v in state_dict.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
+def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
+    default_out_indices = tuple(range(len(kwargs.get('depths', (2, 2, 8, 2)))))
+    out_indices = kwargs.pop('out_indices', default_out_indices)
+    return build_model_with_cfg(
+        BiFormer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv1', 'classifier': 'head.fc',
+        'license': 'mit',
+        'paper_ids': 'arXiv:2303.08810',
+        'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
+        'origin_url': 'https://github.com/rayleizhu/BiFormer',
+        **kwargs,
+    }
+
+
+# Weights: the official ImageNet-1k checkpoints were shared through OneDrive links that no longer resolve
+# (rayleizhu/BiFormer issue #53), so no cfg carries a url; a local copy loads with
+# `pretrained_cfg_overlay=dict(file=PATH)` through `checkpoint_filter_fn`.
+default_cfgs = generate_default_cfgs({
+    'biformer_tiny': _cfg(),
+    'biformer_small': _cfg(),
+    'biformer_base': _cfg(),
+    'biformer_stl': _cfg(first_conv='stem.conv'),
+})
+
+
+@register_model
+def biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
+    model_args = dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512))
+    return _create_biformer('biformer_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
+    model_args = dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512))
+    return _create_biformer('biformer_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
+    model_args = dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768))
+    return _create_biformer('biformer_base', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
+    """The ablation model in Swin-T's layout (official `models/biformer_stl.py`): patchify stem, BN -> conv2x2
+    downsampling, no conditional position encoding, mlp ratio 4, legacy BRA."""
+    model_args = dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin')
+    return _create_biformer('biformer_stl', pretrained=pretrained, **dict(model_args, **kwargs))
