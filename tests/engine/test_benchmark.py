@@ -14,7 +14,7 @@ import torch
 
 from zoo.engine import benchmark
 from zoo.engine.benchmark import MODEL_COLUMNS, OP_COLUMNS, PRESETS, WindowCase, main
-from zoo.engine.flops import channel_attention_cost, window_attention_cost
+from zoo.engine.flops import _OP_FORMULAS, bilevel_routing_attention_cost, channel_attention_cost, window_attention_cost
 
 FAST = ["--device", "cpu", "--warmup", "0", "--iters", "1"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_model_backends_against_a_baseline_model(tmp_path, capsys):
     (["--op", "window_attention", "--preset", "tiny", "--candidates", "flash"], "valid: official, sdpa"),
     (["--op", "window_attention", "--preset", "tiny", "--peak-tflops", "10"], "give both"),
     (["--op", "window_attention", "--preset", "tiny", "--backends", "triton"], "--model only"),
-    (["--model", "zoo_davit_tiniest"], "zoo models: zoo_davit_base"),
+    (["--model", "zoo_davit_tiniest"], "unknown model 'zoo_davit_tiniest'; zoo models: "),
     (["--model", "zoo_davit_tiny", "--baseline-model", "nope"], "--baseline-model: unknown model 'nope'"),
     (["--model", "zoo_davit_tiny", "--backends", "cuda"], "valid: reference, triton"),
     (["--model", "zoo_davit_tiny", "--preset", "tiny"], "--op only"),
@@ -160,3 +160,81 @@ def test_cost_formulas():
     c = channel_attention_cost(2, 49, 3, 16, elem_size=4)
     assert (c.flops_fwd, c.flops_bwd) == (4 * 2 * 3 * 49 * 256, 8 * 2 * 3 * 49 * 256)
     assert (c.bytes_fwd, c.bytes_bwd) == (4 * 2 * 49 * 3 * 16 * 4, 7 * 2 * 49 * 3 * 16 * 4)
+
+
+# ---- bilevel_routing_attention ------------------------------------------------------------------------------------
+
+BRA = "bilevel_routing_attention"
+
+
+def test_bra_tiny_preset_official_and_reference_agree(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "--op", BRA, "--preset", "tiny", *FAST, "--json", str(out_json))
+    assert rc == 0, err
+    rows = _rows(out_json, "ops")
+    assert len(rows) == 4 * len(PRESETS[BRA]["tiny"])
+    for row in rows:
+        assert set(row) == set(OP_COLUMNS)
+        if row["impl"] in ("flex", "triton"):  # CPU: skipped with the reason (no flex backward, no CUDA)
+            assert row["status"] == "skipped" and row["reason"], row
+            continue
+        assert row["status"] == "ok" and row["error"] <= 1e-5, row
+        assert row["fwd_ms"] > 0 and row["fwdbwd_ms"] > 0 and row["fwdbwd_mem_mib"] is None
+        assert row["flops_fwd"] > 0 and row["bytes_bwd"] > row["bytes_fwd"]
+    assert "flex: skipped: FlexAttention has no backward on the CPU" in out and "triton: skipped" in out
+
+
+def test_bra_flex_forward_on_cpu_when_asked(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "--op", BRA, "--shape", "1,8,8,2,8,2,2", *FAST, "--mode", "fwd", "--allow-interpret",
+                        "--candidates", "flex,reference", "--json", str(out_json))
+    assert rc == 0, err
+    status = {r["impl"]: r for r in _rows(out_json, "ops")}
+    assert status["flex"]["status"] == "ok" and status["flex"]["error"] < 1e-5 and status["flex"]["fwd_ms"] > 0
+    rc, out, err = _run(capsys, "--op", BRA, "--shape", "1,8,8,2,8,2,2", *FAST, "--mode", "fwd", "--candidates", "flex")
+    assert rc == 0 and "pass --allow-interpret with --mode fwd" in out
+
+
+def test_bra_official_matches_the_op_and_the_check_sees_a_wrong_topk():
+    torch.manual_seed(0)
+    case = benchmark.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 2)
+    inp = benchmark._make_qkv_inputs(case, torch.device("cpu"), torch.float32, grad=False)
+    ref = benchmark.OP_CANDIDATES[BRA]["reference"](inp, case)
+    assert torch.allclose(benchmark.bra_official(inp, case), ref, atol=1e-5)
+    wrong = benchmark.bra_official(inp, benchmark.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 1))
+    assert benchmark._rel_err(wrong, ref) > 1e-2  # the check is sensitive to the routing
+
+
+def test_bra_presets_are_listed(capsys):
+    rc, out, _ = _run(capsys, "--list")
+    assert rc == 0
+    assert "bilevel_routing_attention:" in out
+    assert "biformer_s_224: 16x56x56x2x32 S7 top1; 16x28x28x4x32 S7 top4; 16x14x14x8x32 S7 top16" in out
+    assert "biformer_s_512: 2x128x128x2x32 S8 top1; 2x64x64x4x32 S8 top4; 2x32x32x8x32 S8 top16" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "1,10,10,2,8,3,2"], "multiples of n_win=3"),
+    (["--shape", "1,8,8,2,8,2,5"], "topk=5 > n_win^2=4"),
+    (["--shape", "1,8,8,2,8"], "7 positive sizes B,H,W,heads,D,n_win,topk"),
+    (["--preset", "davit_t_224"], "valid: biformer_s_224, biformer_s_512, tiny"),
+    (["--preset", "tiny", "--candidates", "sdpa"], "valid: official, flex, reference, triton"),
+    (["--preset", "tiny", "--window", "4"], "window_attention only"),
+])
+def test_bra_bad_arguments(argv, message, capsys):
+    rc, _, err = _run(capsys, "--op", BRA, *argv)
+    assert rc == 2
+    assert message in err
+
+
+def test_bra_cost_formula_and_custom_op_formulas():
+    # 4 B S^2 heads n (topk n) D forward, 2.5x backward; q, k, v, o (+ grads) once each plus the int64 index.
+    c = bilevel_routing_attention_cost(16, 56, 56, 2, 32, 7, 1, elem_size=2)
+    assert c.flops_fwd == 4 * 16 * 49 * 2 * 64 * 64 * 32 and c.flops_bwd == c.flops_fwd * 5 // 2
+    t, index = 16 * 56 * 56 * 2 * 32 * 2, 16 * 49 * 1 * 8
+    assert (c.bytes_fwd, c.bytes_bwd) == (4 * t + index, 8 * t + index)
+    q, idx = (2, 8, 8, 2, 16), (2, 4, 3)
+    fwd = _OP_FORMULAS["bilevel_routing_attention_fwd"](q, q, q, idx, 2, 2, 0.1, out_shape=None)
+    bwd = _OP_FORMULAS["bilevel_routing_attention_bwd"](q, q, q, q, q, q[:4], idx, 2, 2, 0.1, out_shape=None)
+    expected = bilevel_routing_attention_cost(2, 8, 8, 2, 16, 2, 3, elem_size=1)
+    assert (fwd, bwd) == (expected.flops_fwd, expected.flops_bwd) == (4 * 2 * 4 * 2 * 16 * 48 * 16, fwd * 5 // 2)

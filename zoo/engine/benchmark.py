@@ -3,6 +3,7 @@
     python eval.py bench --op window_attention --preset davit_t_224 --dtype bf16
     python eval.py bench --op window_attention --shape 64,56,56,3,32 --window 7 --bias
     python eval.py bench --op channel_attention --shape 64,3136,3,32
+    python eval.py bench --op bilevel_routing_attention --preset biformer_s_224 --dtype bf16
     python eval.py bench --model zoo_davit_tiny --batch 64 --dtype bf16 --backends reference,triton \\
         --baseline-model davit_tiny --channels-last --compile
     python eval.py bench ... --json benchmarks/results/NAME.json --markdown
@@ -18,10 +19,28 @@ Every case runs, in one process and on the same inputs, the op computed:
   (view / permute / contiguous), ``q * scale @ k^T``, the relative-position bias gathered through Swin's
   ``relative_position_index``, the (shifted-window) mask added per window, softmax, ``@ v``, ``transpose`` /
   ``reshape`` and window reverse. Channel attention: ``k * scale``, ``k^T @ v``, softmax, ``(attn @ q^T)^T``.
+  Bi-level routing attention (BiFormer's ``ops/bra_legacy.py``, without LePE / projections): region partition
+  of the projected map, region means of q and k, routing logits ``(q_r * scale) @ k_r^T``, ``torch.topk``,
+  ``torch.gather`` of the routed regions' k / v tokens on an expanded view (``(B, S^2, topk, rh*rw, 2C)``: the
+  topk copies the official code materialises), per-head ``softmax((q * scale) @ k_sel^T) @ v_sel`` with the
+  FULL-qk-dim scale ``(heads * D) ** -0.5``, region reverse. Divisible maps only (``H`` and ``W`` multiples of
+  ``n_win``), as the official code without ``auto_pad``; the region means and routing logits are taken in fp32
+  (as ``ops``' ``route()``), so that bf16 rounding of near-tied logits cannot flip a top-k choice and fail the
+  check for a reason that is not the attention's.
 * ``sdpa`` -- ``torch.nn.functional.scaled_dot_product_attention`` on the same partition, bias and masks
   folded into one float ``attn_mask`` (channel attention: SDPA on the transposed problem, ``D`` queries of
-  head size ``N``).
-* ``reference`` / ``triton`` -- ``ops.window_attention`` / ``ops.channel_attention`` with that ``backend=``.
+  head size ``N``). Not offered for bi-level routing attention (it would need a dense ``L x L`` mask).
+* ``flex`` (bi-level routing attention) -- ``torch.nn.attention.flex_attention`` over the whole map, with a
+  ``create_block_mask`` built from the routing indices of ``ops``' ``route()``: query token ``i`` may attend
+  to key token ``j`` iff ``j``'s region is among the ``topk`` regions of ``i``'s region. Tokens are permuted
+  to region-major order (``(B, H, W, heads, D) -> (B, heads, S^2 * rh*rw, D)``, token ``r * rh*rw + y * rw +
+  x`` = row ``y``, column ``x`` of region ``r``, regions row-major), so that the mask's blocks never cut a
+  region (with 128-token blocks: 128 / (rh*rw) whole regions per block, or rh*rw / 128 blocks per region), and
+  the output is permuted back. Routing, mask building and both permutations are inside the timed call. CUDA:
+  ``torch.compile(flex_attention)`` (eager flex is an unfused reference); the CPU has no FlexAttention backward,
+  so it is skipped there (``--mode fwd --allow-interpret`` runs its eager forward, to check the harness).
+* ``reference`` / ``triton`` -- ``ops.window_attention`` / ``ops.channel_attention`` /
+  ``ops.bilevel_routing_attention`` with that ``backend=``.
   ``triton`` needs CUDA; on the CPU it is skipped (Triton's interpreter is orders of magnitude too slow to
   time) unless ``--allow-interpret``.
 
@@ -71,12 +90,12 @@ import contextlib
 import datetime
 import json
 import math
-import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -85,7 +104,7 @@ import torch
 import torch.nn.functional as F
 
 from ops import use_backend
-from zoo.engine.flops import OpCost, channel_attention_cost, window_attention_cost
+from zoo.engine.flops import OpCost, bilevel_routing_attention_cost, channel_attention_cost, window_attention_cost
 
 __all__ = [
     "DEVICE_PEAKS",
@@ -94,6 +113,7 @@ __all__ = [
     "OP_COLUMNS",
     "OPS",
     "PRESETS",
+    "BilevelRoutingCase",
     "ChannelCase",
     "WindowCase",
     "main",
@@ -215,6 +235,29 @@ class ChannelCase:
         return channel_attention_cost(self.batch, self.tokens, self.groups, self.head_dim, elem_size=size)
 
 
+@dataclass(frozen=True)
+class BilevelRoutingCase:
+    """``bilevel_routing_attention`` on ``(batch, height, width, heads, head_dim)``, ``n_win`` regions per side,
+    ``topk`` routed regions per query region (q, k and v share ``head_dim``)."""
+
+    batch: int
+    height: int
+    width: int
+    heads: int
+    head_dim: int
+    n_win: int
+    topk: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.batch}x{self.height}x{self.width}x{self.heads}x{self.head_dim} S{self.n_win} top{self.topk}"
+
+    def cost(self, dtype: torch.dtype) -> OpCost:
+        size = torch.empty((), dtype=dtype).element_size()
+        return bilevel_routing_attention_cost(self.batch, self.height, self.width, self.heads, self.head_dim,
+                                              self.n_win, self.topk, elem_size=size)
+
+
 def _davit_stages(img: int, dims: Sequence[int], heads: Sequence[int]) -> list[tuple[int, int, int]]:
     """(map size, heads, head_dim) of DaViT's four stages at img x img (strides 4, 8, 16, 32)."""
     return [(img // 4 // 2 ** i, h, d // h) for i, (d, h) in enumerate(zip(dims, heads))]
@@ -231,10 +274,23 @@ def _davit_channel(batch: int, img: int, dims, heads) -> list[ChannelCase]:
 _DAVIT_T = dict(dims=(96, 192, 384, 768), heads=(3, 6, 12, 24))
 _DAVIT_B = dict(dims=(128, 256, 512, 1024), heads=(4, 8, 16, 32))
 
+
+def _biformer_s(batch: int, img: int, n_win: int) -> list[BilevelRoutingCase]:
+    """BiFormer-S's BRA stages 1-3 (dims 64 / 128 / 256, heads = dim / 32, topk 1 / 4 / 16; stage 4 is global
+    attention, not BRA) at img x img (strides 4, 8, 16)."""
+    return [BilevelRoutingCase(batch, img // 4 // 2 ** i, img // 4 // 2 ** i, dim // 32, 32, n_win, topk)
+            for i, (dim, topk) in enumerate(zip((64, 128, 256), (1, 4, 16)))]
+
 # Named shape sets. davit_*: the four stages of DaViT at 224x224, batch 64 (ImageNet training per GPU).
 # hat_ws16: HAT's attention (C = 180, 6 heads of 30, 16x16 windows, relative-position bias) on a 64x64 training
 # patch, batch 4 per GPU as in HAT's recipe; the second case adds the shifted-window mask of the odd blocks.
 # tiny: CPU-sized, with a partial window row / column and an odd head_dim.
+# biformer_s_224: BiFormer-S's BRA stages at 224x224 (n_win 7), batch 16 -- a per-GPU micro-batch, not the batch
+# of the official ImageNet recipe, chosen so that the whole preset (the official formulation's gathered k / v,
+# topk copies: (16, 49, 16, 4, 2C) = 51 MB in bf16 at stage 3, plus autograd's saved tensors) runs quickly even
+# on small GPUs; the per-call cost scales linearly in the batch. biformer_s_512: the same stages in BiFormer's 512x512 segmentation setting (n_win 8),
+# batch 2 per GPU as in mmseg's 512x512 schedules. tiny (BRA): divisible maps (the official code's domain), topk 1
+# to all regions, non-square regions.
 PRESETS: dict[str, dict[str, list]] = {
     "window_attention": {
         "davit_t_224": _davit_window(64, 224, **_DAVIT_T),
@@ -252,6 +308,14 @@ PRESETS: dict[str, dict[str, list]] = {
         "davit_t_224": _davit_channel(64, 224, **_DAVIT_T),
         "davit_b_224": _davit_channel(64, 224, **_DAVIT_B),
         "tiny": [ChannelCase(2, 49, 3, 16), ChannelCase(2, 61, 2, 24)],
+    },
+    "bilevel_routing_attention": {
+        "biformer_s_224": _biformer_s(16, 224, 7),
+        "biformer_s_512": _biformer_s(2, 512, 8),
+        "tiny": [
+            BilevelRoutingCase(2, 12, 12, 2, 16, 3, 2),
+            BilevelRoutingCase(1, 8, 16, 3, 8, 2, 4),
+        ],
     },
 }
 OPS = tuple(PRESETS)
@@ -429,6 +493,93 @@ def _channel_ours(backend: str) -> Callable[[OpInputs, ChannelCase], torch.Tenso
     return run
 
 
+def _make_qkv_inputs(case, device, dtype, grad: bool) -> OpInputs:
+    """A packed ``(B, H, W, 3, heads, D)`` qkv, nothing else (bilevel routing attention)."""
+    qkv = torch.randn(case.batch, case.height, case.width, 3, case.heads, case.head_dim, device=device, dtype=dtype)
+    qkv.requires_grad_(grad)
+    return OpInputs(qkv=qkv, leaves=[qkv])
+
+
+def bra_official(inp: OpInputs, case: BilevelRoutingCase) -> torch.Tensor:
+    """BiFormer's ``BiLevelRoutingAttention`` (``ops/bra_legacy.py``) from its qkv output on, divisible maps."""
+    B, H, W, _, nh, D = inp.qkv.shape
+    S, topk, C = case.n_win, case.topk, nh * D
+    h, w = H // S, W // S
+    scale = C ** -0.5  # qk_dim ** -0.5: the full qk dim, as the official code
+    # region partition: 'n (j h) (i w) c -> n (j i) h w c'
+    x = inp.qkv.reshape(B, S, h, S, w, 3 * C).permute(0, 1, 3, 2, 4, 5).reshape(B, S * S, h, w, 3 * C)
+    q, kv = x[..., :C], x[..., C:]
+    q_pix = q.reshape(B, S * S, h * w, C)
+    kv_pix = kv.reshape(B, S * S, h * w, 2 * C)
+    # router (detached, diff_routing=False); means and logits in fp32, see the module docstring
+    q_win, k_win = q.detach().float().mean([2, 3]), kv[..., :C].detach().float().mean([2, 3])
+    logits = (q_win * scale) @ k_win.transpose(-2, -1)  # (B, S^2, S^2)
+    topk_logit, r_idx = torch.topk(logits, k=topk, dim=-1)
+    r_weight = topk_logit.softmax(dim=-1)  # noqa: F841  (computed by the official router, unused: mul_weight='none')
+    # KVGather: torch.gather on an expanded view -> (B, S^2, topk, h*w, 2C)
+    n, p2, w2, c_kv = kv_pix.shape
+    topk_kv = torch.gather(kv_pix.view(n, 1, p2, w2, c_kv).expand(-1, p2, -1, -1, -1), dim=2,
+                           index=r_idx.view(n, p2, topk, 1, 1).expand(-1, -1, -1, w2, c_kv))
+    k_sel, v_sel = topk_kv.split([C, C], dim=-1)
+    # 'n p2 k w2 (m c) -> (n p2) m c (k w2)' and '... -> (n p2) m (k w2) c'
+    k_sel = k_sel.reshape(n * p2, topk, w2, nh, D).permute(0, 3, 4, 1, 2).reshape(n * p2, nh, D, topk * w2)
+    v_sel = v_sel.reshape(n * p2, topk, w2, nh, D).permute(0, 3, 1, 2, 4).reshape(n * p2, nh, topk * w2, D)
+    q_pix = q_pix.reshape(n * p2, w2, nh, D).transpose(1, 2)  # 'n p2 w2 (m c) -> (n p2) m w2 c'
+    attn = ((q_pix * scale) @ k_sel).softmax(dim=-1)
+    out = attn @ v_sel  # (B*S^2, heads, h*w, D)
+    # '(n j i) m (h w) c -> n (j h) (i w) (m c)'
+    out = out.view(B, S, S, nh, h, w, D).permute(0, 1, 4, 2, 5, 3, 6)
+    return out.reshape(B, H, W, nh, D)
+
+
+_FLEX_COMPILED: Callable | None = None
+
+
+def bra_flex(inp: OpInputs, case: BilevelRoutingCase) -> torch.Tensor:
+    """FlexAttention over the region-major token order with a block mask from the routing (module docstring)."""
+    global _FLEX_COMPILED
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from ops.bilevel_routing_attention import route
+
+    B, H, W, _, nh, D = inp.qkv.shape
+    S, topk = case.n_win, case.topk
+    h, w = H // S, W // S
+    n, length = h * w, H * W
+    scale = (nh * D) ** -0.5
+    q, k, v = inp.qkv.unbind(3)
+    idx = route(q, k, (S, S), topk, scale)  # (B, S^2, topk), the regions every backend attends over
+    routed = torch.zeros(B, S * S, S * S, dtype=torch.bool, device=q.device).scatter_(2, idx, True)
+
+    def mask_mod(b, hd, q_idx, kv_idx):
+        return routed[b, q_idx // n, kv_idx // n]
+
+    cuda = q.device.type == "cuda"
+    block_mask = create_block_mask(mask_mod, B, None, length, length, device=q.device, _compile=cuda)
+
+    def region_major(t):  # (B, H, W, heads, D) -> (B, heads, S^2 * h*w, D)
+        return t.reshape(B, S, h, S, w, nh, D).permute(0, 5, 1, 3, 2, 4, 6).reshape(B, nh, length, D)
+
+    if cuda and _FLEX_COMPILED is None:
+        _FLEX_COMPILED = torch.compile(flex_attention, dynamic=False)
+    attend = _FLEX_COMPILED if cuda else flex_attention
+    with warnings.catch_warnings():  # CPU: eager flex warns that it is unfused, which the skip reason already says
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        out = attend(region_major(q), region_major(k), region_major(v), block_mask=block_mask, scale=scale)
+    out = out.view(B, nh, S, S, h, w, D).permute(0, 2, 4, 3, 5, 1, 6)
+    return out.reshape(B, H, W, nh, D)
+
+
+def _bra_ours(backend: str) -> Callable[[OpInputs, BilevelRoutingCase], torch.Tensor]:
+    def run(inp: OpInputs, case: BilevelRoutingCase) -> torch.Tensor:
+        import ops
+
+        q, k, v = inp.qkv.unbind(3)
+        return ops.bilevel_routing_attention(q, k, v, case.n_win, case.topk, backend=backend)
+
+    return run
+
+
 # Per op: candidate name -> fn(inputs, case) -> output. `official` is the baseline and always runs first.
 OP_CANDIDATES: dict[str, dict[str, Callable]] = {
     "window_attention": {
@@ -443,9 +594,19 @@ OP_CANDIDATES: dict[str, dict[str, Callable]] = {
         "reference": _channel_ours("reference"),
         "triton": _channel_ours("triton"),
     },
+    "bilevel_routing_attention": {
+        "official": bra_official,
+        "flex": bra_flex,
+        "reference": _bra_ours("reference"),
+        "triton": _bra_ours("triton"),
+    },
 }
-_MAKE_INPUTS = {"window_attention": _make_window_inputs, "channel_attention": _make_channel_inputs}
-_SHAPE_FIELDS = {"window_attention": "B,H,W,heads,D", "channel_attention": "B,N,groups,D"}
+_MAKE_INPUTS = {"window_attention": _make_window_inputs, "channel_attention": _make_channel_inputs,
+                "bilevel_routing_attention": _make_qkv_inputs}
+_SHAPE_FIELDS = {"window_attention": "B,H,W,heads,D", "channel_attention": "B,N,groups,D",
+                 "bilevel_routing_attention": "B,H,W,heads,D,n_win,topk"}
+_CASE_TYPES = {"window_attention": WindowCase, "channel_attention": ChannelCase,
+               "bilevel_routing_attention": BilevelRoutingCase}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -516,7 +677,7 @@ OP_COLUMNS = (
 )
 
 
-def _triton_skip_reason(device: torch.device, allow_interpret: bool) -> str | None:
+def _triton_skip_reason(device: torch.device, allow_interpret: bool, modes: Sequence[str] = ()) -> str | None:
     from ops._backend import triton_available, triton_interpret
 
     if not triton_available():
@@ -527,12 +688,29 @@ def _triton_skip_reason(device: torch.device, allow_interpret: bool) -> str | No
         return ("needs CUDA; on the CPU it would run in Triton's interpreter, far too slow to time "
                 "(pass --allow-interpret to run it anyway)")
     if not triton_interpret():
-        compiled = [m for m in sys.modules if m.startswith("ops.") and m.endswith(".triton")]
-        if compiled:
-            return (f"--allow-interpret: {compiled} were imported without TRITON_INTERPRET=1; "
-                    f"set TRITON_INTERPRET=1 in the environment")
-        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are decorated, i.e. on first use
+        # Triton reads the switch when it is imported, which may already have happened (torch imports it for
+        # inductor / FlexAttention), so setting it from here is not reliable: ask for it up front.
+        return "--allow-interpret needs TRITON_INTERPRET=1 set in the environment before the command starts"
     return None
+
+
+def _flex_skip_reason(device: torch.device, allow_interpret: bool, modes: Sequence[str] = ()) -> str | None:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+    if device.type == "cuda":
+        return None
+    if "fwdbwd" in modes:
+        return "FlexAttention has no backward on the CPU (NotImplementedError); it needs CUDA"
+    if not allow_interpret:
+        return ("needs CUDA; on the CPU only its eager, unfused forward runs (pass --allow-interpret with --mode fwd "
+                "to run it anyway)")
+    return None
+
+
+# Candidates that cannot run everywhere: name -> fn(device, allow_interpret, modes) -> reason to skip, or None.
+_SKIP_REASONS: dict[str, Callable[..., str | None]] = {"triton": _triton_skip_reason, "flex": _flex_skip_reason}
 
 
 def _op_step(fn, inp: OpInputs, case, grad_out: torch.Tensor | None):
@@ -550,7 +728,7 @@ def bench_op(op: str, cases: Sequence, *, device: torch.device, dtype: torch.dty
     """Check, then time every candidate of `op` on every case; one result dict (OP_COLUMNS) per pair."""
     impls = OP_CANDIDATES[op]
     names = ["official"] + [c for c in candidates if c != "official"]
-    skip = {"triton": _triton_skip_reason(device, allow_interpret)} if "triton" in names else {}
+    skip = {n: _SKIP_REASONS[n](device, allow_interpret, modes) for n in names if n in _SKIP_REASONS}
     timer = _Timer(device, warmup, iters, flush_l2)
     tol = OP_TOLERANCE[dtype]
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
@@ -856,6 +1034,7 @@ examples:
   python eval.py bench --op window_attention --preset davit_t_224 --dtype bf16
   python eval.py bench --op window_attention --shape 8,64,64,6,30 --window 16 --bias --mask
   python eval.py bench --op channel_attention --preset tiny --device cpu --dtype fp32
+  python eval.py bench --op bilevel_routing_attention --shape 16,56,56,2,32,7,1 --dtype bf16
   python eval.py bench --model zoo_davit_tiny --batch 64 --dtype bf16 --backends reference,triton \\
       --baseline-model davit_tiny --json benchmarks/results/davit_tiny_h100.json
 exit status: 0 all good; 1 a candidate mismatched the baseline or failed; 2 bad arguments.
@@ -884,12 +1063,14 @@ def _parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("ops")
     o.add_argument("--preset", action="append", default=[], metavar="NAME", help="named shape set (repeatable)")
     o.add_argument("--shape", action="append", default=[], metavar="DIMS",
-                   help="window_attention: B,H,W,heads,D; channel_attention: B,N,groups,D (repeatable)")
+                   help="window_attention: B,H,W,heads,D; channel_attention: B,N,groups,D; "
+                        "bilevel_routing_attention: B,H,W,heads,D,n_win,topk (repeatable)")
     o.add_argument("--window", default="7", metavar="WS|WHxWW", help="window of --shape cases (default 7)")
     o.add_argument("--bias", action="store_true", help="--shape cases get a relative-position bias table")
     o.add_argument("--mask", action="store_true", help="--shape cases get a Swin shifted-window mask")
-    o.add_argument("--candidates", default="official,sdpa,reference,triton",
-                   help="comma list from official,sdpa,reference,triton (official always runs: it is the baseline)")
+    o.add_argument("--candidates", default=None,
+                   help="comma list from official,sdpa,reference,triton (bilevel_routing_attention: official,flex,"
+                        "reference,triton); default all; official always runs: it is the baseline")
     o.add_argument("--peak-tflops", type=float, metavar="TF/S", help="peak FLOP rate for the roofline")
     o.add_argument("--peak-gbs", type=float, metavar="GB/S", help="peak memory bandwidth for the roofline")
     o.add_argument("--no-flush-l2", action="store_true", help="GPU: do not flush L2 between timed runs")
@@ -912,7 +1093,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--iters", type=int, default=None, help="timed runs, median reported (default 50 CUDA, 5 CPU)")
     c.add_argument("--compile", action="store_true", help="torch.compile every candidate / model")
     c.add_argument("--allow-interpret", action="store_true",
-                   help="CPU: run the triton backend in Triton's interpreter (very slow; for checking the harness)")
+                   help="CPU: run the triton backend in Triton's interpreter, and FlexAttention's eager forward "
+                        "(with --mode fwd) (very slow; for checking the harness)")
     c.add_argument("--threads", type=int, metavar="N",
                    help="CPU: torch.set_num_threads(N) (on a loaded machine, 1 gives far steadier timings)")
     c.add_argument("--seed", type=int, default=0)
@@ -959,7 +1141,14 @@ def _parse_cases(args) -> list:
         if op == "window_attention":
             cases.append(WindowCase(*dims, window=_parse_window(args.window), bias=args.bias, mask=args.mask))
         else:
-            cases.append(ChannelCase(*dims))
+            cases.append(_CASE_TYPES[op](*dims))
+        if op == "bilevel_routing_attention":
+            _, h, w, _, _, s, topk = dims
+            if h % s or w % s:
+                raise _ArgError(f"--shape {spec}: H and W must be multiples of n_win={s} (the official formulation, "
+                                f"the baseline, handles divisible maps only)")
+            if topk > s * s:
+                raise _ArgError(f"--shape {spec}: topk={topk} > n_win^2={s * s} regions")
     if op != "window_attention" and (args.bias or args.mask or args.window != "7"):
         raise _ArgError(f"--window / --bias / --mask apply to window_attention only, not {op}")
     if not cases:
@@ -1033,7 +1222,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.backends or args.baseline_model or args.channels_last or args.img_size:
                 raise _ArgError("--backends / --baseline-model / --img-size / --channels-last apply to --model only")
             cases = _parse_cases(args)
-            candidates = _split(args.candidates, tuple(OP_CANDIDATES[args.op]), "--candidates")
+            valid = tuple(OP_CANDIDATES[args.op])
+            candidates = _split(args.candidates or ",".join(valid), valid, "--candidates")
             if (args.peak_tflops is None) != (args.peak_gbs is None) and device_peak(
                     torch.cuda.get_device_name(device) if cuda else "") is None:
                 raise _ArgError("--peak-tflops and --peak-gbs: give both (no datasheet peaks for this device)")

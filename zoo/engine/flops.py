@@ -24,6 +24,23 @@ size of the dtype; ``T = B * H * W * heads * D`` (or ``B * N * G * D``) is the e
     fwd bytes = 4 T s          (read q, k, v; write o)
     bwd bytes = 7 T s          (read q, k, v, dO; write dq, dk, dv -- o is not needed)
 
+``bilevel_routing_attention`` (``(B, H, W, heads, D)``, ``S x S`` regions of ``n = rh * rw`` tokens,
+``rh, rw = ceil(H / S), ceil(W / S)``; every query attends to the ``topk * n`` tokens of its region's routed
+regions; ``Dv`` = v's head size, ``= D`` unless given)::
+
+    fwd FLOPs = 2 * B * S^2 * heads * n * (topk * n) * (D + Dv)
+              = 4 * B * S^2 * heads * n * (topk * n) * D          (q k_sel^T and P v_sel, D = Dv)
+    bwd FLOPs = 2.5 * fwd                                         (as window attention, FlashAttention's count)
+    fwd bytes = 2 T s + 2 T_v s + I   (read q, k, v; write o; read the routing index, I = B * S^2 * topk * 8)
+    bwd bytes = 3 T s + 5 T_v s + I   (read q, k, v, o, dO; write dq, dk, dv; read the index)
+
+    (T = B * H * W * heads * D, T_v the same with Dv.) Non-divisible maps are counted on the padded region grid
+    (what the kernels iterate over). Routing is NOT included: region means (~2T adds) and logits
+    ``2 * B * S^4 * heads * D`` FLOPs, top-k; it runs as plain aten ops before the attention op (``route()``), so
+    a FLOP counter counts it by itself. It is small next to the attention -- ~1% at BiFormer's stage 1 (S 7,
+    topk 1, n 64), but ~10% at stage 3 (S 7, topk 16, n 4): S^2 / (2 * topk * n^2). The floor assumes the routing's
+    extra reads of q and k (2 T s) are fused away.
+
 Model counts
 ------------
 :func:`model_stats` builds a model through ``timm.create_model`` on the meta device (no memory, no time even
@@ -46,6 +63,7 @@ from ops import use_backend
 
 __all__ = [
     "OpCost",
+    "bilevel_routing_attention_cost",
     "window_attention_cost",
     "channel_attention_cost",
     "count_flops",
@@ -123,6 +141,35 @@ def channel_attention_cost(batch: int, tokens: int, groups: int, head_dim: int, 
     return OpCost(flops_fwd=flops_fwd, flops_bwd=2 * flops_fwd, bytes_fwd=4 * tensor, bytes_bwd=7 * tensor)
 
 
+def bilevel_routing_attention_cost(
+    batch: int,
+    height: int,
+    width: int,
+    heads: int,
+    head_dim: int,
+    n_win: int | tuple[int, int],
+    topk: int,
+    *,
+    elem_size: int,
+    v_dim: int | None = None,
+    index_elem_size: int = 8,
+) -> OpCost:
+    """Cost of ``ops.bilevel_routing_attention`` (formulas: module docstring; routing not included)."""
+    sh, sw = (n_win, n_win) if isinstance(n_win, int) else n_win
+    dv = head_dim if v_dim is None else v_dim
+    n = -(-height // sh) * -(-width // sw)
+    flops_fwd = 2 * batch * sh * sw * heads * n * (topk * n) * (head_dim + dv)
+    tokens = batch * height * width * heads
+    t, t_v = tokens * head_dim * elem_size, tokens * dv * elem_size
+    index = batch * sh * sw * topk * index_elem_size
+    return OpCost(
+        flops_fwd=flops_fwd,
+        flops_bwd=flops_fwd * 5 // 2,
+        bytes_fwd=2 * t + 2 * t_v + index,
+        bytes_bwd=3 * t + 5 * t_v + index,
+    )
+
+
 # FlopCounterMode formulas for the attnzoo custom ops (ops/<op>/triton.py), keyed by op name. They receive the op's
 # arguments in schema order, tensors replaced by their shapes, and `out_shape`. The first argument has q's shape (q,
 # or dO in a backward op); window ops take the window as the first two int arguments (wh, ww).
@@ -151,7 +198,23 @@ def _channel_attention_flops(backward: bool):
     return formula
 
 
+def _bilevel_routing_attention_flops(backward: bool):
+    # fwd (q, k, v, idx, sh, sw, scale); bwd (dO, q, k, v, out, lse, idx, sh, sw, scale): idx is (B, S^2, topk).
+    def formula(first_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+        q_shape, v_shape = (args[0], args[2]) if backward else (first_shape, args[1])
+        idx_shape = args[5] if backward else args[2]
+        sh, sw = (args[6], args[7]) if backward else (args[3], args[4])
+        b, h, w, nh, d = q_shape
+        cost = bilevel_routing_attention_cost(b, h, w, nh, d, (sh, sw), idx_shape[-1], elem_size=1,
+                                              v_dim=v_shape[-1])
+        return cost.flops_bwd if backward else cost.flops_fwd
+
+    return formula
+
+
 _OP_FORMULAS = {
+    "bilevel_routing_attention_fwd": _bilevel_routing_attention_flops(backward=False),
+    "bilevel_routing_attention_bwd": _bilevel_routing_attention_flops(backward=True),
     "channel_attention_fwd": _channel_attention_flops(backward=False),
     "channel_attention_bwd": _channel_attention_flops(backward=True),
     "window_attention_fwd": _window_attention_flops(backward=False),
