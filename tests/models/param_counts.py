@@ -11,6 +11,7 @@ PARAM_COUNTS: dict[str, int] = {
     "biformer_small": 25_536_232,
     "biformer_base": 56_804_968,
     "biformer_stl": 28_372_552,
+    "biformer_stl_nchw": 28_372_552,  # §3, models/biformer_stl_nchw.py
     # reference/davit.md §3: official dingmyu/davit code (tiny/small/base/large_window12_384) and timm 1.0.31 (all)
     "zoo_davit_tiny": 28_360_168,
     "zoo_davit_small": 49_745_896,

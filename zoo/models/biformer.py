@@ -15,7 +15,8 @@ What this implementation adds:
 * All attention runs through attnzoo's ops: `ops.bilevel_routing_attention` (stages 1-3) and
   `ops.window_attention` with one window covering the map (stage 4's global attention). This file only projects,
   adds the convolutions and merges.
-* The official forward reproduced exactly, padding included, at any input size: the normed tokens are zero-padded
+* The official forward of the legacy-BRA models (all but `biformer_stl_nchw`, see below) reproduced exactly,
+  padding included, at any input size: the normed tokens are zero-padded
   on the right / bottom to a multiple of `n_win` BEFORE the qkv projection (the official ``auto_pad``, which the
   official classification models leave off and then only take multiples of 112), so padded positions take part as
   keys / values equal to the qkv bias, enter the region means, and feed the LePE conv; the op sees whole regions
@@ -37,12 +38,36 @@ topk 1 / 4 / 16 per BRA stage):
 | biformer_small | 4,4,18,4 | 64,128,256,512 | 25,536,232 | 4.46 |
 | biformer_base | 4,4,18,4 | 96,192,384,768 | 56,804,968 | 9.76 |
 | biformer_stl | 2,2,6,2 | 96,192,384,768 | 28,372,552 | 4.57 |
+| biformer_stl_nchw | 2,2,6,2 | 96,192,384,768 | 28,372,552 | 4.57 |
 
 Parameter counts equal the official code's, GMACs its torch FlopCounterMode figures / 2 (reference/biformer.md
 §3). `biformer_stl` is the paper's ablation
 model in Swin-T's layout (conv4x4/4 -> BN stem, BN -> conv2x2/2 downsampling, no CPE, mlp ratio 4, legacy BRA); its
-stride-4 / stride-2 patch convs floor sizes that are not multiples of 32, as the official model does. The refactored
-`biformer_stl_nchw` (NCHW BRA: region size H // n_win, q/k/v zero-padded after the projection) is not registered.
+stride-4 / stride-2 patch convs floor sizes that are not multiples of 32, as the official model does.
+
+`biformer_stl_nchw` is the same ablation model with the official refactored BRA (`models/biformer_stl_nchw.py`,
+`ops/bra_nchw.py`, `ops/torch/rrsda.py`), kept channels-last here: its 1x1-conv qkv (C -> 3C, so qk_dim = C, scale
+C ** -0.5) and output convs are Linears (`checkpoint_filter_fn` reshapes the official (out, in, 1, 1) weights), its
+LayerNorm2d block norms are channels-last LayerNorms (eps 1e-6), LePE is on V in every stage, and the global stage
+(the official ``nchwAttentionLePE``: 8 heads, qkv without bias) also takes LePE of V. Where every BRA map is a
+multiple of `n_win` (inputs that are multiples of 16 * n_win = 112 with n_win 7, e.g. 224, 448x336) it is the
+official model to fp32 rounding (figures in tests/models/test_biformer.py). Elsewhere it deliberately differs:
+
+* official: region size ``(H // n_win, W // n_win)`` (floor), so the grid has ``ceil(H / (H // n_win))`` regions
+  per side -- not `n_win` in general (64 rows, n_win 7: 8 regions of 9 rows, the last with 1 real row), and a map
+  side smaller than `n_win` fails (kernel size 0); routing means are over the real tokens of each region
+  (``avg_pool2d(ceil_mode=True, count_include_pad=False)``); q / k / v are zero-padded after the projection and
+  NOT masked, so every padded position is a key with score 0 and value 0 in the softmax.
+* zoo: the op's grid, exactly `n_win` x `n_win` regions of ``ceil(H / n_win) x ceil(W / n_win)`` tokens; means over
+  the real tokens too; padded positions are masked (never keys). Works for any map size.
+
+The official behaviour cannot be had through the op's interface: zero-padding the projected q / k / v to the
+official grid before the op (so the op sees a divisible map) reproduces the official token attention but not its
+routing, because the op then averages partial edge regions over their padded size (the official divides by the
+real token count), which reorders the routed regions; measured (perturbed weights) max |logit diff| vs official on
+a logit scale of ~5: 0.28 / 0.83 / 1.7 at 256x256 / 250x300 / 512x683 with that padding, 1.9 / 1.3 / 2.3 with the
+op's own grid (what is implemented). A checkpoint trained with the official code therefore sees different region
+grids at such sizes; feed it multiples of 112 (or pad inputs to them) for the official numbers.
 """
 import re
 from functools import partial
@@ -127,8 +152,10 @@ class BiLevelRoutingAttention(nn.Module):
 
     ``qkv`` projects to q (qk_dim) | k (qk_dim) | v (dim); the op routes over region means of q and k with the
     full-qk_dim scale ``qk_dim ** -0.5`` and attends over the routed regions; ``lepe`` (5x5 depth-wise) of the V map
-    is added before ``proj``. Input padded to `n_win` multiples before ``qkv``, cropped before ``proj``
-    (per-token, so the same as the official crop after it).
+    is added before ``proj``. ``pad='input'`` (legacy BRA): input padded to `n_win` multiples before ``qkv``, cropped
+    before ``proj`` (per-token, so the same as the official crop after it). ``pad='mask'`` (the refactored nchwBRA's
+    interface, qk_dim = dim): the projected map goes to the op as is, which masks the padding of non-divisible maps
+    (see the module docstring for how that differs from the official nchw code).
     """
 
     def __init__(
@@ -140,11 +167,15 @@ class BiLevelRoutingAttention(nn.Module):
             qk_dim: Optional[int] = None,
             qk_scale: Optional[float] = None,
             side_dwconv: int = 5,
+            pad: str = 'input',
             device=None,
             dtype=None,
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        if pad not in ('input', 'mask'):
+            raise ValueError(f"BiLevelRoutingAttention: pad must be 'input' or 'mask', got {pad!r}")
+        self.pad = pad
         qk_dim = qk_dim or dim
         if qk_dim % num_heads or dim % num_heads:
             raise ValueError(
@@ -161,7 +192,8 @@ class BiLevelRoutingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
-        x = _pad_to_multiple(x, self.n_win)
+        if self.pad == 'input':
+            x = _pad_to_multiple(x, self.n_win)
         Hp, Wp = x.shape[1], x.shape[2]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         nh = self.num_heads
@@ -180,7 +212,8 @@ class BiLevelRoutingAttention(nn.Module):
 class GlobalAttentionLePE(nn.Module):
     """Global multi-head attention with LePE of the input (the official ``AttentionLePE``, last stage).
 
-    Computed as window attention with one window covering the whole map.
+    Computed as window attention with one window covering the whole map. ``lepe_on_v``: LePE of V instead of the
+    input (the official ``nchwAttentionLePE`` of the refactored STL model).
     """
 
     def __init__(
@@ -189,6 +222,7 @@ class GlobalAttentionLePE(nn.Module):
             num_heads: int = 8,
             qkv_bias: bool = False,
             side_dwconv: int = 5,
+            lepe_on_v: bool = False,
             device=None,
             dtype=None,
     ):
@@ -198,6 +232,7 @@ class GlobalAttentionLePE(nn.Module):
             raise ValueError(f'GlobalAttentionLePE: dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.lepe_on_v = lepe_on_v
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
@@ -206,7 +241,8 @@ class GlobalAttentionLePE(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
         out = ops.window_attention(q, k, v, (H, W), scale=self.head_dim ** -0.5)
-        return self.proj(out.reshape(B, H, W, C) + _dwconv_cl(self.lepe, x))
+        lepe_in = v.reshape(B, H, W, C) if self.lepe_on_v else x
+        return self.proj(out.reshape(B, H, W, C) + _dwconv_cl(self.lepe, lepe_in))
 
 
 class Block(nn.Module):
@@ -228,6 +264,8 @@ class Block(nn.Module):
             mlp_ratio: float = 3.,
             side_dwconv: int = 5,
             cpe_kernel_size: int = 3,
+            bra_pad: str = 'input',
+            global_lepe_on_v: bool = False,
             drop_path: float = 0.,
             norm_layer: Callable[..., nn.Module] = partial(nn.LayerNorm, eps=1e-6),
             act_layer: Callable[..., nn.Module] = nn.GELU,
@@ -242,9 +280,10 @@ class Block(nn.Module):
         if topk > 0:
             self.attn = BiLevelRoutingAttention(
                 dim, num_heads, n_win=n_win, topk=topk, qk_dim=qk_dim, qk_scale=qk_scale, side_dwconv=side_dwconv,
-                **dd)
+                pad=bra_pad, **dd)
         elif topk == -2:
-            self.attn = GlobalAttentionLePE(dim, global_num_heads, side_dwconv=side_dwconv, **dd)
+            self.attn = GlobalAttentionLePE(
+                dim, global_num_heads, side_dwconv=side_dwconv, lepe_on_v=global_lepe_on_v, **dd)
         else:
             raise ValueError(f'Block: topk must be > 0 (routing) or -2 (global attention with LePE), got {topk}')
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -297,7 +336,8 @@ class BiFormerStage(nn.Module):
 class BiFormer(nn.Module):
     """BiFormer: conv stem, four stages of routed / global attention blocks, BatchNorm -> mean pool -> Linear.
 
-    Any input size works (the regions are padded as the official ``auto_pad`` does); feature maps are NCHW at
+    Any input size works (legacy BRA: the regions are padded as the official ``auto_pad`` does; ``bra_pad='mask'``:
+    the op masks the padding); feature maps are NCHW at
     strides 4, 8, 16, 32.
 
     Args:
@@ -316,6 +356,11 @@ class BiFormer(nn.Module):
         cpe_kernel_size: Kernel size of the depth-wise conv position encoding before each block (0: none).
         layout: 'biformer': overlapping conv stem (3x3/2 twice) and 3x3/2 conv -> BN downsampling;
             'swin': conv4x4/4 -> BN stem and BN -> conv2x2/2 downsampling (the STL ablation models).
+        bra_pad: 'input': zero-pad the normed tokens to `n_win` multiples before the qkv projection (legacy BRA,
+            official ``auto_pad``); 'mask': project the map as is and let the op mask the padding (refactored
+            nchwBRA models).
+        global_lepe_on_v: LePE of V (refactored ``nchwAttentionLePE``) instead of the block input in the
+            global-attention stages.
         qk_scale: Override the attention / routing scale of the routing stages (default qk_dim ** -0.5).
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic depth, increasing linearly over all blocks (official).
@@ -338,6 +383,8 @@ class BiFormer(nn.Module):
             side_dwconv: int = 5,
             cpe_kernel_size: int = 3,
             layout: str = 'biformer',
+            bra_pad: str = 'input',
+            global_lepe_on_v: bool = False,
             qk_scale: Optional[float] = None,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
@@ -391,6 +438,8 @@ class BiFormer(nn.Module):
                 mlp_ratio=mlp_ratios[i],
                 side_dwconv=side_dwconv,
                 cpe_kernel_size=cpe_kernel_size,
+                bra_pad=bra_pad,
+                global_lepe_on_v=global_lepe_on_v,
                 **dd,
             ))
             in_chs = embed_dims[i]
@@ -531,10 +580,15 @@ _OFFICIAL_STL_RULES = (
     (r'^downsample_layers\.(\d+)\.1\.', r'stages.\1.downsample.conv.'),
     (r'\.attn\.qkv\.qkv\.', '.attn.qkv.'),
     (r'\.attn\.wo\.', '.attn.proj.'),
+    (r'\.attn\.qkv_linear\.', '.attn.qkv.'),  # biformer_stl_nchw (1x1 convs)
+    (r'\.attn\.output_linear\.', '.attn.proj.'),
     (r'\.mlp\.0\.', '.mlp.fc1.'),
     (r'\.mlp\.2\.', '.mlp.fc2.'),
     (r'^head\.', 'head.fc.'),
 )
+
+
+_LINEAR_AS_CONV = re.compile(r'\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.weight$')
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -559,6 +613,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     for k, v in state_dict.items():
         for pattern, repl in rules:
             k = re.sub(pattern, repl, k)
+        if v.ndim == 4 and v.shape[2:] == (1, 1) and _LINEAR_AS_CONV.search(k):
+            v = v.flatten(1)  # biformer_stl_nchw's 1x1 convs are the zoo's Linears: (out, in, 1, 1) -> (out, in)
         out[k] = v
     return out
 
@@ -599,6 +655,7 @@ default_cfgs = generate_default_cfgs({
     'biformer_small': _cfg(),
     'biformer_base': _cfg(),
     'biformer_stl': _cfg(first_conv='stem.conv'),
+    'biformer_stl_nchw': _cfg(first_conv='stem.conv'),
 })
 
 
@@ -627,3 +684,14 @@ def biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
     model_args = dict(
         depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin')
     return _create_biformer('biformer_stl', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def biformer_stl_nchw(pretrained: bool = False, **kwargs) -> BiFormer:
+    """The STL ablation model with the refactored NCHW BRA (official `models/biformer_stl_nchw.py`): as
+    `biformer_stl`, but qk_dim = dim with scale dim ** -0.5, no input padding before the projection (the op masks
+    non-divisible maps, see the module docstring), LePE of V in the global stage, whose qkv has no bias."""
+    model_args = dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin',
+        bra_pad='mask', global_lepe_on_v=True)
+    return _create_biformer('biformer_stl_nchw', pretrained=pretrained, **dict(model_args, **kwargs))
