@@ -4,10 +4,16 @@ Naming: every model keeps its paper's variant name in timm's lowercase style (``
 ``dinat_tiny``). Where timm itself already registers a family under that name (DaViT's ``davit_*``), the zoo
 registers the same name with the prefix ``zoo_`` (``zoo_davit_tiny``) and never replaces timm's entry.
 """
+import importlib
+import pkgutil
+
 import timm
 from timm.models import model_entrypoint
 
-from zoo.models import biformer, davit  # noqa: F401
+# Every module in this package is a family file: importing it registers its models with timm.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith('_'):
+        importlib.import_module(f'{__name__}.{_module.name}')
 
 __all__ = ["list_models"]
 
