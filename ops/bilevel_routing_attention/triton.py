@@ -52,13 +52,14 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
-from ops._triton_utils import dot, dot_block, dot_options, on_device
+from ops._triton_utils import (
+    LN2, LOG2E, atomic_add_tile, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step,
+    store_tile,
+)
 from ops.bilevel_routing_attention.reference import region_geometry, route
 
 __all__ = ["bilevel_routing_attention_triton"]
 
-_LOG2E = tl.constexpr(1.4426950408889634)
-_LN2 = tl.constexpr(0.6931471805599453)
 # The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -95,37 +96,6 @@ def _key_positions(offs, idx_row, stride_it, n_keys, SW, H, W, RH: tl.constexpr,
 
 
 @triton.jit
-def _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    return base + (row * stride_h + col * stride_w)[:, None] + offs_d[None, :] * stride_d
-
-
-@triton.jit
-def _load_tile(base, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
-    # Missing tokens and padded channels load as 0: they add nothing to any dot product.
-    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
-    return tl.load(ptrs, mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D), other=0.0)
-
-
-@triton.jit
-def _store_tile(base, x, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
-    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
-    tl.store(ptrs, x.to(base.dtype.element_ty), mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D))
-
-
-@triton.jit
-def _atomic_add_tile(base, x, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
-    ptrs = _tile_ptrs(base, row, col, stride_h, stride_w, stride_d, BLOCK_D)
-    tl.atomic_add(ptrs, x, mask=valid[:, None] & (tl.arange(0, BLOCK_D)[None, :] < D))
-
-
-@triton.jit
-def _lse_offsets(i_b, i_h, row, col, H, W, NH):
-    # lse is a contiguous (B, H, W, heads) fp32 tensor: one value per existing query, none for padding.
-    return ((i_b.to(tl.int64) * H + row) * W + col) * NH + i_h
-
-
-@triton.jit
 def bilevel_routing_attention_fwd_kernel(
     q, k, v, idx, out, lse,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -151,7 +121,7 @@ def bilevel_routing_attention_fwd_kernel(
 
     offs_q = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rowq, colq, valid_q = _query_positions(offs_q, ry, rx, H, W, RH, RW)
-    q_t = _load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
+    q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -159,21 +129,14 @@ def bilevel_routing_attention_fwd_kernel(
     for j0 in range(0, n_keys, BLOCK_N):
         offs_k = j0 + tl.arange(0, BLOCK_N)
         rowk, colk, valid_k = _key_positions(offs_k, idx_row, stride_it, n_keys, SW, H, W, RH, RW)
-        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
-        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
         s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
         s = tl.where(valid_k[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A tile of missing keys only (an empty routed region) has no maximum: subtract 0, not -inf - -inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + dot(p.to(v_t.dtype), v_t, UPCAST_DOT, DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v_t, UPCAST_DOT, DOT_PRECISION)
 
-    _store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
-    tl.store(lse + _lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * _LN2, mask=valid_q)
+    store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
+    tl.store(lse + lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
 
 
 @triton.jit
@@ -209,20 +172,20 @@ def bilevel_routing_attention_bwd_kernel(
 
     offs_q = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rowq, colq, valid_q = _query_positions(offs_q, ry, rx, H, W, RH, RW)
-    q_t = _load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
+    q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, DQK, BLOCK_DQK)
     # dO may come in another dtype (or as a stride-0 expanded view); the dots want q's.
-    do_t = _load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, DV, BLOCK_DV).to(q_t.dtype)
-    o_t = _load_tile(out, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
+    do_t = load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, DV, BLOCK_DV).to(q_t.dtype)
+    o_t = load_tile(out, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
     delta = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
     # +inf lse at missing queries makes their probabilities exactly 0, so they add to no gradient.
-    lse2 = tl.load(lse + _lse_offsets(i_b, i_h, rowq, colq, H, W, NH), mask=valid_q, other=float("inf")) * _LOG2E
+    lse2 = tl.load(lse + lse_offsets(i_b, i_h, rowq, colq, H, W, NH), mask=valid_q, other=float("inf")) * LOG2E
 
     dq_acc = tl.zeros((BLOCK_M, BLOCK_DQK), dtype=tl.float32)
     for j0 in range(0, n_keys, BLOCK_N):
         offs_k = j0 + tl.arange(0, BLOCK_N)
         rowk, colk, valid_k = _key_positions(offs_k, idx_row, stride_it, n_keys, SW, H, W, RH, RW)
-        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
-        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, DQK, BLOCK_DQK)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, DV, BLOCK_DV)
         s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
         s = tl.where(valid_k[None, :], s, float("-inf"))
         p = tl.exp2(s - lse2[:, None])
@@ -232,9 +195,9 @@ def bilevel_routing_attention_bwd_kernel(
         dv_t = dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
         dk_t = dot(tl.trans(ds), q_t, UPCAST_DOT, DOT_PRECISION) * scale
         # The routed regions of one query region are distinct, so a tile's keys are distinct pixels.
-        _atomic_add_tile(dv, dv_t, rowk, colk, valid_k, stride_dvh, stride_dvw, stride_dvd, DV, BLOCK_DV)
-        _atomic_add_tile(dk, dk_t, rowk, colk, valid_k, stride_dkh, stride_dkw, stride_dkd, DQK, BLOCK_DQK)
-    _store_tile(dq, dq_acc * scale, rowq, colq, valid_q, stride_dqh, stride_dqw, stride_dqd, DQK, BLOCK_DQK)
+        atomic_add_tile(dv, dv_t, rowk, colk, valid_k, stride_dvh, stride_dvw, stride_dvd, DV, BLOCK_DV)
+        atomic_add_tile(dk, dk_t, rowk, colk, valid_k, stride_dkh, stride_dkw, stride_dkd, DQK, BLOCK_DQK)
+    store_tile(dq, dq_acc * scale, rowq, colq, valid_q, stride_dqh, stride_dqw, stride_dqd, DQK, BLOCK_DQK)
 
 
 # --------------------------------------------------------------------------------------------------------

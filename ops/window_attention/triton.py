@@ -64,12 +64,12 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
-from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
+from ops._triton_utils import (
+    LN2, LOG2E, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step, sm_count, store_tile,
+)
 
 __all__ = ["window_attention_triton"]
 
-_LOG2E = tl.constexpr(1.4426950408889634)
-_LN2 = tl.constexpr(0.6931471805599453)
 # The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The backward keeps all queries of a window in one tile up to this many tokens (16 x 16 windows, HAT).
@@ -107,27 +107,6 @@ def _positions(offs, wy, wx, H, W, WH: tl.constexpr, WW: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(base, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    ptrs = base + (row * stride_h + col * stride_w)[:, None] + offs_d[None, :] * stride_d
-    # Missing tokens and padded channels load as 0: they add nothing to any dot product.
-    return tl.load(ptrs, mask=valid[:, None] & (offs_d[None, :] < D), other=0.0)
-
-
-@triton.jit
-def _store_tile(base, x, row, col, valid, stride_h, stride_w, stride_d, D, BLOCK_D: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    ptrs = base + (row * stride_h + col * stride_w)[:, None] + offs_d[None, :] * stride_d
-    tl.store(ptrs, x.to(base.dtype.element_ty), mask=valid[:, None] & (offs_d[None, :] < D))
-
-
-@triton.jit
-def _lse_offsets(i_b, i_h, row, col, H, W, NH):
-    # lse is a contiguous (B, H, W, heads) fp32 tensor: one value per existing query, none for padding.
-    return ((i_b.to(tl.int64) * H + row) * W + col) * NH + i_h
-
-
-@triton.jit
 def _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
             stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
             WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -138,10 +117,10 @@ def _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
     if HAS_BIAS:
         rel = (yq[:, None] - yk[None, :] + WH - 1) * stride_bias_y \
             + (xq[:, None] - xk[None, :] + WW - 1) * stride_bias_x
-        s += tl.load(bias + rel, mask=both, other=0.0).to(tl.float32) * _LOG2E
+        s += tl.load(bias + rel, mask=both, other=0.0).to(tl.float32) * LOG2E
     if HAS_MASK:
         am = tl.load(msk + offs_q[:, None] * stride_mask_q + offs_k[None, :] * stride_mask_k, mask=both, other=0.0)
-        s += am.to(tl.float32) * _LOG2E
+        s += am.to(tl.float32) * LOG2E
     return tl.where(valid_k[None, :], s, float("-inf"))
 
 
@@ -164,14 +143,14 @@ def _load_query_side(q, out, do, lse, i_b, i_h, row, col, valid, H, W, NH,
                      stride_doh, stride_dow, stride_dod, D, BLOCK_D: tl.constexpr, DELTA_FROM_OUT: tl.constexpr):
     """q, dO (in q's dtype), lse in log2 units and, if DELTA_FROM_OUT, delta = rowsum(dO * out), for a block
     of queries."""
-    q_t = _load_tile(q, row, col, valid, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
+    q_t = load_tile(q, row, col, valid, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
     # dO may come in another dtype (or as a stride-0 expanded view); the dots want q's.
-    do_t = _load_tile(do, row, col, valid, stride_doh, stride_dow, stride_dod, D, BLOCK_D).to(q_t.dtype)
+    do_t = load_tile(do, row, col, valid, stride_doh, stride_dow, stride_dod, D, BLOCK_D).to(q_t.dtype)
     delta = tl.zeros((row.shape[0],), dtype=tl.float32)
     if DELTA_FROM_OUT:
-        o_t = _load_tile(out, row, col, valid, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+        o_t = load_tile(out, row, col, valid, stride_oh, stride_ow, stride_od, D, BLOCK_D)
         delta = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
-    lse2 = tl.load(lse + _lse_offsets(i_b, i_h, row, col, H, W, NH), mask=valid, other=float("inf")) * _LOG2E
+    lse2 = tl.load(lse + lse_offsets(i_b, i_h, row, col, H, W, NH), mask=valid, other=float("inf")) * LOG2E
     return q_t, do_t, lse2, delta
 
 
@@ -215,7 +194,7 @@ def window_attention_fwd_kernel(
 
     offs_q = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     yq, xq, rowq, colq, valid_q = _positions(offs_q, wy, wx, H, W, WH, WW)
-    q_t = _load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
+    q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -223,22 +202,15 @@ def window_attention_fwd_kernel(
     for n0 in range(0, n_end, BLOCK_N):
         offs_k = n0 + tl.arange(0, BLOCK_N)
         yk, xk, rowk, colk, valid_k = _positions(offs_k, wy, wx, H, W, WH, WW)
-        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
-        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
         s = _scores(q_t, k_t, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
                     stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
                     WH, WW, HAS_BIAS, HAS_MASK, UPCAST_DOT, DOT_PRECISION)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A row whose keys so far are all -inf (a mask of -inf) has no maximum yet: subtract 0, not -inf - -inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + dot(p.to(v_t.dtype), v_t, UPCAST_DOT, DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v_t, UPCAST_DOT, DOT_PRECISION)
 
-    _store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
-    tl.store(lse + _lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * _LN2, mask=valid_q)
+    store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    tl.store(lse + lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
 
 
 @triton.jit
@@ -282,8 +254,8 @@ def window_attention_bwd_kernel(
         msk_w = msk + i_w.to(tl.int64) * stride_mask_w
 
         yk, xk, rowk, colk, valid_k = _positions(offs_k, wy, wx, H, W, WH, WW)
-        k_t = _load_tile(k_b, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
-        v_t = _load_tile(v_b, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+        k_t = load_tile(k_b, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v_b, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
         dk_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         dv_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         for m0 in range(0, n_end, BLOCK_M):
@@ -307,14 +279,14 @@ def window_attention_bwd_kernel(
             if FUSE_DQ:
                 # One key block holds every key of the window, so this is the whole of dq for these queries.
                 dq_t = dot(ds_lo, k_t, UPCAST_DOT, DOT_PRECISION) * scale
-                _store_tile(dq + o_off, dq_t, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+                store_tile(dq + o_off, dq_t, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
             if BIAS_GRAD:
                 if BLOCK_M >= WH * WW:
                     ds_acc += ds
                 else:
                     _scatter_bias_grad(dbias, ds, offs_q, offs_k, i_h, WH, WW)
-        _store_tile(dk + o_off, dk_acc * scale, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
-        _store_tile(dv + o_off, dv_acc, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+        store_tile(dk + o_off, dk_acc * scale, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+        store_tile(dv + o_off, dv_acc, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
 
     if BIAS_GRAD:
         if BLOCK_M >= WH * WW:
@@ -360,13 +332,13 @@ def window_attention_bwd_dq_kernel(
     for n0 in range(0, n_end, BLOCK_N):
         offs_k = n0 + tl.arange(0, BLOCK_N)
         yk, xk, rowk, colk, valid_k = _positions(offs_k, wy, wx, H, W, WH, WW)
-        k_t = _load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
-        v_t = _load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
         p, dp = _probs_and_dp(q_t, k_t, v_t, do_t, lse2, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k,
                               bias, msk, stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
                               WH, WW, HAS_BIAS, HAS_MASK, UPCAST_DOT, DOT_PRECISION)
         acc += dot((p * (dp - delta[:, None])).to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
-    _store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
 
 
 # --------------------------------------------------------------------------------------------------------
