@@ -12,6 +12,10 @@ Two tiers of models, by the official parameter count in ``param_counts.py``:
   parameter count are still checked at the default input size.
 
 Every family gets the same checks without listing anything here except its official parameter counts.
+
+The costly checks (``torch.compile``, ``torch.export``, gradient checkpointing: seconds to tens of seconds per
+model on the CPU) run in the default tier on each family's representative -- the smallest real model of each
+family file -- and on every other real model under ``-m slow``.
 """
 import copy
 import json
@@ -25,12 +29,26 @@ import torch.nn as nn
 
 import timm
 import zoo
+from timm.models import model_entrypoint
 from param_counts import PARAM_COUNTS
 
 MODELS = zoo.list_models()
 MAX_REAL_PARAMS = 100_000_000
 # a model missing from PARAM_COUNTS fails test_param_count and counts as large here, so it is never built for real
 REAL_MODELS = [n for n in MODELS if PARAM_COUNTS.get(n, math.inf) <= MAX_REAL_PARAMS]
+
+
+def _family_representatives(names: list[str]) -> set[str]:
+    """The model with the fewest parameters of each family file (``zoo.models.<family>``)."""
+    best: dict[str, str] = {}
+    for n in names:
+        family = model_entrypoint(n).__module__
+        if family not in best or PARAM_COUNTS[n] < PARAM_COUNTS[best[family]]:
+            best[family] = n
+    return set(best.values())
+
+
+REPRESENTATIVES = _family_representatives(REAL_MODELS)
 
 # Largest side of the inputs used with real weights: small, so the suite stays fast on two CPU cores.
 FWD_SIZE = 128
@@ -97,6 +115,13 @@ def pristine(request) -> nn.Module:
 @pytest.fixture
 def model(pristine) -> nn.Module:
     return copy.deepcopy(pristine)
+
+
+@pytest.fixture(params=[pytest.param(n, marks=() if n in REPRESENTATIVES else pytest.mark.slow) for n in REAL_MODELS])
+def costly_model(request) -> nn.Module:
+    """A fresh seeded model per costly check: each family's representative by default, the others under slow."""
+    torch.manual_seed(0)
+    return timm.create_model(request.param).eval()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -293,8 +318,9 @@ def test_reset_classifier(model):
     assert model.get_classifier().weight.grad is not None
 
 
-def test_grad_checkpointing(model):
+def test_grad_checkpointing(costly_model):
     """Same outputs and gradients with and without gradient checkpointing (train mode, no stochastic layers)."""
+    model = costly_model
     x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
     model.train()
     out = model(x)
@@ -310,8 +336,9 @@ def test_grad_checkpointing(model):
         torch.testing.assert_close(p.grad, grads[n], msg=f'gradient of {n} differs under checkpointing')
 
 
-def test_torch_compile_fullgraph(model):
+def test_torch_compile_fullgraph(costly_model):
     """No graph break anywhere (dynamo with the 'eager' backend: tracing only, no code generation)."""
+    model = costly_model
     x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend='eager')
@@ -322,7 +349,8 @@ def test_torch_compile_fullgraph(model):
         torch._dynamo.reset()
 
 
-def test_torch_export(model):
+def test_torch_export(costly_model):
+    model = costly_model
     x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
