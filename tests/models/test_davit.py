@@ -6,10 +6,8 @@ https://github.com/dingmyu/davit (`fc79470`, its vendored timm imports on torch 
 a perturbed official model through `checkpoint_filter_fn` matched the official forward to 1.2e-6 (fp32, CPU) at
 224x224, 250x300 and 96x128.
 """
-import io
 import json
 import re
-import tokenize
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
 from timm.models.davit import checkpoint_filter_fn as timm_checkpoint_filter_fn
-from zoo.models import davit as zoo_davit
 from zoo.models.davit import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
@@ -237,26 +234,6 @@ def test_attention_goes_through_ops(monkeypatch, v2):
         assert window == (4, 4) and H % 4 == 0 and W % 4 == 0
     for (B, N, groups, head_dim), scale in calls['channel_attention']:
         assert scale == pytest.approx(N ** -0.5 if v2 else head_dim ** -0.5)
-
-
-def test_backend_choice_reaches_the_model(monkeypatch):
-    model = timm.create_model('zoo_davit_tiny', **DIGITS_KWARGS).eval()
-    monkeypatch.setenv(ops.ENV_BACKEND, 'no_such_backend')
-    with pytest.raises(ValueError, match='no_such_backend'):
-        model(torch.randn(1, 3, 32, 32))
-
-
-def test_model_file_has_no_attention_math():
-    source = Path(zoo_davit.__file__).read_text()
-    forbidden = {'softmax', 'einsum', 'matmul', 'bmm', 'baddbmm', 'scaled_dot_product_attention', 'flex_attention'}
-    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    names = {t.string for t in tokens if t.type == tokenize.NAME}
-    assert not names & forbidden, f'attention math in {zoo_davit.__file__}: {sorted(names & forbidden)}'
-    for prev, tok in zip(tokens, tokens[1:]):
-        if tok.type == tokenize.OP and tok.string in ('@', '@='):
-            # a decorator's @ starts a logical line; anything else is a matrix product
-            assert prev.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT), (
-                f'matrix product at line {tok.start[0]} of {zoo_davit.__file__}')
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -18,17 +18,22 @@ model on the CPU) run in the default tier on each family's representative -- the
 family file -- and on every other real model under ``-m slow``.
 """
 import copy
+import io
 import json
 import math
 import subprocess
 import sys
+import tokenize
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
+import ops
 import timm
 import zoo
+import zoo.models
 from timm.models import model_entrypoint
 from param_counts import PARAM_COUNTS
 
@@ -355,3 +360,36 @@ def test_torch_export(costly_model):
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x))
+
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Attention lives in ops/: model files hold architecture only
+
+FAMILY_FILES = sorted(p for p in Path(zoo.models.__file__).parent.glob('*.py') if not p.name.startswith('_'))
+# Names whose presence in a model file means attention math written there instead of in ops/.
+ATTENTION_MATH = {'softmax', 'log_softmax', 'einsum', 'matmul', 'bmm', 'baddbmm', 'scaled_dot_product_attention',
+                  'flex_attention'}
+
+
+@pytest.mark.parametrize('path', FAMILY_FILES, ids=lambda p: p.name)
+def test_model_file_has_no_attention_math(path):
+    tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text()).readline))
+    names = {t.string for t in tokens if t.type == tokenize.NAME}
+    assert not names & ATTENTION_MATH, f'attention math in {path}: {sorted(names & ATTENTION_MATH)}'
+    for prev, tok in zip(tokens, tokens[1:]):
+        if tok.type == tokenize.OP and tok.string in ('@', '@='):
+            # a decorator's @ starts a logical line; anything else is a matrix product
+            assert prev.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT), (
+                f'matrix product at line {tok.start[0]} of {path}')
+
+
+@pytest.mark.parametrize('name', sorted(REPRESENTATIVES))
+def test_backend_choice_reaches_the_model(name, monkeypatch):
+    """The model's attention goes through ops/: an unknown backend named in the environment is an error there."""
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(1, *_input_size(model, COMPILE_SIZE))
+    monkeypatch.setenv(ops.ENV_BACKEND, 'no_such_backend')
+    with pytest.raises(ValueError, match='no_such_backend'), torch.no_grad():
+        model(x)
