@@ -84,6 +84,15 @@ def _odd_input_size(model: nn.Module) -> tuple[int, int, int]:
     return model.pretrained_cfg['input_size'][0], s, 3 * s
 
 
+def _feature_shape(model: nn.Module, batch: int, size: tuple[int, int, int]) -> tuple[int, ...]:
+    """The shape ``forward_features`` gives at ``size``: ``(B, C, h, w)``, or ``(B, prefix + h * w, C)`` for models
+    that keep tokens (ViT-style, e.g. with a class token: ``pretrained_cfg['pool_size']`` is None)."""
+    h, w = (math.ceil(s / _stride(model)) for s in size[1:])
+    if model.pretrained_cfg.get('pool_size') is None:
+        return batch, getattr(model, 'num_prefix_tokens', 0) + h * w, model.num_features
+    return batch, model.num_features, h, w
+
+
 def _create_meta(name: str, **kwargs) -> nn.Module:
     with torch.device('meta'):
         return timm.create_model(name, **kwargs).eval()
@@ -189,8 +198,10 @@ def test_default_cfg(name):
 
     x = torch.empty(1, *input_size, device='meta')
     feats = model.forward_features(x)
-    assert feats.shape[1] == model.num_features
-    assert tuple(feats.shape[-2:]) == tuple(cfg['pool_size']), f'pool_size {cfg["pool_size"]} != {feats.shape}'
+    unpooled = _feature_shape(model, 1, input_size)  # the features, and what global_pool='' leaves of them
+    assert tuple(feats.shape) == unpooled
+    if cfg.get('pool_size') is not None:
+        assert tuple(feats.shape[-2:]) == tuple(cfg['pool_size']), f'pool_size {cfg["pool_size"]} != {feats.shape}'
     pre = model.forward_head(feats, pre_logits=True)
     assert pre.shape == (1, model.head_hidden_size)
     assert model(x).shape == (1, model.num_classes or model.head_hidden_size)
@@ -199,9 +210,9 @@ def test_default_cfg(name):
     assert model.num_classes == 0
     assert model(x).shape == pre.shape
     model.reset_classifier(0, '')
-    assert tuple(model(x).shape[-2:]) == tuple(cfg['pool_size'])
+    assert tuple(model(x).shape) == unpooled
     model = _create_meta(name, num_classes=0, global_pool='')
-    assert tuple(model(x).shape) == (1, model.num_features, *cfg['pool_size'])
+    assert tuple(model(x).shape) == unpooled
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -215,7 +226,7 @@ def test_meta_shapes(name):
         assert len(inter) == len(model.feature_info)
         for f, t in zip(model.feature_info, inter):
             assert tuple(t.shape) == (BATCH, f['num_chs'], *(math.ceil(s / f['reduction']) for s in size[1:]))
-        assert final.shape == inter[-1].shape
+        assert tuple(final.shape) == _feature_shape(model, BATCH, size)
         assert model(x).shape == (BATCH, model.num_classes or model.head_hidden_size)
 
 
@@ -249,7 +260,7 @@ def test_odd_input_size(model):
         out = model(x)
         feats = model.forward_features(x)
     assert out.shape == (BATCH, model.num_classes or model.head_hidden_size) and torch.isfinite(out).all()
-    assert tuple(feats.shape[-2:]) == tuple(s // _stride(model) for s in size[1:])
+    assert tuple(feats.shape) == _feature_shape(model, BATCH, size)
     model.train()
     out = model(x)
     out.mean().backward()
@@ -303,7 +314,12 @@ def test_forward_intermediates(model):
         assert list(kept) == [1]
         pruned = model.forward_intermediates(x, indices=[1], intermediates_only=True)
         torch.testing.assert_close(pruned[0], inter[1])
-        assert model(x).shape == inter[1].shape  # the pruned head neither pools nor classifies
+        # the pruned head neither pools nor classifies: the pruned model gives the last kept block's output
+        out = model(x)
+        if out.ndim == 3:  # tokens: the same values as the intermediate, which is their NCHW view without prefix
+            assert out.shape[1] == getattr(model, 'num_prefix_tokens', 0) + inter[1].shape[-2] * inter[1].shape[-1]
+        else:
+            assert out.shape == inter[1].shape
 
 
 def test_reset_classifier(model):
