@@ -18,6 +18,7 @@ model on the CPU) run in the default tier on each family's representative -- the
 family file -- and on every other real model under ``-m slow``.
 """
 import copy
+import functools
 import io
 import json
 import math
@@ -38,9 +39,12 @@ from timm.models import model_entrypoint
 from param_counts import PARAM_COUNTS
 
 MODELS = zoo.list_models()
+# Networks without a classifier (num_classes 0 in their default cfg: HAT's super-resolution models) get the registry,
+# parameter-count and ops checks here; their own test file checks what they give instead of logits and features.
+CLASSIFIERS = [n for n in MODELS if timm.models.get_pretrained_cfg(n).num_classes]
 MAX_REAL_PARAMS = 100_000_000
 # a model missing from PARAM_COUNTS fails test_param_count and counts as large here, so it is never built for real
-REAL_MODELS = [n for n in MODELS if PARAM_COUNTS.get(n, math.inf) <= MAX_REAL_PARAMS]
+REAL_MODELS = [n for n in CLASSIFIERS if PARAM_COUNTS.get(n, math.inf) <= MAX_REAL_PARAMS]
 
 
 def _family_representatives(names: list[str]) -> set[str]:
@@ -54,6 +58,8 @@ def _family_representatives(names: list[str]) -> set[str]:
 
 
 REPRESENTATIVES = _family_representatives(REAL_MODELS)
+# the same, over every model small enough to build (the classifier-free families included)
+ALL_REPRESENTATIVES = _family_representatives([n for n in MODELS if PARAM_COUNTS.get(n, math.inf) <= MAX_REAL_PARAMS])
 
 # Largest side of the inputs used with real weights: small, so the suite stays fast on two CPU cores.
 FWD_SIZE = 128
@@ -93,7 +99,16 @@ def _feature_shape(model: nn.Module, batch: int, size: tuple[int, int, int]) -> 
     return batch, model.num_features, h, w
 
 
+@functools.lru_cache(maxsize=None)
+def _meta_template(name: str) -> nn.Module:
+    with torch.device('meta'):
+        return timm.create_model(name).eval()
+
+
 def _create_meta(name: str, **kwargs) -> nn.Module:
+    """`name` on the meta device (no memory, no compute); without kwargs a copy of one cached build per name."""
+    if not kwargs:
+        return copy.deepcopy(_meta_template(name))
     with torch.device('meta'):
         return timm.create_model(name, **kwargs).eval()
 
@@ -167,7 +182,7 @@ def test_param_count(name):
     assert _num_params(_create_meta(name)) == PARAM_COUNTS[name]
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', CLASSIFIERS)
 def test_default_cfg(name):
     """timm's default-cfg checks, on the meta device at the default input size (any model size)."""
     model = _create_meta(name)
@@ -215,7 +230,7 @@ def test_default_cfg(name):
     assert tuple(model(x).shape) == unpooled
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', CLASSIFIERS)
 def test_meta_shapes(name):
     """Every model, at its default size and at one that is a multiple of the stride only: intermediates and
     output shapes (on the meta device, so the largest models are covered too)."""
@@ -272,7 +287,9 @@ def test_features_only(pristine):
     name = pristine.pretrained_cfg['architecture']
     size = _input_size(pristine, FEAT_SIZE)
     x = torch.randn(BATCH, *size)
-    for feature_cls in ('list', 'getter'):
+    # timm's token models (ViTs) give features through forward_intermediates only ('getter'), not as a module list
+    tokens = pristine.pretrained_cfg.get('pool_size') is None
+    for feature_cls in ('getter',) if tokens else ('list', 'getter'):
         torch.manual_seed(0)  # the seed `pristine` was built with: the same weights
         feat_model = timm.create_model(name, features_only=True, feature_cls=feature_cls).eval()
         expected = pristine.feature_info
@@ -400,12 +417,17 @@ def test_model_file_has_no_attention_math(path):
                 f'matrix product at line {tok.start[0]} of {path}')
 
 
-@pytest.mark.parametrize('name', sorted(REPRESENTATIVES))
+@pytest.mark.parametrize('name', sorted(ALL_REPRESENTATIVES))
 def test_backend_choice_reaches_the_model(name, monkeypatch):
     """The model's attention goes through ops/: an unknown backend named in the environment is an error there."""
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
-    x = torch.randn(1, *_input_size(model, COMPILE_SIZE))
+    if name in CLASSIFIERS:
+        size = _input_size(model, COMPILE_SIZE)
+    else:
+        c, h, w = model.pretrained_cfg['input_size']
+        size = c, min(h, 32), min(w, 32)
+    x = torch.randn(1, *size)
     monkeypatch.setenv(ops.ENV_BACKEND, 'no_such_backend')
     with pytest.raises(ValueError, match='no_such_backend'), torch.no_grad():
         model(x)
