@@ -10,10 +10,18 @@ Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`
 sets it for a block.
 """
 from ops._backend import BACKENDS, ENV_BACKEND, use_backend
+from ops.agent_attention import agent_attention, agent_bias_maps
 from ops.bilevel_routing_attention import bilevel_routing_attention
 from ops.channel_attention import channel_attention
+from ops.hilo_attention import hilo_attention
+from ops.neighborhood_attention import neighborhood_attention_2d
+from ops.overlapping_window_attention import overlapping_window_attention
+from ops.rala import rala
 from ops.window_attention import window_attention
+from ops.window_grid_attention import window_grid_attention
 
 __all__ = [
-    "BACKENDS", "ENV_BACKEND", "bilevel_routing_attention", "channel_attention", "use_backend", "window_attention",
+    "BACKENDS", "ENV_BACKEND", "agent_attention", "agent_bias_maps", "bilevel_routing_attention",
+    "channel_attention", "hilo_attention", "neighborhood_attention_2d", "overlapping_window_attention", "rala",
+    "use_backend", "window_attention", "window_grid_attention",
 ]

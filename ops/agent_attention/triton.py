@@ -1,0 +1,534 @@
+"""Agent attention in Triton: one fused flash-style kernel per stage, forward and backward, as custom ops.
+
+Both stages of agent attention are dense softmax attention with an additive, batch-independent bias
+(semantics exactly those of :mod:`ops.agent_attention.reference`)::
+
+    stage 1 (aggregation): queries = agents A (n_agent), keys = K, values = V (N_k),    bias agent_bias (heads, a, N_k)
+    stage 2 (broadcast):   queries = Q (N),               keys = A, values = V_A (a),   bias query_bias (heads, N, a)
+
+so one pair of generic kernels -- ``_biased_attention_fwd_kernel`` / ``_biased_attention_bwd_kernel`` over
+``(B, L, heads, D)`` tensors with a ``(heads, M, N)`` bias read through its strides -- runs both stages, with
+launch plans that differ by stage. Per (batch, head)::
+
+    S = scale * q k^T + bias;  P = softmax(S);  out = P v;  lse = logsumexp(S)          (lse fp32, saved)
+    dv = P^T dO;  dP = dO v^T;  dS = P * (dP - delta), delta = rowsum(dO * out);  dq = scale dS k;  dk = scale dS^T q
+    d(bias)[h] = sum over the batch of dS
+
+Kernel design
+-------------
+* Forward: one program per (b, head, block of BLOCK_M queries), FlashAttention's online softmax over blocks of
+  BLOCK_N keys (the shared :func:`ops._triton_utils.online_softmax_step`). Stage 1 has a <= 196 queries (the
+  agents) and N keys, so a program streams K and V tile by tile and never holds an (a, N) probability matrix;
+  stage 2 has N queries and a <= 256 keys (the agents), which fit one key tile, so its loop runs once. Only
+  ``V_A`` (B, a, heads, D) in the input dtype and the two log-sum-exps, (B, heads, a) and (B, heads, N) fp32, are
+  kept for the backward -- O((a + N) * heads) per image, never O(a * N).
+* Backward: stage 2 first (it produces dV_A), then stage 1, each one launch of the same kernel: one program
+  per (b, head, query block) that recomputes P from the saved lse, one pass over the key tiles, with
+  ``delta = rowsum(dO * out)`` computed from the program's own tiles (no preprocessing kernel). dq is complete in
+  the program and stored directly. dk / dv of a key tile are partial sums over query blocks: when the whole
+  query side is one block (stage 1: every released model's a <= 196 agents in one 256-row tile) they are stored
+  directly, deterministic and in the input dtype; otherwise (stage 2: N queries in many blocks, but only a
+  keys) they are fp32 atomic adds into a small (B, a, heads, D) buffer. The bias gradient sums dS over the
+  batch: fp32 atomic adds of each program's dS tile into a (heads, M, N) buffer (B programs meet at each
+  element). The agents receive two gradients -- as stage 1's queries and as stage 2's keys -- summed at the end.
+
+Precision: fp32 accumulation everywhere. As in FlashAttention the operands of every ``tl.dot`` are in the input
+dtype: P and dS are rounded to it before their dots, and V_A (stage 2's values) and dV_A (stage 1's output
+gradient) are held in it, which for fp16 / bf16 costs about one ulp of the input dtype against the fp32
+reference. fp32 inputs use IEEE fp32 dots (no TF32). Biases may be of another dtype than q (fp32 parameters
+under AMP): they are read as fp32 and their gradients returned in their own dtype. Softmax runs in base 2 with
+log2(e) folded into the scale; lse is stored in natural-log units.
+
+Determinism: out and dq are deterministic; so are dk, dv of stage 1 when a fits one query block. The stage-2
+gradients of the agents and of V_A, and both bias gradients, use fp32 atomics: on a GPU their last bits can
+vary from run to run.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ops._backend import empty
+from ops._triton_utils import (
+    LN2,
+    LOG2E,
+    atomic_add_tile,
+    dot,
+    dot_block,
+    dot_options,
+    load_tile,
+    on_device,
+    online_softmax_step,
+    sm_count,
+    store_tile,
+)
+
+__all__ = ["agent_attention_triton"]
+
+# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Keys up to this many fit one tile (stage 2's agents); the backward keeps up to this many queries in one
+# block (stage 1's agents), so that their dk / dv need no atomics.
+_MAX_TILE = 256
+# Score tiles of about this many fp32 elements stay in registers at 4-8 warps. Untuned: no GPU measurements
+# behind these choices yet.
+_TILE_ELEMENTS = 8192
+# The forward splits the keys over more programs until there are a few per SM, each range at least this many tiles.
+_PROGRAMS_PER_SM = 4
+_MIN_TILES_PER_SPLIT = 4
+
+
+@triton.jit
+def _scores(q, k, bias, offs_m, offs_n, valid_m, valid_n, stride_bm, stride_bn, qk_scale,
+            HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """log2(e) * (scale q k^T + bias) for a (queries, keys) tile; -inf at keys past the end."""
+    s = dot(q, tl.trans(k), UPCAST_DOT, DOT_PRECISION) * qk_scale
+    if HAS_BIAS:
+        ptrs = bias + offs_m.to(tl.int64)[:, None] * stride_bm + offs_n.to(tl.int64)[None, :] * stride_bn
+        s += tl.load(ptrs, mask=valid_m[:, None] & valid_n[None, :], other=0.0).to(tl.float32) * LOG2E
+    return tl.where(valid_n[None, :], s, float("-inf"))
+
+
+@triton.jit
+def _biased_attention_fwd_kernel(
+    q, k, v, bias, out, lse,
+    stride_qb, stride_qm, stride_qh, stride_qd,
+    stride_kb, stride_kn, stride_kh, stride_kd,
+    stride_vb, stride_vn, stride_vh, stride_vd,
+    stride_ob, stride_om, stride_oh, stride_od,
+    stride_bh, stride_bm, stride_bn,
+    qk_scale, M, N, NH, D, SPLIT_LEN, NUM_SPLITS,
+    HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """out and lse of one block of queries of one (b, head): online softmax over the key tiles of one split.
+
+    ``SPLIT``: the keys are cut into ``NUM_SPLITS`` ranges of ``SPLIT_LEN`` (program axis 2); each program writes
+    its range's normalised output and lse into fp32 partials (``out``: (B, heads, splits, M, D), ``lse``: (B,
+    heads, splits, M), contiguous), which the launcher merges. Otherwise one range covers all keys and ``out`` /
+    ``lse`` are the results.
+    """
+    pid = tl.program_id(0)
+    i_h = pid % NH
+    i_b = (pid // NH).to(tl.int64)
+    q += i_b * stride_qb + i_h * stride_qh
+    k += i_b * stride_kb + i_h * stride_kh
+    v += i_b * stride_vb + i_h * stride_vh
+    out += i_b * stride_ob + i_h * stride_oh
+    bias += i_h * stride_bh
+
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid_m = offs_m < M
+    zero_m = tl.zeros((BLOCK_M,), dtype=tl.int64)
+    q_t = load_tile(q, offs_m.to(tl.int64), zero_m, valid_m, stride_qm, 0, stride_qd, D, BLOCK_D)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    zero_n = tl.zeros((BLOCK_N,), dtype=tl.int64)
+    i_s = tl.program_id(2)
+    n_start = i_s * SPLIT_LEN
+    n_end = tl.minimum(N, n_start + SPLIT_LEN)
+    for n0 in range(n_start, n_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        valid_n = offs_n < n_end
+        k_t = load_tile(k, offs_n.to(tl.int64), zero_n, valid_n, stride_kn, 0, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, offs_n.to(tl.int64), zero_n, valid_n, stride_vn, 0, stride_vd, D, BLOCK_D)
+        s = _scores(q_t, k_t, bias, offs_m, offs_n, valid_m, valid_n, stride_bm, stride_bn, qk_scale,
+                    HAS_BIAS, UPCAST_DOT, DOT_PRECISION)
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v_t, UPCAST_DOT, DOT_PRECISION)
+    row = (i_b * NH + i_h) * NUM_SPLITS + i_s  # lse: contiguous (B, heads, [splits,] M) fp32
+    if SPLIT:
+        part = out + (row * M) * D  # contiguous (B, heads, splits, M, D) fp32 partials
+        store_tile(part, acc / l_i[:, None], offs_m.to(tl.int64), zero_m, valid_m, D, 0, 1, D, BLOCK_D)
+    else:
+        store_tile(out, acc / l_i[:, None], offs_m.to(tl.int64), zero_m, valid_m, stride_om, 0, stride_od, D,
+                   BLOCK_D)
+    tl.store(lse + row * M + offs_m, (m_i + tl.log2(l_i)) * LN2, mask=valid_m)
+
+
+@triton.jit
+def _biased_attention_bwd_kernel(
+    q, k, v, bias, out, do, lse, dq, dk, dv, dbias,
+    stride_qb, stride_qm, stride_qh, stride_qd,
+    stride_kb, stride_kn, stride_kh, stride_kd,
+    stride_vb, stride_vn, stride_vh, stride_vd,
+    stride_ob, stride_om, stride_oh, stride_od,
+    stride_dob, stride_dom, stride_doh, stride_dod,
+    stride_dqb, stride_dqm, stride_dqh, stride_dqd,
+    stride_dkb, stride_dkn, stride_dkh, stride_dkd,
+    stride_bh, stride_bm, stride_bn,
+    qk_scale, scale, M, N, NH, D,
+    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_KV: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """dq of one block of queries of one (b, head), its share of dk / dv / d(bias), one pass over the key tiles.
+
+    dk and dv share one set of strides (dk's). ``ATOMIC_KV``: dk / dv are fp32 buffers that several query blocks
+    add into; otherwise this program is their only writer and stores.
+    """
+    pid = tl.program_id(0)
+    i_h = pid % NH
+    i_b = (pid // NH).to(tl.int64)
+    q += i_b * stride_qb + i_h * stride_qh
+    k += i_b * stride_kb + i_h * stride_kh
+    v += i_b * stride_vb + i_h * stride_vh
+    out += i_b * stride_ob + i_h * stride_oh
+    do += i_b * stride_dob + i_h * stride_doh
+    dq += i_b * stride_dqb + i_h * stride_dqh
+    dk += i_b * stride_dkb + i_h * stride_dkh
+    dv += i_b * stride_dkb + i_h * stride_dkh
+    bias += i_h * stride_bh
+
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid_m = offs_m < M
+    rows_m = offs_m.to(tl.int64)
+    zero_m = tl.zeros((BLOCK_M,), dtype=tl.int64)
+    q_t = load_tile(q, rows_m, zero_m, valid_m, stride_qm, 0, stride_qd, D, BLOCK_D)
+    do_t = load_tile(do, rows_m, zero_m, valid_m, stride_dom, 0, stride_dod, D, BLOCK_D)
+    o_t = load_tile(out, rows_m, zero_m, valid_m, stride_om, 0, stride_od, D, BLOCK_D)
+    delta = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
+    # Missing query rows get lse = +inf, hence P = 0: they add nothing to dk, dv or d(bias).
+    lse2 = tl.load(lse + (i_b * NH + i_h) * M + offs_m, mask=valid_m, other=float("inf")) * LOG2E
+    dq_acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    zero_n = tl.zeros((BLOCK_N,), dtype=tl.int64)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        valid_n = offs_n < N
+        rows_n = offs_n.to(tl.int64)
+        k_t = load_tile(k, rows_n, zero_n, valid_n, stride_kn, 0, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, rows_n, zero_n, valid_n, stride_vn, 0, stride_vd, D, BLOCK_D)
+        s = _scores(q_t, k_t, bias, offs_m, offs_n, valid_m, valid_n, stride_bm, stride_bn, qk_scale,
+                    HAS_BIAS, UPCAST_DOT, DOT_PRECISION)
+        p = tl.exp2(s - lse2[:, None])
+        dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        ds_lo = ds.to(q_t.dtype)
+        dv_t = dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
+        dk_t = dot(tl.trans(ds_lo), q_t, UPCAST_DOT, DOT_PRECISION) * scale
+        dq_acc += dot(ds_lo, k_t, UPCAST_DOT, DOT_PRECISION)
+        if ATOMIC_KV:
+            atomic_add_tile(dk, dk_t, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+            atomic_add_tile(dv, dv_t, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+        else:
+            store_tile(dk, dk_t, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+            store_tile(dv, dv_t, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+        if BIAS_GRAD:
+            # dbias is a contiguous (heads, M, N) fp32 buffer; the batch's programs meet at every element.
+            ptrs = dbias + (i_h * M + rows_m)[:, None] * N + rows_n[None, :]
+            tl.atomic_add(ptrs, ds, mask=valid_m[:, None] & valid_n[None, :])
+    store_tile(dq, dq_acc * scale, rows_m, zero_m, valid_m, stride_dqm, 0, stride_dqd, D, BLOCK_D)
+
+
+@triton.jit
+def _biased_attention_bwd_kv_kernel(
+    q, k, v, bias, out, do, lse, dq, dk, dv, dbias,
+    stride_qb, stride_qm, stride_qh, stride_qd,
+    stride_kb, stride_kn, stride_kh, stride_kd,
+    stride_vb, stride_vn, stride_vh, stride_vd,
+    stride_ob, stride_om, stride_oh, stride_od,
+    stride_dob, stride_dom, stride_doh, stride_dod,
+    stride_dqb, stride_dqm, stride_dqh, stride_dqd,
+    stride_dkb, stride_dkn, stride_dkh, stride_dkd,
+    stride_bh, stride_bm, stride_bn,
+    qk_scale, scale, M, N, NH, D,
+    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """dk and dv of one block of keys of one (b, head), its share of dq / d(bias), one pass over the query blocks.
+
+    For stage 1 (a few agents as queries, many keys): parallel over the keys. dk / dv (one set of strides, dk's)
+    are complete here and stored; dq is an fp32 buffer that every key block adds into.
+    """
+    pid = tl.program_id(0)
+    i_h = pid % NH
+    i_b = (pid // NH).to(tl.int64)
+    q += i_b * stride_qb + i_h * stride_qh
+    k += i_b * stride_kb + i_h * stride_kh
+    v += i_b * stride_vb + i_h * stride_vh
+    out += i_b * stride_ob + i_h * stride_oh
+    do += i_b * stride_dob + i_h * stride_doh
+    dq += i_b * stride_dqb + i_h * stride_dqh
+    dk += i_b * stride_dkb + i_h * stride_dkh
+    dv += i_b * stride_dkb + i_h * stride_dkh
+    bias += i_h * stride_bh
+
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    valid_n = offs_n < N
+    rows_n = offs_n.to(tl.int64)
+    zero_n = tl.zeros((BLOCK_N,), dtype=tl.int64)
+    k_t = load_tile(k, rows_n, zero_n, valid_n, stride_kn, 0, stride_kd, D, BLOCK_D)
+    v_t = load_tile(v, rows_n, zero_n, valid_n, stride_vn, 0, stride_vd, D, BLOCK_D)
+    dk_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    dv_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    zero_m = tl.zeros((BLOCK_M,), dtype=tl.int64)
+    for m0 in range(0, M, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        valid_m = offs_m < M
+        rows_m = offs_m.to(tl.int64)
+        q_t = load_tile(q, rows_m, zero_m, valid_m, stride_qm, 0, stride_qd, D, BLOCK_D)
+        do_t = load_tile(do, rows_m, zero_m, valid_m, stride_dom, 0, stride_dod, D, BLOCK_D)
+        o_t = load_tile(out, rows_m, zero_m, valid_m, stride_om, 0, stride_od, D, BLOCK_D)
+        # Recomputed by every key block from L2-resident (few-agent) tiles rather than kept in a buffer.
+        delta = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
+        lse2 = tl.load(lse + (i_b * NH + i_h) * M + offs_m, mask=valid_m, other=float("inf")) * LOG2E
+        s = _scores(q_t, k_t, bias, offs_m, offs_n, valid_m, valid_n, stride_bm, stride_bn, qk_scale,
+                    HAS_BIAS, UPCAST_DOT, DOT_PRECISION)
+        p = tl.exp2(s - lse2[:, None])
+        dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        ds_lo = ds.to(q_t.dtype)
+        dv_acc += dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
+        dk_acc += dot(tl.trans(ds_lo), q_t, UPCAST_DOT, DOT_PRECISION)
+        dq_t = dot(ds_lo, k_t, UPCAST_DOT, DOT_PRECISION) * scale
+        atomic_add_tile(dq, dq_t, rows_m, zero_m, valid_m, stride_dqm, 0, stride_dqd, D, BLOCK_D)
+        if BIAS_GRAD:
+            ptrs = dbias + (i_h * M + rows_m)[:, None] * N + rows_n[None, :]
+            tl.atomic_add(ptrs, ds, mask=valid_m[:, None] & valid_n[None, :])
+    store_tile(dk, dk_acc * scale, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+    store_tile(dv, dv_acc, rows_n, zero_n, valid_n, stride_dkn, 0, stride_dkd, D, BLOCK_D)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Launch plans.
+
+
+def _fwd_blocks(m: int, n: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N): up to 256 keys in one tile (stage 2's agents), else 64-key tiles streamed."""
+    block_n = dot_block(n) if n <= _MAX_TILE else 64
+    return min(128, dot_block(m), max(16, _TILE_ELEMENTS // block_n)), block_n
+
+
+def _num_splits(programs: int, key_tiles: int, device: torch.device) -> int:
+    """Key ranges of the forward: enough programs to fill the GPU when (batch x heads x query blocks) does not
+    (stage 1 at batch 1-2, e.g. segmentation: a few agents over 16K+ keys), with at least 4 key tiles each."""
+    if device.type != "cuda":
+        # The interpreter runs programs one after another: split whatever has several tiles, so the tests
+        # exercise the merge (and a short last range).
+        return min(3, key_tiles)
+    wanted = triton.cdiv(_PROGRAMS_PER_SM * sm_count(device), programs)
+    return max(1, min(wanted, key_tiles // _MIN_TILES_PER_SPLIT))
+
+
+def _bwd_plan(m: int, n: int) -> tuple[bool, int, int]:
+    """(key_parallel, BLOCK_M, BLOCK_N) of the backward.
+
+    Many keys (stage 1: a few agents over N tokens): parallel over 64-key blocks, all agents of a block in up to
+    256-row tiles, dk / dv stored, dq (the agents' share) by fp32 atomics. Few keys (stage 2: N tokens over a
+    <= 256 agents, which fit one tile): parallel over query blocks, dq stored, dk / dv (the agents' and V_A's
+    gradients) by fp32 atomics when there are several query blocks.
+    """
+    if n > _MAX_TILE:
+        block_m = min(_MAX_TILE, dot_block(m))
+        return True, block_m, max(16, min(64, _TILE_ELEMENTS // block_m))
+    return (False, *_fwd_blocks(m, n))
+
+
+def _num_warps(block_m: int, block_n: int) -> int:
+    return 8 if block_m * block_n >= _TILE_ELEMENTS else 4
+
+
+def _bias_args(q: torch.Tensor, bias: Optional[torch.Tensor]):
+    # An absent bias is never read (HAS_BIAS False); q stands in as a valid pointer.
+    return (bias, tuple(bias.stride())) if bias is not None else (q, (0, 0, 0))
+
+
+def _fwd(q, k, v, bias, scale):
+    """Generic biased attention over (B, L, heads, D): out (q's dtype and shape) and lse (B, heads, M) fp32."""
+    batch, m, heads, head_dim = q.shape
+    n = k.shape[1]
+    out = empty(batch, m, heads, head_dim, device=q.device, dtype=q.dtype)
+    lse = empty(batch, heads, m, device=q.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out, lse
+    block_m, block_n = _fwd_blocks(m, n)
+    m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
+    splits = _num_splits(batch * heads * m_blocks, key_tiles, q.device)
+    split_len = triton.cdiv(key_tiles, splits) * block_n
+    splits = triton.cdiv(n, split_len)
+    if splits > 1:
+        # fp32 partials of every key range, merged below (flash-decoding's split-K).
+        out_part = empty(batch, heads, splits, m, head_dim, device=q.device, dtype=torch.float32)
+        lse_part = empty(batch, heads, splits, m, device=q.device, dtype=torch.float32)
+        dst, dst_strides, dst_lse = out_part, (0, 0, 0, 0), lse_part
+    else:
+        dst, dst_strides, dst_lse = out, out.stride(), lse
+    upcast_dot, dot_precision = dot_options(q)
+    bias_ptr, bias_strides = _bias_args(q, bias)
+    with on_device(q):
+        _biased_attention_fwd_kernel[(batch * heads, m_blocks, splits)](
+            q, k, v, bias_ptr, dst, dst_lse,
+            *q.stride(), *k.stride(), *v.stride(), *dst_strides, *bias_strides,
+            scale * 1.4426950408889634, m, n, heads, head_dim, split_len, splits,
+            HAS_BIAS=bias is not None, SPLIT=splits > 1, BLOCK_M=block_m, BLOCK_N=block_n,
+            BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+            num_warps=_num_warps(block_m, block_n),
+        )
+    if splits > 1:
+        lse = torch.logsumexp(lse_part, dim=2)
+        weights = torch.exp(lse_part - lse[:, :, None])  # (B, heads, splits, M): each range's share
+        merged = (weights[..., None] * out_part).sum(dim=2)  # (B, heads, M, D)
+        out.copy_(merged.transpose(1, 2))
+    return out, lse
+
+
+def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
+    """(dq, dk, dv, dbias) of generic biased attention: dq / dk / dv in q's dtype, dbias fp32 (heads, M, N)."""
+    batch, m, heads, head_dim = q.shape
+    n = k.shape[1]
+    key_parallel, block_m, block_n = _bwd_plan(m, n)
+    atomic_q = key_parallel
+    atomic_kv = not key_parallel and triton.cdiv(m, block_m) > 1
+
+    def buffer(length, atomic):
+        if atomic:
+            return torch.zeros(batch, length, heads, head_dim, device=q.device, dtype=torch.float32)
+        return empty(batch, length, heads, head_dim, device=q.device, dtype=q.dtype)
+
+    dq, dk, dv = buffer(m, atomic_q), buffer(n, atomic_kv), buffer(n, atomic_kv)
+    # Zeros, not NaN: atomic adds accumulate into it.
+    dbias = torch.zeros((heads, m, n) if bias_grad else (0,), device=q.device, dtype=torch.float32)
+    if q.numel() and k.numel():
+        upcast_dot, dot_precision = dot_options(q)
+        bias_ptr, bias_strides = _bias_args(q, bias)
+        kernel = _biased_attention_bwd_kv_kernel if key_parallel else _biased_attention_bwd_kernel
+        grid = (batch * heads, triton.cdiv(n, block_n) if key_parallel else triton.cdiv(m, block_m))
+        extra = {} if key_parallel else dict(ATOMIC_KV=atomic_kv)
+        with on_device(q):
+            kernel[grid](
+                q, k, v, bias_ptr, out, do, lse, dq, dk, dv, dbias if bias_grad else lse,
+                *q.stride(), *k.stride(), *v.stride(), *out.stride(), *do.stride(), *dq.stride(), *dk.stride(),
+                *bias_strides,
+                scale * 1.4426950408889634, scale, m, n, heads, head_dim,
+                HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
+                UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
+                **extra,
+            )
+    elif not (atomic_kv or key_parallel):
+        dk.zero_(), dv.zero_()
+    return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dbias
+
+
+# --------------------------------------------------------------------------------------------------------
+# Custom ops.
+
+
+@torch.library.custom_op("attnzoo::agent_attention_fwd", mutates_args=())
+def agent_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    agents: torch.Tensor,
+    agent_bias: Optional[torch.Tensor],
+    query_bias: Optional[torch.Tensor],
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``out`` (B, N, heads, D) in q's dtype; for the backward: ``agent_v`` (B, a, heads, D) in q's dtype and the
+    two stages' log-sum-exps (B, heads, a) and (B, heads, N), fp32."""
+    agent_v, lse_agent = _fwd(agents, k, v, agent_bias, scale)
+    out, lse_query = _fwd(q, agents, agent_v, query_bias, scale)
+    return out, agent_v, lse_agent, lse_query
+
+
+@agent_attention_fwd.register_fake
+def _(q, k, v, agents, agent_bias, query_bias, scale):
+    batch, n, heads, _ = q.shape
+    n_agent = agents.shape[1]
+    return (q.new_empty(q.shape), agents.new_empty(agents.shape),
+            q.new_empty((batch, heads, n_agent), dtype=torch.float32),
+            q.new_empty((batch, heads, n), dtype=torch.float32))
+
+
+@torch.library.custom_op("attnzoo::agent_attention_bwd", mutates_args=())
+def agent_attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    agents: torch.Tensor,
+    agent_bias: Optional[torch.Tensor],
+    query_bias: Optional[torch.Tensor],
+    out: torch.Tensor,
+    agent_v: torch.Tensor,
+    lse_agent: torch.Tensor,
+    lse_query: torch.Tensor,
+    scale: float,
+    agent_bias_grad: bool,
+    query_bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv, d_agents) in q's dtype; d(agent_bias), d(query_bias) in their dtypes (empty unless asked)."""
+    agent_bias_grad = agent_bias_grad and agent_bias is not None
+    query_bias_grad = query_bias_grad and query_bias is not None
+    # `lse`s come from the forward op, contiguous, unless a graph transform handed back equal tensors in another
+    # layout; the kernels index them as contiguous.
+    lse_agent, lse_query = lse_agent.contiguous(), lse_query.contiguous()
+    # Stage 2 (queries over agents): dq, the agents' gradient as keys, dV_A.
+    dq, d_agents_k, d_agent_v, d_query_bias = _bwd(do, q, agents, agent_v, query_bias, out, lse_query, scale,
+                                                   query_bias_grad)
+    # Stage 1 (agents over keys), with dV_A as the output gradient, held in the input dtype like V_A.
+    d_agents_q, dk, dv, d_agent_bias = _bwd(d_agent_v.to(q.dtype), agents, k, v, agent_bias, agent_v, lse_agent,
+                                            scale, agent_bias_grad)
+    d_agents = (d_agents_q.float() + d_agents_k.float()).to(q.dtype)
+    return (dq, dk.to(q.dtype), dv.to(q.dtype), d_agents,
+            d_agent_bias.to(agent_bias.dtype) if agent_bias_grad else d_agent_bias,
+            d_query_bias.to(query_bias.dtype) if query_bias_grad else d_query_bias)
+
+
+@agent_attention_bwd.register_fake
+def _(do, q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query, scale, agent_bias_grad,
+      query_bias_grad):
+    def bias_grad(bias, wanted):
+        if wanted and bias is not None:
+            return bias.new_empty(bias.shape)
+        return q.new_empty((0,), dtype=torch.float32)
+
+    return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape), q.new_empty(agents.shape),
+            bias_grad(agent_bias, agent_bias_grad), bias_grad(query_bias, query_bias_grad))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, agents, agent_bias, query_bias, scale = inputs
+    out, agent_v, lse_agent, lse_query = output
+    ctx.mark_non_differentiable(agent_v, lse_agent, lse_query)
+    ctx.save_for_backward(q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query)
+    ctx.scale = scale
+
+
+def _backward(ctx, d_out, _d_agent_v, _d_lse_agent, _d_lse_query):
+    q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query = ctx.saved_tensors
+    agent_bias_grad = agent_bias is not None and ctx.needs_input_grad[4]
+    query_bias_grad = query_bias is not None and ctx.needs_input_grad[5]
+    dq, dk, dv, d_agents, d_agent_bias, d_query_bias = agent_attention_bwd(
+        d_out, q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query, ctx.scale,
+        agent_bias_grad, query_bias_grad)
+    return (dq, dk, dv, d_agents, d_agent_bias if agent_bias_grad else None,
+            d_query_bias if query_bias_grad else None, None)
+
+
+agent_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def agent_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    agents: torch.Tensor,
+    agent_bias: Optional[torch.Tensor] = None,
+    query_bias: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Triton backend of :func:`ops.agent_attention.agent_attention` (shapes and dtypes checked there)."""
+    if q.dtype not in _DTYPES:
+        raise ValueError(
+            f"agent_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
+            f"use backend='reference'"
+        )
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out, _, _, _ = agent_attention_fwd(q, k, v, agents, agent_bias, query_bias, float(scale))
+    return out

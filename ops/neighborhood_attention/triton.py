@@ -1,0 +1,447 @@
+"""2-D neighborhood attention (NAT / DiNAT) in Triton: fused forward and backward kernels, registered as custom ops.
+
+Math, per batch ``b`` and head ``h`` (semantics exactly those of :mod:`ops.neighborhood_attention.reference`;
+``N(q)`` is the ``kh x kw`` neighbourhood of query ``q``, ``rel(q, j)`` its bias index)::
+
+    S[q, j] = scale <q, k_j> + rpb[h, rel(q, j)]   for j in N(q), -inf elsewhere
+    P = softmax(S);   out = P v;   lse = logsumexp(S)               (lse saved for the backward, fp32)
+    dS = P * (dO v^T - delta),   delta = rowsum(dO * out)
+    dq = scale dS k;   dk = scale dS^T q;   dv = P^T dO;   drpb[h, r] = sum of dS over every (b, q, j) with rel = r
+
+Kernel design
+-------------
+Dilation splits each axis into interleaved groups that never interact, so every program works inside one
+(row group, column group) pair, in group-local coordinates: local ``(y, x)`` is map pixel ``(y * dh + gy,
+x * dw + gx)``, read through the strides of the ``(B, H, W, heads, D)`` tensors (q, k, v are usually ``unbind``
+views of one qkv tensor: no copy, no contiguity needed). Window starts are clamped (``clamp(y - kh // 2, 0,
+Lg - kh)``), hence non-decreasing along each axis, so a tile of ``TH x TW`` consecutive queries attends only to
+keys in a ``(TH + kh - 1) x (TW + kw - 1)`` region (less at the borders), and a tile of keys is attended by the
+queries of a similar region (NATTEN's inverse neighbourhood, computed from the same clamp). Scores exist only in
+registers: FlashAttention's online softmax over blocks of that region, with each (query, key) pair outside the
+query's own window masked to -inf -- dense ``tl.dot`` tiles on tensor cores rather than a gather per
+neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` times the necessary products
+(4x for 8x8 tiles and 7x7 windows). The bias is gathered from the small table by relative index (L1/L2).
+
+* Forward (``neighborhood_attention_2d_fwd_kernel``): one program per (b, head, dilation group, query tile);
+  writes out and lse (fp32, (B, H, W, heads)).
+* Backward, FlashAttention-2's split (deterministic dq / dk / dv, no atomics for them, no fp32 dq buffer):
+  ``neighborhood_attention_2d_bwd_dq_kernel`` -- per query tile, as the forward: delta = rowsum(dO * out)
+  (stored for the second kernel), P recomputed from lse, dq, and the bias gradient;
+  ``neighborhood_attention_2d_bwd_dkdv_kernel`` -- per key tile, looping over the region of queries that can
+  see it: dk and dv.
+* d(rpb): dS binned by relative index is a scatter, done with fp32 atomic adds into an fp32 (heads, 2kh-1,
+  2kw-1) buffer (masked to in-window pairs), cast to the table's dtype at the end.
+
+Precision: fp32 accumulation everywhere; dot operands in the input dtype (P and dS rounded to it before their
+dots, as in FlashAttention); fp32 inputs use IEEE fp32 dots (no TF32). Softmax in base 2 with log2(e) folded into
+the scale; lse stored in natural-log units.
+
+Determinism: out, dq, dk, dv are deterministic; d(rpb) uses fp32 atomics, so on a GPU its last bits can vary.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ops._backend import empty
+from ops._triton_utils import LN2, LOG2E, dot, dot_block, dot_options, load_tile, on_device, online_softmax_step, \
+    store_tile
+
+__all__ = ["neighborhood_attention_2d_triton"]
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# 8 x 8 = 64 queries (or keys) per tile: one tensor-core tile, and a 14 x 14 key region for 7 x 7 windows.
+_TILE = (8, 8)
+_BLOCK_N = 64
+
+
+@triton.jit
+def _start(i, Lg, K: tl.constexpr):
+    """Group-local window start of group-local index ``i``: centred, shifted inward at the borders."""
+    return tl.minimum(tl.maximum(i - K // 2, 0), Lg - K)
+
+
+@triton.jit
+def _decode(pid, H, W, TILES_Y, TILES_X, DH: tl.constexpr, DW: tl.constexpr):
+    """(gy, gx, group lengths Lgy, Lgx, tile row, tile column) of program ``pid`` along grid axis 1."""
+    tx = pid % TILES_X
+    pid = pid // TILES_X
+    ty = pid % TILES_Y
+    pid = pid // TILES_Y
+    gx = pid % DW
+    gy = pid // DW
+    return gy, gx, (H - gy + DH - 1) // DH, (W - gx + DW - 1) // DW, ty, tx
+
+
+@triton.jit
+def _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH: tl.constexpr, TW: tl.constexpr,
+                    DH: tl.constexpr, DW: tl.constexpr):
+    """Group-local (y, x), map rows / cols (int64) and validity of the TH x TW tile (ty, tx)."""
+    offs = tl.arange(0, TH * TW)
+    y = ty * TH + offs // TW
+    x = tx * TW + offs % TW
+    valid = (y < Lgy) & (x < Lgx)
+    return y, x, (y * DH + gy).to(tl.int64), (x * DW + gx).to(tl.int64), valid
+
+
+@triton.jit
+def _query_region(ty, tx, Lgy, Lgx, TH: tl.constexpr, TW: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr):
+    """Key region (first row, first col, rows, cols) that the queries of tile (ty, tx) attend to."""
+    y0 = ty * TH
+    x0 = tx * TW
+    y1 = tl.minimum(y0 + TH, Lgy) - 1
+    x1 = tl.minimum(x0 + TW, Lgx) - 1
+    ry0 = _start(y0, Lgy, KH)
+    rx0 = _start(x0, Lgx, KW)
+    return ry0, rx0, _start(y1, Lgy, KH) + KH - ry0, _start(x1, Lgx, KW) + KW - rx0
+
+
+@triton.jit
+def _inverse_bounds(j0, j1, Lg, K: tl.constexpr):
+    """[lo, hi] of the group-local queries whose windows hold any key in [j0, j1] (windows are monotone)."""
+    lo = tl.where(j0 < K, 0, j0 - K // 2)
+    hi = tl.where(j1 >= Lg - K, Lg - 1, j1 + K // 2)
+    return lo, hi
+
+
+@triton.jit
+def _region_positions(n, r0y, r0x, RW, n_valid, gy, gx, DH: tl.constexpr, DW: tl.constexpr):
+    """Group-local (y, x), map rows / cols (int64) and validity of flattened region indices ``n``."""
+    y = r0y + n // RW
+    x = r0x + n % RW
+    valid = n < n_valid
+    return y, x, (y * DH + gy).to(tl.int64), (x * DW + gx).to(tl.int64), valid
+
+
+@triton.jit
+def _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+            KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
+            UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Base-2 scores of a (queries, keys) tile, -inf outside each query's window; and the in-window mask."""
+    sy = _start(qy, Lgy, KH)
+    sx = _start(qx, Lgx, KW)
+    in_win = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) \
+        & (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & valid_k[None, :]
+    s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
+    if HAS_RPB:
+        rel = (ky[None, :] - qy[:, None] + KH - 1) * stride_ry + (kx[None, :] - qx[:, None] + KW - 1) * stride_rx
+        s += tl.load(rpb + rel, mask=in_win, other=0.0).to(tl.float32) * LOG2E
+    return tl.where(in_win, s, float("-inf")), in_win
+
+
+@triton.jit
+def neighborhood_attention_2d_fwd_kernel(
+    q, k, v, rpb, out, lse,
+    stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kw, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_ow, stride_on, stride_od,
+    stride_rn, stride_ry, stride_rx,
+    qk_scale, H, W, NH, D, TILES_Y, TILES_X,
+    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """out and lse of one TH x TW tile of queries of one (b, head, dilation group)."""
+    i_bh = tl.program_id(0)
+    i_b = (i_bh // NH).to(tl.int64)
+    i_h = i_bh % NH
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    q += i_b * stride_qb + i_h * stride_qn
+    k += i_b * stride_kb + i_h * stride_kn
+    v += i_b * stride_vb + i_h * stride_vn
+    out += i_b * stride_ob + i_h * stride_on
+    rpb += i_h * stride_rn
+
+    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
+    r0y, r0x, RH, RW = _query_region(ty, tx, Lgy, Lgx, TH, TW, KH, KW)
+    # tiles past the end of a shorter dilation group have nothing to do
+    n_keys = tl.where((ty * TH < Lgy) & (tx * TW < Lgx), RH * RW, 0)
+
+    m_i = tl.full((TH * TW,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((TH * TW,), dtype=tl.float32)
+    acc = tl.zeros((TH * TW, BLOCK_D), dtype=tl.float32)
+    for n0 in range(0, n_keys, BLOCK_N):
+        ky, kx, rowk, colk, valid_k = _region_positions(n0 + tl.arange(0, BLOCK_N), r0y, r0x, RW, n_keys,
+                                                        gy, gx, DH, DW)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+        s, _ = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+                       KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v_t, UPCAST_DOT, DOT_PRECISION)
+
+    store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    lse_off = ((i_b * H + rowq) * W + colq) * NH + i_h
+    tl.store(lse + lse_off, (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
+
+
+@triton.jit
+def neighborhood_attention_2d_bwd_dq_kernel(
+    q, k, v, out, do, lse, delta, rpb, dq, drpb,
+    stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kw, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dow, stride_don, stride_dod,
+    stride_ob, stride_oh, stride_ow, stride_on, stride_od,
+    stride_rn, stride_ry, stride_rx,
+    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X,
+    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
+    RPB_GRAD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """delta, dq and the bias gradient of one TH x TW tile of queries of one (b, head, dilation group).
+
+    ``out``, ``dq`` (and ``delta``, ``lse``: contiguous (B, H, W, heads)) share dq's strides."""
+    i_bh = tl.program_id(0)
+    i_b = (i_bh // NH).to(tl.int64)
+    i_h = i_bh % NH
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    q += i_b * stride_qb + i_h * stride_qn
+    k += i_b * stride_kb + i_h * stride_kn
+    v += i_b * stride_vb + i_h * stride_vn
+    do += i_b * stride_dob + i_h * stride_don
+    o_off = i_b * stride_ob + i_h * stride_on
+    rpb += i_h * stride_rn
+
+    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
+    # dO may come in another dtype (or as a stride-0 expanded view); the dots want q's
+    do_t = load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, D, BLOCK_D).to(q_t.dtype)
+    o_t = load_tile(out + o_off, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    dlt = tl.sum(do_t.to(tl.float32) * o_t.to(tl.float32), axis=1)
+    lse_off = ((i_b * H + rowq) * W + colq) * NH + i_h
+    tl.store(delta + lse_off, dlt, mask=valid_q)
+    lse2 = tl.load(lse + lse_off, mask=valid_q, other=float("inf")) * LOG2E
+
+    r0y, r0x, RH, RW = _query_region(ty, tx, Lgy, Lgx, TH, TW, KH, KW)
+    n_keys = tl.where((ty * TH < Lgy) & (tx * TW < Lgx), RH * RW, 0)
+    acc = tl.zeros((TH * TW, BLOCK_D), dtype=tl.float32)
+    for n0 in range(0, n_keys, BLOCK_N):
+        ky, kx, rowk, colk, valid_k = _region_positions(n0 + tl.arange(0, BLOCK_N), r0y, r0x, RW, n_keys,
+                                                        gy, gx, DH, DW)
+        k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+        v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+        s, in_win = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+                            KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
+        # +inf lse at missing queries makes their probabilities exactly 0
+        p = tl.exp2(s - lse2[:, None])
+        dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
+        ds = p * (dp - dlt[:, None])
+        acc += dot(ds.to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
+        if RPB_GRAD:
+            rel = (ky[None, :] - qy[:, None] + KH - 1) * (2 * KW - 1) + (kx[None, :] - qx[:, None] + KW - 1)
+            tl.atomic_add(drpb + i_h * (2 * KH - 1) * (2 * KW - 1) + rel, ds, mask=in_win & valid_q[:, None])
+    store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+
+
+@triton.jit
+def neighborhood_attention_2d_bwd_dkdv_kernel(
+    q, k, v, do, lse, delta, rpb, dk, dv,
+    stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kw, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dow, stride_don, stride_dod,
+    stride_ob, stride_oh, stride_ow, stride_on, stride_od,
+    stride_rn, stride_ry, stride_rx,
+    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X,
+    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """dk and dv of one TH x TW tile of keys of one (b, head, dilation group): a loop over the queries whose
+    windows hold any of them."""
+    i_bh = tl.program_id(0)
+    i_b = (i_bh // NH).to(tl.int64)
+    i_h = i_bh % NH
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    q += i_b * stride_qb + i_h * stride_qn
+    k += i_b * stride_kb + i_h * stride_kn
+    v += i_b * stride_vb + i_h * stride_vn
+    do += i_b * stride_dob + i_h * stride_don
+    o_off = i_b * stride_ob + i_h * stride_on
+    rpb += i_h * stride_rn
+
+    ky, kx, rowk, colk, valid_k = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
+    v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
+    lo_y, hi_y = _inverse_bounds(ty * TH, tl.minimum(ty * TH + TH, Lgy) - 1, Lgy, KH)
+    lo_x, hi_x = _inverse_bounds(tx * TW, tl.minimum(tx * TW + TW, Lgx) - 1, Lgx, KW)
+    QW = hi_x - lo_x + 1
+    n_queries = tl.where((ty * TH < Lgy) & (tx * TW < Lgx), (hi_y - lo_y + 1) * QW, 0)
+
+    dk_acc = tl.zeros((TH * TW, BLOCK_D), dtype=tl.float32)
+    dv_acc = tl.zeros((TH * TW, BLOCK_D), dtype=tl.float32)
+    for m0 in range(0, n_queries, BLOCK_M):
+        qy, qx, rowq, colq, valid_q = _region_positions(m0 + tl.arange(0, BLOCK_M), lo_y, lo_x, QW, n_queries,
+                                                        gy, gx, DH, DW)
+        q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
+        do_t = load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, D, BLOCK_D).to(q_t.dtype)
+        lse_off = ((i_b * H + rowq) * W + colq) * NH + i_h
+        lse2 = tl.load(lse + lse_off, mask=valid_q, other=float("inf")) * LOG2E
+        dlt = tl.load(delta + lse_off, mask=valid_q, other=0.0)
+        s, _ = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+                       KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
+        p = tl.exp2(s - lse2[:, None])
+        dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
+        ds = p * (dp - dlt[:, None])
+        dv_acc += dot(tl.trans(p.to(do_t.dtype)), do_t, UPCAST_DOT, DOT_PRECISION)
+        dk_acc += dot(tl.trans(ds.to(q_t.dtype)), q_t, UPCAST_DOT, DOT_PRECISION)
+    store_tile(dk + o_off, dk_acc * scale, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    store_tile(dv + o_off, dv_acc, rowk, colk, valid_k, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Launch plans.
+
+
+def _grid(q: torch.Tensor, dh: int, dw: int) -> tuple[tuple[int, int], int, int]:
+    """Grid (B * heads, groups * tiles) and the tiles per group along y / x (of the longest group)."""
+    batch, h, w, heads, _ = q.shape
+    tiles_y = triton.cdiv(triton.cdiv(h, dh), _TILE[0])
+    tiles_x = triton.cdiv(triton.cdiv(w, dw), _TILE[1])
+    return (batch * heads, dh * dw * tiles_y * tiles_x), tiles_y, tiles_x
+
+
+def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):
+    # An absent table is never read (HAS_RPB is False); q stands in as a valid pointer.
+    return (rpb, rpb.stride()) if rpb is not None else (q, (0, 0, 0))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Custom ops.
+
+
+@torch.library.custom_op("attnzoo::neighborhood_attention_2d_fwd", mutates_args=())
+def neighborhood_attention_2d_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kh: int,
+    kw: int,
+    dh: int,
+    dw: int,
+    rpb: Optional[torch.Tensor],
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out`` (B, H, W, heads, D) in q's dtype and ``lse`` (B, H, W, heads) fp32 (natural log) for the backward."""
+    batch, h, w, heads, head_dim = q.shape
+    out = empty(batch, h, w, heads, head_dim, device=q.device, dtype=q.dtype)
+    lse = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
+    if q.numel() == 0:
+        return out, lse
+    grid, tiles_y, tiles_x = _grid(q, dh, dw)
+    upcast_dot, dot_precision = dot_options(q)
+    rpb_ptr, rpb_strides = _rpb_args(q, rpb)
+    with on_device(q):
+        neighborhood_attention_2d_fwd_kernel[grid](
+            q, k, v, rpb_ptr, out, lse,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), *rpb_strides,
+            scale * 1.4426950408889634, h, w, heads, head_dim, tiles_y, tiles_x,
+            KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=_TILE[0], TW=_TILE[1],
+            BLOCK_N=_BLOCK_N, BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+        )
+    return out, lse
+
+
+@neighborhood_attention_2d_fwd.register_fake
+def _(q, k, v, kh, kw, dh, dw, rpb, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("attnzoo::neighborhood_attention_2d_bwd", mutates_args=())
+def neighborhood_attention_2d_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    kh: int,
+    kw: int,
+    dh: int,
+    dw: int,
+    rpb: Optional[torch.Tensor],
+    scale: float,
+    rpb_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) contiguous in q's dtype, and d(rpb) in its dtype (an empty tensor unless rpb_grad)."""
+    batch, h, w, heads, head_dim = q.shape
+    dq, dk, dv = (empty(batch, h, w, heads, head_dim, device=q.device, dtype=q.dtype) for _ in range(3))
+    rpb_grad = rpb_grad and rpb is not None
+    # Zeros, not NaN: atomic adds accumulate into it.
+    drpb = torch.zeros(rpb.shape if rpb_grad else (0,), device=q.device, dtype=torch.float32)
+    if q.numel() == 0:
+        return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
+    # The kernels address out, dq, dk and dv with one set of strides (dq's); out and lse come from the forward
+    # op, contiguous, unless a graph transform handed back equal tensors in another layout.
+    out, lse = out.contiguous(), lse.contiguous()
+    delta = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
+    grid, tiles_y, tiles_x = _grid(q, dh, dw)
+    upcast_dot, dot_precision = dot_options(q)
+    rpb_ptr, rpb_strides = _rpb_args(q, rpb)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *rpb_strides)
+    common = dict(
+        KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=_TILE[0], TW=_TILE[1],
+        BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+    )
+    args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim, tiles_y, tiles_x)
+    with on_device(q):
+        neighborhood_attention_2d_bwd_dq_kernel[grid](
+            q, k, v, out, do, lse, delta, rpb_ptr, dq, drpb if rpb_grad else lse, *strides, *args,
+            RPB_GRAD=rpb_grad, BLOCK_N=_BLOCK_N, **common,
+        )
+        neighborhood_attention_2d_bwd_dkdv_kernel[grid](
+            q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, BLOCK_M=_BLOCK_N, **common,
+        )
+    return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
+
+
+@neighborhood_attention_2d_bwd.register_fake
+def _(do, q, k, v, out, lse, kh, kw, dh, dw, rpb, scale, rpb_grad):
+    drpb = rpb.new_empty(rpb.shape) if rpb_grad and rpb is not None else q.new_empty((0,), dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), drpb
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, kh, kw, dh, dw, rpb, scale = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out, lse, rpb)
+    ctx.geometry = (kh, kw, dh, dw)
+    ctx.scale = scale
+
+
+def _backward(ctx, d_out, _d_lse):
+    q, k, v, out, lse, rpb = ctx.saved_tensors
+    rpb_grad = rpb is not None and ctx.needs_input_grad[7]
+    dq, dk, dv, drpb = neighborhood_attention_2d_bwd(
+        d_out, q, k, v, out, lse, *ctx.geometry, rpb, ctx.scale, rpb_grad)
+    return dq, dk, dv, None, None, None, None, drpb if rpb_grad else None, None
+
+
+neighborhood_attention_2d_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def neighborhood_attention_2d_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: tuple[int, int],
+    dilation: tuple[int, int],
+    rpb: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Triton backend of :func:`ops.neighborhood_attention.neighborhood_attention_2d` (shapes checked there)."""
+    if q.dtype not in _DTYPES:
+        raise ValueError(
+            f"neighborhood_attention_2d: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got "
+            f"{q.dtype}; use backend='reference'"
+        )
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out, _ = neighborhood_attention_2d_fwd(
+        q, k, v, int(kernel_size[0]), int(kernel_size[1]), int(dilation[0]), int(dilation[1]), rpb, float(scale))
+    return out

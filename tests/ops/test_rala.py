@@ -1,0 +1,392 @@
+"""Tests for `ops.rala` (rank-augmented linear attention, RAVLT).
+
+* the reference against two independent fp64 formulations: the official ``GateLinearAttentionNoSilu`` order of
+  operations (reweighted ``k' = N w phi(k)``, ``L^-1/2`` scalings, ``z``), and an explicit N x N attention matrix;
+  the closed-form backward the kernels implement against fp64 autograd;
+* the Triton backend against the reference: output and the gradients of q, k, v, gate, residual and both RoPE
+  tables, odd N, strided inputs (views of one projection), fp32 / fp16 / bf16, every optional input on and off,
+  the split-N plan forced, every output NaN-prefilled;
+* the custom ops under ``torch.compile(fullgraph=True)``, ``torch.export`` and ``torch.library.opcheck``.
+
+Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py) at tiny sizes; the ``gpu`` tests
+run them compiled at RAVLT's sizes (stage 1 at 224^2 and at 1024^2).
+
+Tolerances, Triton vs reference on the same inputs (both accumulate in fp32 and round once to the input dtype);
+``|actual - expected| <= atol * max|expected| + rtol * |expected|`` elementwise:
+
+    | dtype | atol | rtol   | why                                                                      |
+    |-------|------|--------|--------------------------------------------------------------------------|
+    | fp32  | 1e-5 | 1e-4   | same fp32 math, other summation order (observed <= 1e-6 relative)        |
+    | fp16  | 2e-3 | 2e-3   | both round once to fp16: 1 ulp = 2^-10 ~ 1e-3; allow 2                   |
+    | bf16  | 8e-3 | 1.6e-2 | both round once to bf16: 1 ulp = 2^-8 ~ 3.9e-3; allow 2                  |
+
+On GPU at model sizes fp32 gets atol 1e-4 / rtol 1e-3 (reference einsums from cuBLAS; N up to 65536), and the
+16-bit dtypes keep the table (the kernels' d x d products run in TF32 there, 2^-11 relative).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ops import rala
+from ops._backend import empty
+from ops.rala.reference import rala_reference
+from tests.utils import assert_close
+
+triton_impl = importlib.import_module("ops.rala.triton")
+
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-4),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=8e-3, rtol=1.6e-2),
+}
+_GPU_FP32_TOL = dict(atol=1e-4, rtol=1e-3)
+NAMES = ("out", "dq", "dk", "dv", "dgate", "dresidual", "dsin", "dcos")
+
+
+def rope_tables(h: int, w: int, head_dim: int, dtype=torch.float32):
+    """RAVLT's 2-D RoPE tables (N = h * w, head_dim), as reference/ravlt.md section 4 describes them."""
+    angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4, dtype=torch.float64))
+    angle = angle.repeat_interleave(2)  # d/2 angles, each frequency twice
+    rows = torch.arange(h, dtype=torch.float64)[:, None, None].expand(h, w, 1) * angle
+    cols = torch.arange(w, dtype=torch.float64)[None, :, None].expand(h, w, 1) * angle
+    ang = torch.cat((rows, cols), dim=-1).flatten(0, 1)
+    return ang.sin().to(dtype), ang.cos().to(dtype)
+
+
+def make_inputs(batch, n, heads, head_dim, dtype=torch.float32, device="cpu", seed=0, std=1.0):
+    """(q, k, v, gate, residual): the first four unbind() views of one (B, N, 4, heads, d) projection, as RAVLT's
+    qkvo conv gives them after a reshape; all leaves of their own so each gets a gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    qkvo = (torch.randn(batch, n, 4, heads, head_dim, generator=gen) * std).to(device=device, dtype=dtype)
+    residual = torch.randn(batch, n, heads, head_dim, generator=gen).to(device=device, dtype=dtype)
+    return qkvo, residual
+
+
+def random_tables(n, head_dim, device="cpu", seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    ang = torch.rand(n, head_dim, generator=gen, dtype=torch.float64) * 6
+    return ang.sin().float().to(device), ang.cos().float().to(device)
+
+
+def run_with_grads(fn, qkvo, residual, tables, d_out=None, use_gate=True, use_residual=True, table_grad=True):
+    """(out, dq, dk, dv, dgate, dresidual, dsin, dcos) of ``fn``; absent inputs give None gradients."""
+    qkvo = qkvo.detach().clone().requires_grad_()
+    residual = residual.detach().clone().requires_grad_() if use_residual else None
+    tables = None if tables is None else tuple(t.detach().clone().requires_grad_(table_grad) for t in tables)
+    q, k, v, g = qkvo.unbind(2)
+    out = fn(q, k, v, g if use_gate else None, residual, tables)
+    if d_out is None:
+        d_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device, out.dtype)
+    leaves = [qkvo] + ([residual] if use_residual else []) + (list(tables) if tables and table_grad else [])
+    grads = list(torch.autograd.grad(out, leaves, d_out))
+    dq, dk, dv, dg = grads.pop(0).unbind(2)
+    dres = grads.pop(0) if use_residual else None
+    dsin, dcos = (grads.pop(0), grads.pop(0)) if tables and table_grad else (None, None)
+    return out, dq, dk, dv, dg if use_gate else None, dres, dsin, dcos
+
+
+def _op(backend):
+    return lambda q, k, v, g, r, tables: rala(q, k, v, gate=g, residual=r, rope=tables, backend=backend)
+
+
+def check_against_reference(qkvo, residual, tables, tol, **kwargs):
+    got = run_with_grads(_op("triton"), qkvo, residual, tables, **kwargs)
+    want = run_with_grads(_op("reference"), qkvo, residual, tables, **kwargs)
+    for name, a, e in zip(NAMES, got, want):
+        assert (a is None) == (e is None), name
+        if a is not None:
+            assert_close(a, e, name=name, **tol)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The reference is the spec: check it against independent formulations.
+
+
+def _theta_shift(x, sin, cos):
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    return x * cos + torch.stack([-x2, x1], dim=-1).flatten(-2) * sin
+
+
+def naive_official_fp64(q, k, v, gate, residual, sin, cos, scale, eps):
+    """The official GateLinearAttentionNoSilu.forward after the qkvo conv, in its (B, heads, L, d) layout."""
+    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))
+    sin, cos = sin.double(), cos.double()
+    n = q.shape[2]
+    q = F.elu(q) + 1.0
+    k = F.elu(k) + 1.0
+    eff = scale * q.mean(dim=-2, keepdim=True) @ k.transpose(-1, -2)
+    k = k * torch.softmax(eff, dim=-1).transpose(-1, -2) * n
+    q_rope, k_rope = _theta_shift(q, sin, cos), _theta_shift(k, sin, cos)
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)
+    kv = (k_rope.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+    out = (q_rope @ kv * z).transpose(1, 2)
+    return (out + residual.double()) * gate.double()
+
+
+def naive_matrix_fp64(q, k, v, gate, residual, sin, cos, scale, eps):
+    """The same as an explicit N x N attention matrix A[i, j] = (R_i phi q_i . R_j phi k_j) w_j / den_i."""
+    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))
+    sin, cos = sin.double(), cos.double()
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
+    w = torch.softmax(scale * phi_q.mean(2, keepdim=True) @ phi_k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
+    den = (phi_q @ phi_k.transpose(-1, -2) * w).sum(-1, keepdim=True) + eps  # (B, h, N, 1)
+    attn = _theta_shift(phi_q, sin, cos) @ _theta_shift(phi_k, sin, cos).transpose(-1, -2) * w / den
+    return (attn @ v).transpose(1, 2) * gate.double() + residual.double() * gate.double()
+
+
+@pytest.mark.parametrize("naive", [naive_official_fp64, naive_matrix_fp64], ids=["official", "matrix"])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 1, 8), (2, 3, 5, 2, 16), (1, 4, 6, 3, 32)], ids=str)
+def test_reference_matches_naive_fp64(naive, shape):
+    """Output and every gradient, RAVLT's own RoPE tables for an h x w map (N = 2 up)."""
+    batch, h, w, heads, head_dim = shape
+    n = h * w
+    qkvo, residual = make_inputs(batch, n, heads, head_dim)
+    tables = rope_tables(h, w, head_dim)
+    d_out = torch.randn(batch, n, heads, head_dim, generator=torch.Generator().manual_seed(1))
+    scale = head_dim**-0.5
+
+    got = run_with_grads(lambda q, k, v, g, r, t: rala_reference(q, k, v, g, r, *t), qkvo, residual, tables, d_out)
+    want = run_with_grads(lambda q, k, v, g, r, t: naive(q, k, v, g, r, *t, scale, 1e-6), qkvo.double(),
+                          residual.double(), tuple(t.double() for t in tables), d_out.double())
+    for name, a, e in zip(NAMES, got, want):
+        assert_close(a.double(), e, atol=1e-6, rtol=1e-5, name=name)
+
+
+def test_reference_without_options_is_plain_rala():
+    """No gate, residual or tables: out = phi(q)^T KV / den with identity rotation."""
+    qkvo, _ = make_inputs(2, 9, 2, 8)
+    q, k, v, _ = qkvo.double().unbind(2)
+    ones, zeros = torch.ones(9, 8, dtype=torch.float64), torch.zeros(9, 8, dtype=torch.float64)
+    want = naive_official_fp64(q, k, v, torch.ones_like(q), torch.zeros_like(q), zeros, ones, 0.7, 1e-6)
+    assert_close(rala(q, k, v, scale=0.7, backend="reference"), want, atol=1e-12, rtol=1e-10)
+
+
+def test_backward_formulas_match_autograd():
+    """The closed-form backward of ops/rala/triton.py's docstring, in fp64, against autograd of the naive form."""
+    batch, n, heads, head_dim = 2, 11, 2, 8
+    scale, eps = 0.41, 1e-6
+    qkvo, residual = make_inputs(batch, n, heads, head_dim)
+    qkvo, residual = qkvo.double(), residual.double()
+    sin, cos = (t.double() for t in random_tables(n, head_dim))
+    d_out = torch.randn(batch, n, heads, head_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    want = run_with_grads(lambda q, k, v, g, r, t: naive_official_fp64(q, k, v, g, r, *t, scale, eps),
+                          qkvo, residual, (sin, cos), d_out)[1:]
+
+    q, k, v, g = qkvo.unbind(2)
+    rot = lambda x: torch.stack((-x[..., 1::2], x[..., 0::2]), -1).flatten(-2)  # noqa: E731
+    rope = lambda x: x * cos[:, None] + rot(x) * sin[:, None]  # noqa: E731
+    rope_t = lambda y: y * cos[:, None] - rot(y * sin[:, None])  # noqa: E731
+    phq, phk = F.elu(q) + 1, F.elu(k) + 1
+    qbar = phq.mean(1)
+    w = torch.einsum("bhc,bnhc->bnh", qbar * scale, phk).softmax(1)
+    kv = torch.einsum("bnh,bnhc,bnhe->bhce", w, rope(phk), v)
+    ks = torch.einsum("bnh,bnhc->bhc", w, phk)
+    den = torch.einsum("bnhc,bhc->bnh", phq, ks) + eps
+    a = torch.einsum("bnhc,bhce->bnhe", rope(phq), kv) / den[..., None]
+    da = d_out * g
+    dg, dres = d_out * (a + residual), da
+    dan = da / den[..., None]
+    dkv = torch.einsum("bnhc,bnhe->bhce", rope(phq), dan)
+    dden = -(dan * a).sum(-1)
+    dks = torch.einsum("bnh,bnhc->bhc", dden, phq)
+    dkv_v = torch.einsum("bhce,bnhe->bnhc", dkv, v)
+    centre = (kv * dkv).sum((-1, -2)) + (ks * dks).sum(-1)
+    ds = w * ((rope(phk) * dkv_v).sum(-1) + torch.einsum("bnhc,bhc->bnh", phk, dks) - centre[:, None]) * scale
+    drk = w[..., None] * dkv_v
+    dphk = rope_t(drk) + w[..., None] * dks[:, None] + ds[..., None] * qbar[:, None]
+    dv = w[..., None] * torch.einsum("bnhc,bhce->bnhe", rope(phk), dkv)
+    dqbar = torch.einsum("bnh,bnhc->bhc", ds, phk)
+    drq = torch.einsum("bnhe,bhce->bnhc", dan, kv)
+    dphq = rope_t(drq) + dden[..., None] * ks[:, None] + dqbar[:, None] / n
+    dq = dphq * torch.where(q > 0, 1.0, phq)
+    dk = dphk * torch.where(k > 0, 1.0, phk)
+    dcos = (phk * drk + phq * drq).sum((0, 2))
+    dsin = (rot(phk) * drk + rot(phq) * drq).sum((0, 2))
+    for name, x, e in zip(NAMES[1:], (dq, dk, dv, dg, dres, dsin, dcos), want):
+        assert_close(x, e, atol=1e-12, rtol=1e-9, name=name)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Triton (the interpreter here) against the reference.
+
+
+def test_nan_fill_is_on():
+    """The comparisons below only catch unwritten elements if kernel outputs start as NaN."""
+    assert os.environ.get("ATTNZOO_NAN_FILL") == "1"
+    assert torch.isnan(empty(3, device=torch.device("cpu"), dtype=torch.float16)).all()
+
+
+# (B, N, heads, d): one token; odd N in one tile at an odd head_dim pair count (d = 24 -> BLOCK_D 32);
+# two tiles at RAVLT's head_dim 64 (BLOCK_N 64, N = 70).
+SHAPES = [(1, 1, 1, 16), (2, 37, 2, 24), (1, 70, 1, 64)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_triton_matches_reference(shape, dtype):
+    if shape == SHAPES[0] and dtype != torch.float32:
+        pytest.skip("one token: fp32 is enough, the 16-bit paths are covered by the other shapes")
+    qkvo, residual = make_inputs(*shape, dtype=dtype)
+    check_against_reference(qkvo, residual, random_tables(shape[1], shape[3]), TOL[dtype])
+
+
+@pytest.mark.parametrize(
+    "use_gate,use_residual,rope,table_grad",
+    [(False, False, False, False), (True, False, True, False), (False, True, False, False)],
+    ids=["plain", "gate-rope-nograd", "residual"],
+)
+def test_triton_optional_inputs(use_gate, use_residual, rope, table_grad):
+    qkvo, residual = make_inputs(2, 21, 2, 16, seed=4)
+    tables = random_tables(21, 16) if rope else None
+    check_against_reference(qkvo, residual, tables, TOL[torch.float32], use_gate=use_gate,
+                            use_residual=use_residual, table_grad=table_grad)
+
+
+def test_triton_large_logits():
+    """A peaked token softmax (large q, k: scale * qbar . phi(k) in the hundreds) stays finite and exact."""
+    qkvo, residual = make_inputs(1, 40, 1, 32, std=6.0, seed=5)
+    check_against_reference(qkvo, residual, random_tables(40, 32), dict(atol=1e-5, rtol=1e-3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_triton_split_n_matches_reference(monkeypatch, dtype):
+    """The chunked plan, forced: N = 300 at d = 16 is 5 tiles of 64 (the last partial); 3 splits give chunks
+    of 2 + 2 + 1 tiles, merged by the combine kernels."""
+    monkeypatch.setattr(triton_impl, "_num_splits", lambda num_tiles, batch_heads, device: 3)
+    assert triton_impl._launch_plan(torch.empty(1, 300, 2, 16))[:2] == (3, 2)
+    qkvo, residual = make_inputs(1, 300, 2, 16, dtype=dtype, seed=6)
+    check_against_reference(qkvo, residual, random_tables(300, 16), TOL[dtype])
+
+
+def test_triton_arbitrary_strides():
+    """Inputs in unrelated layouts (transposed, strided slice, token-major) and a stride-0 output gradient."""
+    batch, n, heads, head_dim = 2, 13, 2, 16
+    gen = torch.Generator().manual_seed(0)
+    bases = (
+        torch.randn(batch, heads, n, head_dim, generator=gen),
+        torch.randn(batch, n, heads, 2 * head_dim, generator=gen),
+        torch.randn(n, batch, heads, head_dim, generator=gen),
+        torch.randn(batch, n, heads, 2 * head_dim, generator=gen),
+        torch.randn(n, 2 * head_dim, generator=gen, dtype=torch.float64),
+    )
+    d_out = torch.randn(1, 1, heads, head_dim, generator=gen).expand(batch, n, heads, head_dim)
+
+    def run(backend):
+        leaves = [t.clone().requires_grad_() for t in bases]
+        qb, kb, vb, gb, ang = leaves
+        q, k, v, gate = qb.transpose(1, 2), kb[..., ::2], vb.transpose(0, 1), gb[..., 1::2]
+        sin, cos = ang.sin().float()[:, ::2], ang.cos().float()[:, 1::2]  # strided fp32 tables, an fp64 leaf
+        assert not any(t.is_contiguous() for t in (q, k, v, sin, cos))
+        out = rala(q, k, v, gate=gate, rope=(sin, cos), backend=backend)
+        return (out, *torch.autograd.grad(out, leaves, d_out))
+
+    for name, a, e in zip(("out", "dq", "dk", "dv", "dgate", "dangles"), run("triton"), run("reference")):
+        assert_close(a, e, **TOL[torch.float32], name=name)
+
+
+def test_errors_name_the_bad_value():
+    q = torch.randn(1, 6, 2, 8)
+    with pytest.raises(ValueError, match=r"\(B, N, heads, head_dim\)"):
+        rala(q[0], q[0], q[0])
+    with pytest.raises(ValueError, match="one shape"):
+        rala(q, q, q[:, :5])
+    with pytest.raises(ValueError, match="gate must have"):
+        rala(q, q, q, gate=q.half())
+    with pytest.raises(ValueError, match=r"\(N, head_dim\) = \(6, 8\)"):
+        rala(q, q, q, rope=(torch.ones(5, 8), torch.ones(5, 8)))
+    with pytest.raises(ValueError, match="head_dim must be even, got 7"):
+        rala(q[..., :7], q[..., :7], q[..., :7], rope=(torch.ones(6, 7), torch.ones(6, 7)))
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        rala(q, q, q, backend="cuda")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Custom-op plumbing: compile, export, opcheck.
+
+
+def test_compile_fullgraph_triton_aot_eager():
+    qkvo, residual = make_inputs(1, 10, 2, 16, dtype=torch.bfloat16)
+    tables = random_tables(10, 16)
+
+    def fn(backend):
+        op = _op(backend)
+        return lambda q, k, v, g, r, t: op(q * 1.0, k, v, g, r, t).relu()  # ops around it, in one graph
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn("triton"), backend="aot_eager", fullgraph=True)
+    got = run_with_grads(compiled, qkvo, residual, tables)
+    want = run_with_grads(fn("reference"), qkvo, residual, tables)
+    for name, a, e in zip(NAMES, got, want):
+        assert_close(a, e, **TOL[torch.bfloat16], name=name)
+
+
+def test_export_keeps_the_custom_op():
+    class Block(torch.nn.Module):
+        def forward(self, qkvo, sin, cos):
+            q, k, v, g = qkvo.unbind(2)
+            return rala(q, k, v, gate=g, rope=(sin, cos), backend="triton")
+
+    qkvo, _ = make_inputs(1, 7, 1, 16)
+    sin, cos = random_tables(7, 16)
+    program = torch.export.export(Block(), (qkvo, sin, cos))
+    assert "attnzoo.rala_fwd" in str(program.graph_module.code)
+    q, k, v, g = qkvo.unbind(2)
+    assert_close(program.module()(qkvo, sin, cos), rala(q, k, v, gate=g, rope=(sin, cos), backend="reference"),
+                 **TOL[torch.float32])
+
+
+def test_opcheck():
+    """Schema, fake (meta) implementations and autograd registration of both custom ops."""
+    qkvo, residual = make_inputs(1, 5, 1, 16)
+    q, k, v, g = (t.contiguous() for t in qkvo.unbind(2))
+    sin, cos = random_tables(5, 16)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    args = (q.requires_grad_(), k.requires_grad_(), v, g, residual, sin.requires_grad_(), cos, 0.25, 1e-6)
+    torch.library.opcheck(torch.ops.attnzoo.rala_fwd.default, args, test_utils=utils)
+    _, *state = torch.ops.attnzoo.rala_fwd(*(t.detach() for t in args[:7]), 0.25, 1e-6)
+    bwd_args = (torch.randn_like(q), q.detach(), k.detach(), v, g, residual, sin.detach(), cos, *state, 0.25, 1e-6)
+    torch.library.opcheck(torch.ops.attnzoo.rala_bwd.default, (*bwd_args, True), test_utils=utils)
+    torch.library.opcheck(torch.ops.attnzoo.rala_bwd.default, (*bwd_args[:4], None, None, None, None,
+                                                               *bwd_args[8:], False), test_utils=utils)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Compiled kernels at RAVLT's sizes (GPU only).
+
+
+def _gpu_tol(dtype):
+    return _GPU_FP32_TOL if dtype == torch.float32 else TOL[dtype]
+
+
+# (B, h, w, heads, d): RAVLT-T/S stage 1 and 2 at 224^2 (d 64), RAVLT-B/L stage 1 at 224^2 (d 96 -> BLOCK_D
+# 128), segmentation stage 1 at 512^2, feature extraction stage 1 at 1024^2 (N = 65536, one head).
+GPU_SHAPES = [(64, 56, 56, 1, 64), (64, 28, 28, 2, 64), (32, 56, 56, 1, 96), (8, 128, 128, 1, 64),
+              (2, 256, 256, 1, 96)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gpu_model_sizes(shape, dtype):
+    batch, h, w, heads, head_dim = shape
+    qkvo, residual = make_inputs(batch, h * w, heads, head_dim, dtype=dtype, device="cuda")
+    tables = tuple(t.cuda() for t in rope_tables(h, w, head_dim))
+    check_against_reference(qkvo, residual, tables, _gpu_tol(dtype), table_grad=False)
+
+
+@pytest.mark.gpu
+def test_gpu_compile_inductor_triton():
+    qkvo, residual = make_inputs(16, 3136, 1, 64, dtype=torch.bfloat16, device="cuda")
+    tables = tuple(t.cuda() for t in rope_tables(56, 56, 64))
+    torch._dynamo.reset()
+    compiled = torch.compile(_op("triton"), fullgraph=True)
+    got = run_with_grads(compiled, qkvo, residual, tables, table_grad=False)
+    want = run_with_grads(_op("reference"), qkvo, residual, tables, table_grad=False)
+    for name, a, e in zip(NAMES, got, want):
+        if a is not None:
+            assert_close(a, e, **TOL[torch.bfloat16], name=name)
