@@ -4,6 +4,9 @@ Without a CUDA device the Triton kernels run in Triton's CPU interpreter; ``TRIT
 before ``triton`` is first imported, which is why it happens here, at collection time. Kernel outputs are NaN-filled
 (``ATTNZOO_NAN_FILL``, see :mod:`ops._backend`). Tests that need CUDA
 carry the ``gpu`` marker and are skipped without it.
+
+The default run spreads the tests over pytest-xdist workers (``-n auto`` in pyproject.toml; ``-n 0`` for one
+process); each worker gets its share of the cores as intra-op threads, so workers do not oversubscribe them.
 """
 import os
 
@@ -16,6 +19,9 @@ if not torch.cuda.is_available():
 os.environ.setdefault("ATTNZOO_NAN_FILL", "1")
 
 HAS_CUDA = torch.cuda.is_available()
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def pytest_collection_modifyitems(config, items):
