@@ -21,4 +21,8 @@ PARAM_COUNTS: dict[str, int] = {
     "zoo_davit_giant": 1_406_470_120,
     "zoo_davit_base_fl": 90_370_048,
     "zoo_davit_huge_fl": 360_636_416,
+    # reference/litv2.md §3: official ziplab/LITv2 code (classification/models/litv2.py, configs litv2-*.yaml)
+    "litv2_small": 27_844_000,
+    "litv2_medium": 48_830_368,
+    "litv2_base": 86_520_704,
 }
