@@ -25,4 +25,18 @@ PARAM_COUNTS: dict[str, int] = {
     "litv2_small": 27_844_000,
     "litv2_medium": 48_830_368,
     "litv2_base": 86_520_704,
+    # reference/emov2.md §3: official zhangzjn/EMOv2 code (model/lib_emo/emo2.py, EMO2_*_k5_hybrid[_256|_512]);
+    # the window-8 variants have the window-7 ones' parameters
+    "emo2_1m": 1_460_844,
+    "emo2_1m_256": 1_460_844,
+    "emo2_1m_512": 1_460_844,
+    "emo2_2m": 2_384_312,
+    "emo2_2m_256": 2_384_312,
+    "emo2_2m_512": 2_384_312,
+    "emo2_5m": 5_126_440,
+    "emo2_5m_256": 5_126_440,
+    "emo2_5m_512": 5_126_440,
+    "emo2_20m": 20_195_208,
+    "emo2_20m_256": 20_195_208,
+    "emo2_50m": 49_815_560,
 }
