@@ -59,7 +59,8 @@ def agent_attention(
 
     Per batch and head (see :mod:`ops.agent_attention.reference` for the exact semantics)::
 
-        V_A = softmax_keys(scale * agents k^T + agent_bias) v;   out = softmax_agents(scale * q agents^T + query_bias) V_A
+        V_A = softmax_keys(scale * agents k^T + agent_bias) v
+        out = softmax_agents(scale * q agents^T + query_bias) V_A
 
     Args:
         q: ``(B, N, heads, head_dim)``.

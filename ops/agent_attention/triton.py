@@ -6,9 +6,8 @@ Both stages of agent attention are dense softmax attention with an additive, bat
     stage 1 (aggregation): queries = agents A (n_agent), keys = K, values = V (N_k),    bias agent_bias (heads, a, N_k)
     stage 2 (broadcast):   queries = Q (N),               keys = A, values = V_A (a),   bias query_bias (heads, N, a)
 
-so one pair of generic kernels -- ``_biased_attention_fwd_kernel`` / ``_biased_attention_bwd_kernel`` over
-``(B, L, heads, D)`` tensors with a ``(heads, M, N)`` bias read through its strides -- runs both stages, with
-launch plans that differ by stage. Per (batch, head)::
+so one set of generic kernels over ``(B, L, heads, D)`` tensors with a ``(heads, M, N)`` bias read through its
+strides runs both stages, with launch plans that differ by stage. Per (batch, head)::
 
     S = scale * q k^T + bias;  P = softmax(S);  out = P v;  lse = logsumexp(S)          (lse fp32, saved)
     dv = P^T dO;  dP = dO v^T;  dS = P * (dP - delta), delta = rowsum(dO * out);  dq = scale dS k;  dk = scale dS^T q
@@ -16,21 +15,25 @@ launch plans that differ by stage. Per (batch, head)::
 
 Kernel design
 -------------
-* Forward: one program per (b, head, block of BLOCK_M queries), FlashAttention's online softmax over blocks of
-  BLOCK_N keys (the shared :func:`ops._triton_utils.online_softmax_step`). Stage 1 has a <= 196 queries (the
-  agents) and N keys, so a program streams K and V tile by tile and never holds an (a, N) probability matrix;
-  stage 2 has N queries and a <= 256 keys (the agents), which fit one key tile, so its loop runs once. Only
-  ``V_A`` (B, a, heads, D) in the input dtype and the two log-sum-exps, (B, heads, a) and (B, heads, N) fp32, are
-  kept for the backward -- O((a + N) * heads) per image, never O(a * N).
-* Backward: stage 2 first (it produces dV_A), then stage 1, each one launch of the same kernel: one program
-  per (b, head, query block) that recomputes P from the saved lse, one pass over the key tiles, with
-  ``delta = rowsum(dO * out)`` computed from the program's own tiles (no preprocessing kernel). dq is complete in
-  the program and stored directly. dk / dv of a key tile are partial sums over query blocks: when the whole
-  query side is one block (stage 1: every released model's a <= 196 agents in one 256-row tile) they are stored
-  directly, deterministic and in the input dtype; otherwise (stage 2: N queries in many blocks, but only a
-  keys) they are fp32 atomic adds into a small (B, a, heads, D) buffer. The bias gradient sums dS over the
-  batch: fp32 atomic adds of each program's dS tile into a (heads, M, N) buffer (B programs meet at each
-  element). The agents receive two gradients -- as stage 1's queries and as stage 2's keys -- summed at the end.
+* Forward (``_biased_attention_fwd_kernel``): one program per (b, head, block of BLOCK_M queries, key range),
+  FlashAttention's online softmax over the range's tiles of BLOCK_N keys (the shared
+  :func:`ops._triton_utils.online_softmax_step`). Stage 2 has N queries and a <= 256 keys (the agents), which fit
+  one key tile: one range, its loop runs once. Stage 1 has only a <= 196 queries (the agents) but N keys: when
+  batch x heads x agent blocks would leave SMs idle (batch 1-2 at segmentation sizes), the keys are split into
+  ranges (flash-decoding's split-K), each program writing its range's normalised output and lse in fp32, merged by
+  a logsumexp-weighted sum. Nothing of size (a, N) is ever stored: only ``V_A`` (B, a, heads, D) in the input dtype
+  and the two log-sum-exps, (B, heads, a) and (B, heads, N) fp32, are kept for the backward.
+* Backward: stage 2 first (it produces dV_A), then stage 1, each one launch that recomputes P from the saved lse
+  and takes ``delta = rowsum(dO * out)`` from its own tiles (no preprocessing kernel):
+  - stage 2 (few keys), ``_biased_attention_bwd_kernel``: one program per (b, head, query block) holding all
+    agents in one tile; dq is complete there and stored; dk / dv (the agents' and V_A's gradients, a x D per
+    image) are fp32 atomic adds when there are several query blocks.
+  - stage 1 (many keys), ``_biased_attention_bwd_kv_kernel``: one program per (b, head, block of 64 keys),
+    looping over the agent blocks (one for a <= 256); dk / dv of its keys are complete and stored, the agents'
+    share dq is an fp32 atomic add into a (B, a, heads, D) buffer. Parallel over N, as the forward's splits.
+  The bias gradient sums dS over the batch: fp32 atomic adds of each program's dS tile into a (heads, M, N)
+  buffer (B programs meet at each element). The agents receive two gradients -- as stage 1's queries and as
+  stage 2's keys -- summed in fp32 at the end.
 
 Precision: fp32 accumulation everywhere. As in FlashAttention the operands of every ``tl.dot`` are in the input
 dtype: P and dS are rounded to it before their dots, and V_A (stage 2's values) and dV_A (stage 1's output
@@ -39,9 +42,8 @@ reference. fp32 inputs use IEEE fp32 dots (no TF32). Biases may be of another dt
 under AMP): they are read as fp32 and their gradients returned in their own dtype. Softmax runs in base 2 with
 log2(e) folded into the scale; lse is stored in natural-log units.
 
-Determinism: out and dq are deterministic; so are dk, dv of stage 1 when a fits one query block. The stage-2
-gradients of the agents and of V_A, and both bias gradients, use fp32 atomics: on a GPU their last bits can
-vary from run to run.
+Determinism: out (the split merge included), dq, dk and dv are deterministic. The agents' gradient, V_A's (an
+intermediate) and both bias gradients use fp32 atomics: on a GPU their last bits can vary from run to run.
 """
 from __future__ import annotations
 
@@ -378,7 +380,7 @@ def _fwd(q, k, v, bias, scale):
 
 
 def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
-    """(dq, dk, dv, dbias) of generic biased attention: dq / dk / dv in q's dtype, dbias fp32 (heads, M, N)."""
+    """(dq, dk, dv, dbias) of generic biased attention; dbias fp32 (heads, M, N) (empty unless bias_grad)."""
     batch, m, heads, head_dim = q.shape
     n = k.shape[1]
     key_parallel, block_m, block_n = _bwd_plan(m, n)
@@ -410,9 +412,8 @@ def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
                 UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
                 **extra,
             )
-    elif not (atomic_kv or key_parallel):
-        dk.zero_(), dv.zero_()
-    return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dbias
+    # fp32 where atomics accumulated, else q's dtype: the caller casts (after summing the agents' two shares).
+    return dq, dk, dv, dbias
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -475,7 +476,7 @@ def agent_attention_bwd(
     d_agents_q, dk, dv, d_agent_bias = _bwd(d_agent_v.to(q.dtype), agents, k, v, agent_bias, agent_v, lse_agent,
                                             scale, agent_bias_grad)
     d_agents = (d_agents_q.float() + d_agents_k.float()).to(q.dtype)
-    return (dq, dk.to(q.dtype), dv.to(q.dtype), d_agents,
+    return (dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), d_agents,
             d_agent_bias.to(agent_bias.dtype) if agent_bias_grad else d_agent_bias,
             d_query_bias.to(query_bias.dtype) if query_bias_grad else d_query_bias)
 

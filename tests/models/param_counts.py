@@ -39,4 +39,26 @@ PARAM_COUNTS: dict[str, int] = {
     "emo2_20m": 20_195_208,
     "emo2_20m_256": 20_195_208,
     "emo2_50m": 49_815_560,
+    # reference/agent.md §3: official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_swin.py,
+    # agent_cswin.py) at each variant's resolution
+    "agent_swin_t": 28_902_964,
+    "agent_swin_s": 49_666_684,
+    "agent_swin_s_288": 49_707_964,
+    "agent_swin_b": 88_095_096,
+    "agent_swin_b_384": 88_305_016,
+    "agent_cswin_t": 20_458_672,
+    "agent_cswin_s": 32_814_100,
+    "agent_cswin_b": 73_249_696,
+    "agent_cswin_b_384": 73_328_416,
+    # reference/agent.md §3: official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_pvt.py)
+    "agent_pvt_t": 11_570_352,
+    "agent_pvt_s": 20_635_066,
+    "agent_pvt_m": 35_921_746,
+    "agent_pvt_m_256": 36_083_682,
+    "agent_pvt_l": 48_738_180,
+    # reference/agent.md §3: official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_deit.py)
+    "agent_deit_t": 6_015_640,
+    "agent_deit_s": 22_647_112,
+    "agent_deit_s_448": 23_070_472,
+    "agent_deit_b": 87_204_904,
 }

@@ -292,12 +292,14 @@ def test_features_only(pristine):
     for feature_cls in ('getter',) if tokens else ('list', 'getter'):
         torch.manual_seed(0)  # the seed `pristine` was built with: the same weights
         feat_model = timm.create_model(name, features_only=True, feature_cls=feature_cls).eval()
-        expected = pristine.feature_info
+        # the model's default out_indices: every stage for hierarchical models, the last blocks for ViT-style ones
+        taken = list(feat_model.feature_info.out_indices)
+        expected = [pristine.feature_info[i] for i in taken]
         assert feat_model.feature_info.channels() == [f['num_chs'] for f in expected]
         assert feat_model.feature_info.reduction() == [f['reduction'] for f in expected]
         with torch.no_grad():
             outs = feat_model(x)
-            _, inter = pristine.forward_intermediates(x)
+            inter = pristine.forward_intermediates(x, indices=taken, intermediates_only=True)
         assert len(outs) == len(expected)
         for o, t, f in zip(outs, inter, expected):
             assert tuple(o.shape) == (BATCH, f['num_chs'], *(math.ceil(s / f['reduction']) for s in size[1:]))

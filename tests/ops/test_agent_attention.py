@@ -8,7 +8,8 @@
   biases, on odd token counts, n_agent 4 / 9 / 49 (and past one 256-row tile: the atomic paths), head_dim 8 /
   16 / 24 / 40, N_k != N, strided inputs, fp32 / fp16 / bf16, fp32 biases with half inputs (AMP), with every
   kernel output NaN-prefilled;
-* the custom ops under ``torch.compile(fullgraph=True)`` (aot_eager here; inductor in the gpu test), ``torch.export`` and ``torch.library.opcheck``;
+* the custom ops under ``torch.compile(fullgraph=True)`` (aot_eager here; inductor in the gpu test),
+  ``torch.export`` and ``torch.library.opcheck``;
 * backend selection and argument errors of the public functions.
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py) at small sizes; the ``gpu`` tests
@@ -59,7 +60,7 @@ SHAPES = [
     (1, 197, 3, 16, 49, None),  # Agent-DeiT-T token count (cls + 14x14), 49 agents
     (2, 50, 2, 24, 49, None),  # head_dim 24 (padded to 32), Agent-Swin/PVT stage-3 agent count
     (1, 70, 1, 40, 9, 23),  # N_k != N (PVT's reduced keys), head_dim 40
-    (1, 130, 2, 8, 16, None),  # several 64-key tiles in stage 1
+    (1, 290, 2, 8, 16, None),  # stage 1: five 64-key tiles, key splits, the key-parallel backward (N > 256)
 ]
 
 
@@ -305,15 +306,27 @@ def test_triton_optional_biases(bias):
 
 
 def test_triton_more_agents_than_one_tile():
-    """300 agents: stage 1 has two query blocks (dk / dv by atomics), stage 2 two key tiles (online softmax)."""
+    """300 agents: stage 1 has two agent blocks, stage 2 two key tiles (online softmax) and the key-parallel
+    backward (over 256 keys), stage 1 the query-parallel one (21 keys) with dk / dv by atomics."""
     check_against_reference(make_inputs(1, 21, 1, 8, 300), TOL[torch.float32])
 
 
-def test_triton_forced_small_blocks(monkeypatch):
-    """16 x 16 tiles everywhere: several query blocks and key tiles in both stages and both directions."""
+@pytest.mark.parametrize("key_parallel", [True, False], ids=["key_parallel", "query_parallel"])
+def test_triton_forced_small_blocks(monkeypatch, key_parallel):
+    """16 x 16 tiles everywhere, both stages' backward on one plan: several query blocks and key tiles in both
+    stages and both directions, every atomic path (dq, dk / dv, biases) and the forward's key splits."""
     monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n: (16, 16))
-    monkeypatch.setattr(triton_impl, "_bwd_blocks", lambda m, n: (16, 16))
+    monkeypatch.setattr(triton_impl, "_bwd_plan", lambda m, n: (key_parallel, 16, 16))
     check_against_reference(make_inputs(2, 45, 2, 16, 25), TOL[torch.float32])
+
+
+@pytest.mark.parametrize("splits", [1, 2, 5, 100])
+def test_triton_forward_key_splits(monkeypatch, splits):
+    """Stage 1's keys in any number of ranges (merged by logsumexp weights), 16-key tiles: 61 keys are 4 tiles, so
+    5 and 100 ranges clamp to one tile each, 2 leaves a short last range."""
+    monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n: (16, 16))
+    monkeypatch.setattr(triton_impl, "_num_splits", lambda programs, tiles, device: min(splits, tiles))
+    check_against_reference(make_inputs(1, 61, 2, 8, 9), TOL[torch.float32])
 
 
 def test_triton_strided_inputs():

@@ -1,0 +1,601 @@
+""" Agent-CSWin: CSWin Transformer with agent attention
+
+Paper: `Agent Attention: On the Integration of Softmax and Linear Attention` - https://arxiv.org/abs/2312.08874
+(Han, Ye, Han, Xia, Pan, Wan, Song, Huang; ECCV 2024)
+Base model: `CSWin Transformer: A General Vision Transformer Backbone with Cross-Shaped Windows` -
+https://arxiv.org/abs/2107.00652
+
+Official code: https://github.com/LeapLabTHU/Agent-Attention (`agent_transformer/models/agent_cswin.py`; the
+repository declares no license, this is a reimplementation). CSWin: https://github.com/microsoft/CSWin-Transformer
+(MIT; its segmentation backbone defines how stripes are padded at arbitrary sizes).
+
+Every block projects q, k, v once (``qkv``) and runs either
+* **A** -- agent attention, global over the whole map (the official ``CSWIN_LA_SPLIT_SIZE`` equals every stage's
+  resolution, so the agent branch is a single one over the full map with all heads): agents are the average-pooled
+  (unscaled) queries, with learned position biases (`ops.agent_attention`, `ops.agent_bias_maps`), plus the
+  depth-wise 3x3 conv of v (``get_v``);
+* **B** -- CSWin's LePE stripe attention: half of the heads attend inside vertical stripes ``H x sw``, the other half
+  inside horizontal stripes ``sw x W`` (one full-map branch in the last stage), plus a depth-wise 3x3 conv of v
+  inside each stripe (LePE). A stripe is a non-square window, so this is `ops.window_attention` with windows
+  ``(H, sw)`` / ``(sw, W)`` / ``(H, W)``.
+Stage layout from the official ``attn_type`` string: ``AABB`` for every released model (see
+`zoo.models.agent_swin.parse_attn_type`).
+
+What this implementation adds:
+* Any input size: A-blocks stay global, their separable position biases bilinearly resized from the training grid
+  (as the official Agent-Swin / Agent-PVT segmentation backbones do); B-block stripes are padded as in the official
+  CSWin segmentation backbone (q, k, v zero-padded symmetrically -- extra on the bottom/right -- to a multiple of
+  the stripe width; padded positions are keys with zero scores, not masked; LePE sees the zero padding).
+* timm conventions and names (`stem`, `stages.i.downsample`, `stages.i.blocks.j`, `head.fc`); block internals keep
+  the official names (``qkv``, ``attns.b.get_v``, ``attns.0.an_bias``, ...). `checkpoint_filter_fn` converts the
+  official ``{'model': ...}`` checkpoints and linearly resizes the agent biases when the grids differ.
+
+Variants (parameter counts and GMACs -- torch's FlopCounterMode / 2 at the listed input -- equal the official
+code's):
+
+| model | embed | depths | heads | stripes (B) | agents | input | params | GMACs |
+|---|---|---|---|---|---|---|---|---|
+| agent_cswin_t | 64 | 2,4,18,1 | 2,4,8,16 | 1,2,7,7 | 9,16,49,49 | 224 | 20,458,672 | 4.292 |
+| agent_cswin_s | 64 | 3,6,29,2 | 2,4,8,16 | 1,2,7,7 | 9,16,49,49 | 224 | 32,814,100 | 6.744 |
+| agent_cswin_b | 96 | 3,6,29,2 | 4,8,16,32 | 1,2,7,7 | 9,16,49,49 | 224 | 73,249,696 | 14.870 |
+| agent_cswin_b_384 | 96 | 3,6,29,2 | 4,8,16,32 | 1,2,12,12 | 9,16,49,49 | 384 | 73,328,416 | 46.177 |
+
+The A-block biases ``ah/aw/ha/wa`` are sized by the token grid at ``img_size`` (so is the parameter count, as in
+the official code). Outside the released configurations: an A-block is global at any ``img_size`` (the official
+code would split it into two stripe branches if ``CSWIN_LA_SPLIT_SIZE`` differed from the resolution), and a
+non-final B stage always has two stripe branches (the official code switches to one full-map branch when the
+stripe width equals the training resolution).
+"""
+import math
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, to_2tuple, \
+    trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+import ops
+from zoo.models.agent_swin import _AGENT_BIASES, _resize_agent_bias, parse_attn_type
+
+__all__ = ['AgentCSWinTransformer']
+
+
+class AgentBranch(nn.Module):
+    """Global agent attention on projected ``(B, H, W, C)`` q, k, v, plus ``get_v``: a depth-wise 3x3 conv of v.
+
+    Args:
+        dim: Channels.
+        num_heads: Heads.
+        agent_num: Agents (a perfect square).
+        bias_grid: The token grid the separable position biases are sized for (the training resolution).
+        agent_grid: Optional agent grid instead of ``sqrt(agent_num)`` squared; the biases' agent axis is resized.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            agent_num: int = 49,
+            bias_grid: Tuple[int, int] = (7, 7),
+            agent_grid: Optional[Tuple[int, int]] = None,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if dim % num_heads:
+            raise ValueError(f'AgentBranch: dim {dim} is not divisible by num_heads {num_heads}')
+        side = math.isqrt(agent_num)
+        if side * side != agent_num:
+            raise ValueError(f'AgentBranch: agent_num must be a perfect square, got {agent_num}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.pool_size = (side, side)
+        self.agent_grid = None if agent_grid is None or tuple(agent_grid) == self.pool_size else tuple(agent_grid)
+        h0, w0 = bias_grid
+        self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
+        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
+        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1, **dd))
+        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0, **dd))
+        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num, **dd))
+        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num, **dd))
+        for name in _AGENT_BIASES:
+            trunc_normal_(getattr(self, name), std=.02)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) each
+        B, H, W, C = q.shape
+        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_grid or self.pool_size)
+        agents = agents.flatten(2).transpose(1, 2).reshape(B, -1, self.num_heads, self.head_dim)
+        agent_bias, query_bias = ops.agent_bias_maps(
+            *(getattr(self, n) for n in _AGENT_BIASES), (H, W), agent_grid=self.agent_grid)
+        split = lambda t: t.reshape(B, H * W, self.num_heads, self.head_dim)  # noqa: E731
+        out = ops.agent_attention(
+            split(q), split(k), split(v), agents, agent_bias=agent_bias, query_bias=query_bias)
+        return out.reshape(B, H, W, C) + self.get_v(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class StripeBranch(nn.Module):
+    """CSWin's LePE attention inside stripes: vertical ``H x sw`` (``idx=0``), horizontal ``sw x W`` (``idx=1``) or
+    the whole map (``idx=-1``), plus LePE: a depth-wise 3x3 conv of v inside each stripe (zero-padded at its edges).
+
+    Maps that are not a multiple of the stripe width are zero-padded around (q, k, v after the projection; half on
+    each side, the extra one bottom/right), as in the official CSWin segmentation backbone.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            split_size: int = 7,
+            idx: int = -1,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'StripeBranch: dim {dim} is not divisible by num_heads {num_heads}')
+        if idx not in (-1, 0, 1):
+            raise ValueError(f'StripeBranch: idx must be -1 (full map), 0 (vertical) or 1 (horizontal), got {idx}')
+        self.num_heads = num_heads
+        self.split_size = split_size
+        self.idx = idx
+        self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, device=device, dtype=dtype)
+
+    def _window(self, H: int, W: int) -> Tuple[int, int]:
+        if self.idx == -1:
+            return H, W
+        return (H, self.split_size) if self.idx == 0 else (self.split_size, W)
+
+    def _lepe(self, v: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
+        """The depth-wise conv of v applied to every stripe on its own: ``(B, Hp, Wp, C)`` in and out."""
+        B, Hp, Wp, C = v.shape
+        wh, ww = window
+        nh, nw = Hp // wh, Wp // ww
+        stripes = v.reshape(B, nh, wh, nw, ww, C).permute(0, 1, 3, 5, 2, 4).reshape(B * nh * nw, C, wh, ww)
+        out = self.get_v(stripes).reshape(B, nh, nw, C, wh, ww)
+        return out.permute(0, 1, 4, 2, 5, 3).reshape(B, Hp, Wp, C)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) each
+        B, H, W, C = q.shape
+        window = self._window(H, W)
+        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
+        top, left = pad_h // 2, pad_w // 2
+        if pad_h or pad_w:
+            pad = (0, 0, left, pad_w - left, top, pad_h - top)
+            q, k, v = F.pad(q, pad), F.pad(k, pad), F.pad(v, pad)
+        Hp, Wp = H + pad_h, W + pad_w
+        heads = lambda t: t.reshape(B, Hp, Wp, self.num_heads, -1)  # noqa: E731
+        out = ops.window_attention(heads(q), heads(k), heads(v), window).reshape(B, Hp, Wp, C)
+        out = out + self._lepe(v, window)
+        return out[:, top:top + H, left:left + W]
+
+
+class AgentCSWinBlock(nn.Module):
+    """``x += proj(attn(qkv(norm1(x)))); x += mlp(norm2(x))``; the attention is one agent branch (A), one full-map
+    stripe branch (B, last stage) or two stripe branches on the two halves of the heads (B)."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            kind: str = 'B',
+            split_size: int = 7,
+            last_stage: bool = False,
+            agent_num: int = 49,
+            bias_grid: Tuple[int, int] = (7, 7),
+            agent_grid: Optional[Tuple[int, int]] = None,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.,
+            drop_path: float = 0.,
+            act_layer: Callable[..., nn.Module] = nn.GELU,
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.norm1 = norm_layer(dim, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if kind == 'A':
+            self.attns = nn.ModuleList([AgentBranch(dim, num_heads, agent_num, bias_grid, agent_grid, **dd)])
+        elif last_stage:
+            self.attns = nn.ModuleList([StripeBranch(dim, num_heads, split_size, idx=-1, **dd)])
+        else:
+            if num_heads % 2 or dim % 2:
+                raise ValueError(f'AgentCSWinBlock: two stripe branches need an even dim and head count, got '
+                                 f'dim {dim}, num_heads {num_heads}')
+            self.attns = nn.ModuleList([
+                StripeBranch(dim // 2, num_heads // 2, split_size, idx=i, **dd) for i in range(2)])
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(B, H, W, 3, C).unbind(3)
+        if len(self.attns) == 2:
+            half = C // 2
+            out = torch.cat([
+                self.attns[0](q[..., :half], k[..., :half], v[..., :half]),
+                self.attns[1](q[..., half:], k[..., half:], v[..., half:]),
+            ], dim=-1)
+        else:
+            out = self.attns[0](q, k, v)
+        x = x + self.drop_path1(self.proj_drop(self.proj(out)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class ConvNorm(nn.Module):
+    """Strided conv then LayerNorm over channels, NCHW in and out: the stem (7x7 / 4, pad 2) and the merge blocks
+    (3x3 / 2, pad 1)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int, device=None,
+                 dtype=None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, device=device, dtype=dtype)
+        self.norm = LayerNorm2d(out_chs, eps=1e-5, device=device, dtype=dtype)  # nn.LayerNorm's eps, as official
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class AgentCSWinStage(nn.Module):
+    """Optional merge block, then the stage's blocks; NCHW in and out, the blocks run channels-last."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            layout: str,
+            bias_grid: Tuple[int, int],
+            downsample: bool = True,
+            last_stage: bool = False,
+            num_heads: int = 2,
+            split_size: int = 7,
+            agent_num: int = 49,
+            agent_grid: Optional[Tuple[int, int]] = None,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.,
+            drop_path: Sequence[float] = (0.,),
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        self.downsample = ConvNorm(in_chs, out_chs, 3, 2, 1, **dd) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            AgentCSWinBlock(
+                out_chs, num_heads, kind, split_size=split_size, last_stage=last_stage, agent_num=agent_num,
+                bias_grid=bias_grid, agent_grid=agent_grid, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop, drop_path=drop_path[i], norm_layer=norm_layer, **dd)
+            for i, kind in enumerate(layout)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+def _cswin_grids(img_size: Tuple[int, int], num_stages: int) -> List[Tuple[int, int]]:
+    """Token grid per stage: stem conv 7 / 4 / pad 2, then 3 / 2 / pad 1 convs."""
+    h, w = (img_size[0] - 3) // 4 + 1, (img_size[1] - 3) // 4 + 1
+    grids = [(h, w)]
+    for _ in range(num_stages - 1):
+        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        grids.append((h, w))
+    return grids
+
+
+class AgentCSWinTransformer(nn.Module):
+    """Agent-CSWin: CSWin Transformer whose blocks are agent attention (A) or LePE stripe attention (B).
+
+    ``forward_features`` and the intermediates are NCHW maps at strides 4, 8, 16, 32.
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 64,
+            depths: Sequence[int] = (2, 4, 18, 1),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            split_size: Sequence[int] = (1, 2, 7, 7),
+            attn_type: str = 'AABB',
+            agent_num: Sequence[int] = (9, 16, 49, 49),
+            agent_grids: Optional[Sequence[Optional[Tuple[int, int]]]] = None,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            img_size: Training resolution: sizes the A-blocks' position biases (any input size runs).
+            split_size: Stripe width of the B-blocks per stage (the last stage's B-blocks are full-map).
+            attn_type: Official layout string ('AABB'; see `zoo.models.agent_swin.parse_attn_type`).
+            agent_num: Agents per stage (perfect squares).
+            agent_grids: Optional per-stage agent grid overriding ``sqrt(agent_num)`` squared.
+        """
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        depths, num_heads, split_size = tuple(depths), tuple(num_heads), tuple(split_size)
+        agent_num = tuple(int(a) for a in agent_num)
+        num_stages = len(depths)
+        if not (len(num_heads) == len(split_size) == len(agent_num) == num_stages):
+            raise ValueError(
+                f'AgentCSWinTransformer: depths {depths}, num_heads {num_heads}, split_size {split_size} and '
+                f'agent_num {agent_num} must have one length')
+        agent_grids = tuple(agent_grids) if agent_grids is not None else (None,) * num_stages
+        if len(agent_grids) != num_stages:
+            raise ValueError(f'AgentCSWinTransformer: agent_grids {agent_grids} must have {num_stages} entries')
+        layouts = parse_attn_type(attn_type, depths)
+        img_size = to_2tuple(img_size)
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = embed_dim * 2 ** (num_stages - 1)
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.stem = ConvNorm(in_chans, embed_dim, 7, 4, 2, **dd)
+        grids = _cswin_grids(img_size, num_stages)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
+        self.feature_info = []
+        stages = []
+        in_chs = embed_dim
+        for i in range(num_stages):
+            out_chs = embed_dim * 2 ** i
+            stages.append(AgentCSWinStage(
+                in_chs, out_chs, layouts[i], grids[i],
+                downsample=i > 0,
+                last_stage=i == num_stages - 1,
+                num_heads=num_heads[i],
+                split_size=split_size[i],
+                agent_num=agent_num[i],
+                agent_grid=agent_grids[i],
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                drop_path=dpr[i],
+                norm_layer=norm_layer,
+                **dd,
+            ))
+            in_chs = out_chs
+            self.feature_info.append(dict(num_chs=out_chs, reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+
+        self.norm = norm_layer(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # the official init: truncated-normal Linear weights and zero biases; convs keep PyTorch's init
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # the official CSWin trainer (timm's optimizer factory) exempts 1-D parameters only
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:  # the final LayerNorm on an NCHW map
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and return the NCHW maps of the stages selected by `indices`.
+
+        Args:
+            x: Input images, NCHW.
+            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
+            norm: Apply the final norm to the last stage's map when it is taken.
+            stop_early: Stop after the last stage that is needed.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(
+                f"AgentCSWinTransformer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        last = len(self.stages) - 1
+
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self._norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        return self._norm(x), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and norm / head) that the selected intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            # the final norm is sized for the last stage; without it the map of the new last stage passes as is
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# Official (agent_transformer/models/agent_cswin.py) -> zoo names, applied in order to every key.
+_OFFICIAL_RULES = (
+    (r'^stage1_conv_embed\.0\.', 'stem.conv.'),
+    (r'^stage1_conv_embed\.2\.', 'stem.norm.'),
+    (r'^stage(\d)\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.'),
+    (r'^merge(\d)\.', r'stages.\1.downsample.'),
+    (r'^head\.', 'head.fc.'),
+)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Official Agent-CSWin checkpoints (``{'model': state_dict, ...}``) -> zoo layout.
+
+    Renames the stem, stages, merge blocks and head, and linearly resizes the agent biases ``ah/aw/ha/wa`` whose
+    grid differs from the model's (the official `load_pretrained`). A state dict in the zoo's layout with the
+    model's shapes passes unchanged.
+    """
+    for key in ('model', 'state_dict', 'state_dict_ema'):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+
+    official = 'stage1_conv_embed.0.weight' in state_dict
+    target = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        if official:
+            for pattern, repl in _OFFICIAL_RULES:
+                k = re.sub(pattern, repl, k)
+        name = k.rsplit('.', 1)[-1]
+        if k in target and v.shape != target[k].shape and name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
+            v = _resize_agent_bias(name, v, target[k].shape)
+        out[k] = v
+    return out
+
+
+def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
+    default_out_indices = tuple(range(len(kwargs.get('depths', (1, 1, 1, 1)))))
+    out_indices = kwargs.pop('out_indices', default_out_indices)
+    return build_model_with_cfg(
+        AgentCSWinTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+        # the repository declares no license
+        'license': 'unknown',
+        'paper_ids': 'arXiv:2312.08874',
+        'paper_name': 'Agent Attention: On the Integration of Softmax and Linear Attention',
+        'origin_url': 'https://github.com/LeapLabTHU/Agent-Attention',
+        **kwargs,
+    }
+
+
+# The official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive (links in the official README), not on
+# the Hugging Face Hub: load them with `pretrained_cfg_overlay=dict(file=...)`; `checkpoint_filter_fn` converts them.
+default_cfgs = generate_default_cfgs({
+    'agent_cswin_t.in1k': _cfg(),
+    'agent_cswin_s.in1k': _cfg(),
+    'agent_cswin_b.in1k': _cfg(),
+    'agent_cswin_b_384.in1k': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+})
+
+
+@register_model
+def agent_cswin_t(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
+    """Agent-CSWin-T (official `Agent_CSWin_64_24181_tiny_224`, cfgs/agent_cswin_t.yaml)."""
+    model_args = dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7))
+    return _create_agent_cswin('agent_cswin_t', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def agent_cswin_s(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
+    """Agent-CSWin-S (official `Agent_CSWin_64_36292_small_224`, cfgs/agent_cswin_s.yaml)."""
+    model_args = dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7))
+    return _create_agent_cswin('agent_cswin_s', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def agent_cswin_b(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
+    """Agent-CSWin-B (official `Agent_CSWin_96_36292_base_224`, cfgs/agent_cswin_b.yaml)."""
+    model_args = dict(embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 7, 7))
+    return _create_agent_cswin('agent_cswin_b', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def agent_cswin_b_384(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
+    """Agent-CSWin-B at 384x384 (official `Agent_CSWin_96_36292_base_384`, cfgs/agent_cswin_b_384.yaml)."""
+    model_args = dict(
+        img_size=384, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 12, 12))
+    return _create_agent_cswin('agent_cswin_b_384', pretrained=pretrained, **dict(model_args, **kwargs))
