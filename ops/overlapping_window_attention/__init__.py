@@ -26,7 +26,8 @@ def _check(q, k, v, window, key_window, bias_table) -> None:
     if q.dim() != 5:
         raise ValueError(f"{_OP}: q must be (B, H, W, heads, head_dim), got shape {tuple(q.shape)}")
     if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"{_OP}: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"{_OP}: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         raise ValueError(f"{_OP}: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     for w, kw, side in zip(window, key_window, ("height", "width")):

@@ -100,7 +100,8 @@ def _scores(q, k, yq, xq, valid_q, yk, xk, in_win, bias, stride_bias_y, stride_b
     keys outside the map are zero tokens, k = 0, and keep their bias)."""
     s = dot(q, tl.trans(k), UPCAST_DOT, DOT_PRECISION) * qk_scale
     if HAS_BIAS:
-        rel = (yk[None, :] - yq[:, None] + WH - 1) * stride_bias_y + (xk[None, :] - xq[:, None] + WW - 1) * stride_bias_x
+        rel = (yk[None, :] - yq[:, None] + WH - 1) * stride_bias_y \
+            + (xk[None, :] - xq[:, None] + WW - 1) * stride_bias_x
         s += tl.load(bias + rel, mask=valid_q[:, None] & in_win[None, :], other=0.0).to(tl.float32) * LOG2E
     return tl.where(in_win[None, :], s, float("-inf"))
 

@@ -61,4 +61,14 @@ PARAM_COUNTS: dict[str, int] = {
     "agent_deit_s": 22_647_112,
     "agent_deit_s_448": 23_070_472,
     "agent_deit_b": 87_204_904,
+    # reference/hat.md §3: official XPixelGroup/HAT code (hat/archs/hat_arch.py, released network_g configs)
+    "hat_s_x2": 9_473_471,
+    "hat_s_x3": 9_658_111,
+    "hat_s_x4": 9_621_183,
+    "hat_x2": 20_624_795,
+    "hat_x3": 20_809_435,
+    "hat_x4": 20_772_507,
+    "hat_l_x2": 40_698_863,
+    "hat_l_x3": 40_883_503,
+    "hat_l_x4": 40_846_575,
 }

@@ -53,9 +53,11 @@ def _one_intra_op_thread():
     torch.set_num_threads(threads)
 
 
-def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+def _official_state_dict(seed: int = 0, device: str = 'cpu') -> dict[str, torch.Tensor]:
     """A random state dict in the official layout (names and shapes from the fixture)."""
     keys = json.loads((FIXTURES / 'agent_cswin_official_t_keys.json').read_text())['keys']
+    if device == 'meta':
+        return {name: torch.empty(shape, device='meta') for name, shape in keys.items()}
     g = torch.Generator().manual_seed(seed)
     return {name: torch.randn(shape, generator=g) * 0.02 + (1 if 'norm' in name and name.endswith('weight') else 0)
             for name, shape in keys.items()}
@@ -122,6 +124,22 @@ def test_zoo_layout_passes_through_unchanged():
     sd = model.state_dict()
     out = checkpoint_filter_fn(sd, model)
     assert list(out) == list(sd) and all(out[k] is sd[k] for k in sd)
+
+
+def test_checkpoint_containers_unwrap():
+    model = timm.create_model('agent_cswin_t', device='meta')
+    official = _official_state_dict(device='meta')
+    plain = checkpoint_filter_fn(official, model)
+    assert set(plain) == set(model.state_dict())
+    wrappers = {
+        'model': lambda sd: {'model': sd, 'optimizer': {}, 'epoch': 299},  # the official trainer's files
+        'state_dict': lambda sd: {'state_dict': sd},
+        'state_dict_ema': lambda sd: {'state_dict_ema': sd},
+        'module_prefix': lambda sd: {f'module.{k}': v for k, v in sd.items()},  # DistributedDataParallel
+    }
+    for kind, wrap in wrappers.items():
+        wrapped = checkpoint_filter_fn(wrap(official), model)
+        assert set(wrapped) == set(plain) and all(wrapped[k] is plain[k] for k in plain), kind
 
 
 def test_grids_differ_agent_biases_resized_like_official():

@@ -225,6 +225,22 @@ def test_zoo_layout_passes_through_unchanged():
     assert list(out) == list(sd) and all(out[k] is sd[k] for k in sd)
 
 
+def test_checkpoint_containers_unwrap():
+    model = timm.create_model('agent_swin_t', device='meta')
+    official = _official_state_dict('t', device='meta')
+    plain = checkpoint_filter_fn(official, model)
+    assert set(plain) == set(model.state_dict())
+    wrappers = {
+        'model': lambda sd: {'model': sd, 'optimizer': {}, 'epoch': 299},  # the official trainer's files
+        'state_dict': lambda sd: {'state_dict': sd},
+        'state_dict_ema': lambda sd: {'state_dict_ema': sd},
+        'module_prefix': lambda sd: {f'module.{k}': v for k, v in sd.items()},  # DistributedDataParallel
+    }
+    for kind, wrap in wrappers.items():
+        wrapped = checkpoint_filter_fn(wrap(official), model)
+        assert set(wrapped) == set(plain) and all(wrapped[k] is plain[k] for k in plain), kind
+
+
 def test_grids_differ_biases_resized_like_official():
     """A 224 checkpoint into a 288 model with 9x9 B windows: agent biases linearly resized along their token axis,
     relative-position tables bicubically from 13x13 to 17x17 (the official `load_pretrained`)."""

@@ -119,7 +119,8 @@ def naive_fp64(q, k, v, window, key_window, bias_table=None, scale=None):
     for b in range(batch):
         for wy in range(math.ceil(h / wh)):
             for wx in range(math.ceil(w / ww)):
-                qpix = [(y, x) for y in range(wy * wh, min(h, wy * wh + wh)) for x in range(wx * ww, min(w, wx * ww + ww))]
+                qpix = [(y, x) for y in range(wy * wh, min(h, wy * wh + wh))
+                        for x in range(wx * ww, min(w, wx * ww + ww))]
                 keys, vals, kpos = [], [], []
                 for ky in range(kh):
                     for kx in range(kw):
@@ -207,7 +208,8 @@ def test_reference_matches_official_ocab_formulation():
     q, k, v = torch.randn(3, 2, 8, 12, heads, d, generator=gen)
     table_flat = torch.randn((ws + wse - 1) ** 2, heads, generator=gen)
     want = official_ocab_attention(q, k, v, ws, wse, table_flat)
-    got = overlapping_window_attention_reference(q, k, v, (ws, ws), (wse, wse), official_table_to_zoo(table_flat, ws, wse))
+    table = official_table_to_zoo(table_flat, ws, wse)
+    got = overlapping_window_attention_reference(q, k, v, (ws, ws), (wse, wse), table)
     assert_close(got, want, **TOL[torch.float32])
 
 
@@ -254,6 +256,13 @@ def test_triton_window_chunks(monkeypatch, per_program):
     shape = SHAPES[0]
     qkv, table = make_inputs(*(2,) + shape[1:])
     check_against_reference(qkv, shape[5], shape[6], table, TOL[torch.float32])
+
+
+def test_triton_table_in_input_dtype():
+    """A bf16 table (a model cast to bf16 as a whole): its gradient comes back in bf16."""
+    shape = SHAPES[0]
+    qkv, table = make_inputs(*shape, dtype=torch.bfloat16)
+    check_against_reference(qkv, shape[5], shape[6], table.bfloat16(), TOL[torch.bfloat16])
 
 
 def test_triton_grad_of_some_inputs():

@@ -44,6 +44,15 @@ Every case runs, in one process and on the same inputs, the op computed:
   ``triton`` needs CUDA; on the CPU it is skipped (Triton's interpreter is orders of magnitude too slow to
   time) unless ``--allow-interpret``.
 
+The other ops (``hilo_attention``, ``window_grid_attention``, ``neighborhood_attention_2d``, ``agent_attention``,
+``rala``, ``overlapping_window_attention``) are benchmarked by one module each in :mod:`zoo.engine.benchops`
+(its case, closed-form cost, presets, inputs and candidates -- ``official`` written out there, the best general
+alternative, ``reference`` / ``triton`` -- are documented in that module), merged into the tables below
+(``OP_BENCHES``). Such a module may add: candidates with their own skip reasons (optional packages such as
+``natten`` / ``flash_bla``), per-case skips, candidates with several outputs (checked output by output), and
+candidates marked ``unchecked`` -- a different function kept as a timing reference point (e.g. softmax attention
+next to a linear attention), compared on shapes only and shown as ``unchecked`` with the reason.
+
 Inputs are laid out as a model produces them: one packed ``qkv`` tensor (``(B, H, W, 3, heads, D)`` /
 ``(B, N, 3, G, D)``) whose ``unbind`` gives q, k, v, and gradients are taken with respect to it (and the bias
 table), so every candidate pays for its own layout changes. Partial windows (``H`` or ``W`` not a multiple of
@@ -104,6 +113,7 @@ import torch
 import torch.nn.functional as F
 
 from ops import use_backend
+from zoo.engine.benchops import OpBench, discover
 from zoo.engine.flops import OpCost, bilevel_routing_attention_cost, channel_attention_cost, window_attention_cost
 
 __all__ = [
@@ -318,7 +328,6 @@ PRESETS: dict[str, dict[str, list]] = {
         ],
     },
 }
-OPS = tuple(PRESETS)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -608,6 +617,18 @@ _SHAPE_FIELDS = {"window_attention": "B,H,W,heads,D", "channel_attention": "B,N,
 _CASE_TYPES = {"window_attention": WindowCase, "channel_attention": ChannelCase,
                "bilevel_routing_attention": BilevelRoutingCase}
 
+# The ops benchmarked by the modules of zoo/engine/benchops (one per op), merged into the tables above.
+OP_BENCHES: dict[str, OpBench] = discover()
+for _name, _bench in OP_BENCHES.items():
+    if _name in PRESETS:
+        raise ValueError(f"zoo/engine/benchops defines {_name!r}, which benchmark.py already has")
+    PRESETS[_name] = _bench.presets
+    OP_CANDIDATES[_name] = _bench.candidates
+    _MAKE_INPUTS[_name] = _bench.make_inputs
+    _SHAPE_FIELDS[_name] = _bench.shape_fields
+    _CASE_TYPES[_name] = _bench.case_type
+OPS = tuple(PRESETS)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Timing and memory
@@ -713,6 +734,11 @@ def _flex_skip_reason(device: torch.device, allow_interpret: bool, modes: Sequen
 _SKIP_REASONS: dict[str, Callable[..., str | None]] = {"triton": _triton_skip_reason, "flex": _flex_skip_reason}
 
 
+def _outputs(out) -> tuple[torch.Tensor, ...]:
+    """A candidate's output: one tensor, or a tuple of them (ops with several outputs)."""
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
 def _op_step(fn, inp: OpInputs, case, grad_out: torch.Tensor | None):
     """One run: forward (no_grad) when grad_out is None, else forward + gradients of the leaves."""
     if grad_out is None:
@@ -728,9 +754,12 @@ def bench_op(op: str, cases: Sequence, *, device: torch.device, dtype: torch.dty
     """Check, then time every candidate of `op` on every case; one result dict (OP_COLUMNS) per pair."""
     impls = OP_CANDIDATES[op]
     names = ["official"] + [c for c in candidates if c != "official"]
-    skip = {n: _SKIP_REASONS[n](device, allow_interpret, modes) for n in names if n in _SKIP_REASONS}
+    plugin = OP_BENCHES.get(op)
+    skip_fns = {**_SKIP_REASONS, **(plugin.skip_reasons if plugin else {})}
+    skip = {n: skip_fns[n](device, allow_interpret, modes) for n in names if n in skip_fns}
+    unchecked = plugin.unchecked if plugin else {}
     timer = _Timer(device, warmup, iters, flush_l2)
-    tol = OP_TOLERANCE[dtype]
+    tol = (plugin.tolerance or OP_TOLERANCE)[dtype] if plugin else OP_TOLERANCE[dtype]
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
     rows = []
     for case in cases:
@@ -754,6 +783,9 @@ def bench_op(op: str, cases: Sequence, *, device: torch.device, dtype: torch.dty
             if skip.get(name):
                 row.update(status="skipped", reason=skip[name])
                 continue
+            if plugin and plugin.case_skip and (reason := plugin.case_skip(name, case)):
+                row.update(status="skipped", reason=reason)
+                continue
             if name != "official" and ref is None:
                 row.update(status="skipped", reason="the official baseline failed: nothing to check against")
                 continue
@@ -765,12 +797,19 @@ def bench_op(op: str, cases: Sequence, *, device: torch.device, dtype: torch.dty
                     grads = ()
                     if "fwdbwd" in modes:
                         if grad_out is None:
-                            grad_out = torch.randn_like(out)
+                            grad_out = (torch.randn_like(out) if isinstance(out, torch.Tensor)
+                                        else tuple(torch.randn_like(o) for o in out))
                         grads = torch.autograd.grad(out, inp.leaves, grad_out)
-                results = [out.detach(), *grads]
+                results = [o.detach() for o in _outputs(out)] + list(grads)
                 if ref is None:
                     ref = results
                     row["error"] = 0.0
+                elif name in unchecked:
+                    # another function on purpose (a reference point): only the shapes can be compared
+                    shapes, want = [tuple(x.shape) for x in results], [tuple(r.shape) for r in ref]
+                    if shapes != want:
+                        raise ValueError(f"output / gradient shapes {shapes} differ from official's {want}")
+                    row.update(status="unchecked", reason=unchecked[name])
                 else:
                     row["error"] = max(_rel_err(x, r) for x, r in zip(results, ref))
                     if not row["error"] <= tol:
@@ -946,7 +985,7 @@ def _measured_cell(row: dict[str, Any], key: str, mode: str, kind: str) -> str:
 
 
 def _check_cell(row: dict[str, Any]) -> str:
-    if row["status"] in ("skipped", "ERROR"):
+    if row["status"] in ("skipped", "ERROR", "unchecked"):
         return row["status"]
     err = "" if row["error"] is None else f" {row['error']:.1e}"
     return f"{row['status']}{err}"
@@ -1035,6 +1074,7 @@ examples:
   python eval.py bench --op window_attention --shape 8,64,64,6,30 --window 16 --bias --mask
   python eval.py bench --op channel_attention --preset tiny --device cpu --dtype fp32
   python eval.py bench --op bilevel_routing_attention --shape 16,56,56,2,32,7,1 --dtype bf16
+  python eval.py bench --op hilo_attention --preset litv2_s_224 --dtype bf16
   python eval.py bench --model zoo_davit_tiny --batch 64 --dtype bf16 --backends reference,triton \\
       --baseline-model davit_tiny --json benchmarks/results/davit_tiny_h100.json
 exit status: 0 all good; 1 a candidate mismatched the baseline or failed; 2 bad arguments.
@@ -1064,13 +1104,15 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--preset", action="append", default=[], metavar="NAME", help="named shape set (repeatable)")
     o.add_argument("--shape", action="append", default=[], metavar="DIMS",
                    help="window_attention: B,H,W,heads,D; channel_attention: B,N,groups,D; "
-                        "bilevel_routing_attention: B,H,W,heads,D,n_win,topk (repeatable)")
+                        "bilevel_routing_attention: B,H,W,heads,D,n_win,topk; --list shows every op's "
+                        "(repeatable)")
     o.add_argument("--window", default="7", metavar="WS|WHxWW", help="window of --shape cases (default 7)")
     o.add_argument("--bias", action="store_true", help="--shape cases get a relative-position bias table")
     o.add_argument("--mask", action="store_true", help="--shape cases get a Swin shifted-window mask")
     o.add_argument("--candidates", default=None,
                    help="comma list from official,sdpa,reference,triton (bilevel_routing_attention: official,flex,"
-                        "reference,triton); default all; official always runs: it is the baseline")
+                        "reference,triton; --list shows every op's); default all; official always runs: it is the "
+                        "baseline")
     o.add_argument("--peak-tflops", type=float, metavar="TF/S", help="peak FLOP rate for the roofline")
     o.add_argument("--peak-gbs", type=float, metavar="GB/S", help="peak memory bandwidth for the roofline")
     o.add_argument("--no-flush-l2", action="store_true", help="GPU: do not flush L2 between timed runs")
@@ -1142,6 +1184,8 @@ def _parse_cases(args) -> list:
             cases.append(WindowCase(*dims, window=_parse_window(args.window), bias=args.bias, mask=args.mask))
         else:
             cases.append(_CASE_TYPES[op](*dims))
+        if op in OP_BENCHES and OP_BENCHES[op].check_case and (problem := OP_BENCHES[op].check_case(cases[-1])):
+            raise _ArgError(f"--shape {spec}: {problem}")
         if op == "bilevel_routing_attention":
             _, h, w, _, _, s, topk = dims
             if h % s or w % s:
@@ -1196,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list:
             for op, presets in PRESETS.items():
-                print(f"{op}:")
+                print(f"{op}:  (--shape {_SHAPE_FIELDS[op]}; candidates {', '.join(OP_CANDIDATES[op])})")
                 for pname, cases in presets.items():
                     print(f"  {pname}: {'; '.join(c.label for c in cases)}")
             print(f"models: {', '.join(_model_names())}")

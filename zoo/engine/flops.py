@@ -41,6 +41,9 @@ regions; ``Dv`` = v's head size, ``= D`` unless given)::
     topk 1, n 64), but ~10% at stage 3 (S 7, topk 16, n 4): S^2 / (2 * topk * n^2). The floor assumes the routing's
     extra reads of q and k (2 T s) are fused away.
 
+The costs of the ops benchmarked through :mod:`zoo.engine.benchops` (HiLo, window / grid, neighborhood, agent,
+RALA, overlapping-window attention) are written, with their formulas, in each op's module there.
+
 Model counts
 ------------
 :func:`model_stats` builds a model through ``timm.create_model`` on the meta device (no memory, no time even
