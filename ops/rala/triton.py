@@ -13,7 +13,7 @@ Backward, with ``da = dy * g`` and ``dan = da / den``::
     dg = dy * (a + r)       dr = da
     dKV   = sum_i R_i phi(q_i) dan_i^T                       dksum = sum_i dden_i phi(q_i),  dden_i = -dan_i . a_i
     dphi(q_i) = R_i^T (KV dan_i) + dden_i ksum + dqbar / N
-    dv_j  = w_j KV-side: w_j dKV^T R_j phi(k_j)
+    dv_j  = w_j dKV^T R_j phi(k_j)
     gw_j  = (R_j phi(k_j))^T dKV v_j + phi(k_j) . dksum      ds_j = w_j (gw_j - c),  c = <KV, dKV> + ksum . dksum
     dphi(k_j) = w_j R_j^T (dKV v_j) + w_j dksum + scale ds_j qbar
     dqbar = scale sum_j ds_j phi(k_j)
@@ -47,8 +47,9 @@ program. Under the CPU interpreter there is one chunk (the tests force several).
 
 Precision: fp32 accumulation and fp32 elementwise math for every dtype. Token tiles are upcast to fp32 and the
 d x d products run as fp32 dots: IEEE for fp32 inputs (fp32 means fp32), TF32 for fp16/bf16 inputs, whose
-2^-11 relative error is under their own output rounding. The fp32 elementwise RoPE/elu/softmax math keeps
-these kernels memory-bound at any d.
+2^-11 relative error is under their own output rounding. Arithmetic per token is O(d^2) (the d x d products)
+against O(d) bytes, so the passes should be memory-bound at RAVLT's d = 64 / 96; block sizes and warp counts
+(`_block_sizes`) are untuned -- no GPU measurements behind them yet.
 
 Layout: inputs with any strides (unbind() views of a (B, N, 4, heads, d) projection), int64 addressing; d padded
 to a power of two >= 16 and masked (phi of a masked element is forced to 0, not elu(0) + 1 = 1). Outputs are
@@ -378,7 +379,7 @@ def rala_bwd_q_kernel(
 
 @triton.jit
 def rala_bwd_combine_kernel(ws_dkv, ws_dks, dkv_out, dks_out, num_splits, BLOCK_D: tl.constexpr):
-    """Sums the chunk partials of dKV and dksum of one (b, h), in a fixed order, into (BLOCK_D, BLOCK_D) / (BLOCK_D,)."""
+    """Sums the chunk partials of dKV and dksum of one (b, h) in a fixed order (padded to BLOCK_D)."""
     i_bh = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     dkv = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)

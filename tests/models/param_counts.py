@@ -71,4 +71,9 @@ PARAM_COUNTS: dict[str, int] = {
     "hat_l_x2": 40_698_863,
     "hat_l_x3": 40_883_503,
     "hat_l_x4": 40_846_575,
+    # reference/ravlt.md §3: official qhfan/RALA code (classfication/RALA.py, RAVLT_T/S/B/L)
+    "ravlt_t": 14_897_768,
+    "ravlt_s": 25_591_208,
+    "ravlt_b": 48_241_288,
+    "ravlt_l": 95_242_440,
 }

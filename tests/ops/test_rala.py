@@ -222,15 +222,16 @@ def test_nan_fill_is_on():
 
 
 # (B, N, heads, d): one token; odd N in one tile at an odd head_dim pair count (d = 24 -> BLOCK_D 32);
-# two tiles at RAVLT's head_dim 64 (BLOCK_N 64, N = 70).
-SHAPES = [(1, 1, 1, 16), (2, 37, 2, 24), (1, 70, 1, 64)]
+# two tiles at RAVLT's head_dim 64 (BLOCK_N 64, N = 70); RAVLT-B/L's head_dim 96 (padded to BLOCK_D 128,
+# BLOCK_N 32: N = 45 is two tiles).
+SHAPES = [(1, 1, 1, 16), (2, 37, 2, 24), (1, 70, 1, 64), (1, 45, 1, 96)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_triton_matches_reference(shape, dtype):
-    if shape == SHAPES[0] and dtype != torch.float32:
-        pytest.skip("one token: fp32 is enough, the 16-bit paths are covered by the other shapes")
+    if shape in (SHAPES[0], SHAPES[3]) and dtype == torch.float16:
+        pytest.skip("fp16 is covered by the other shapes (interpreter time)")
     qkvo, residual = make_inputs(*shape, dtype=dtype)
     check_against_reference(qkvo, residual, random_tables(shape[1], shape[3]), TOL[dtype])
 
