@@ -117,14 +117,16 @@ def _region_positions(n, r0y, r0x, RW, n_valid, gy, gx, DH: tl.constexpr, DW: tl
 
 
 @triton.jit
-def _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+def _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
             KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
             UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Base-2 scores of a (queries, keys) tile, -inf outside each query's window; and the in-window mask."""
+    """Base-2 scores of a (queries, keys) tile, -inf outside each query's window; and the in-window mask.
+
+    Missing queries get no keys at all (a row of -inf): their bias indices could point outside the table."""
     sy = _start(qy, Lgy, KH)
     sx = _start(qx, Lgx, KW)
     in_win = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) \
-        & (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & valid_k[None, :]
+        & (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & valid_k[None, :] & valid_q[:, None]
     s = dot(q_t, tl.trans(k_t), UPCAST_DOT, DOT_PRECISION) * qk_scale
     if HAS_RPB:
         rel = (ky[None, :] - qy[:, None] + KH - 1) * stride_ry + (kx[None, :] - qx[:, None] + KW - 1) * stride_rx
@@ -146,10 +148,10 @@ def neighborhood_attention_2d_fwd_kernel(
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """out and lse of one TH x TW tile of queries of one (b, head, dilation group)."""
-    i_bh = tl.program_id(0)
+    i_bh = tl.program_id(1)
     i_b = (i_bh // NH).to(tl.int64)
     i_h = i_bh % NH
-    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(0), H, W, TILES_Y, TILES_X, DH, DW)
     q += i_b * stride_qb + i_h * stride_qn
     k += i_b * stride_kb + i_h * stride_kn
     v += i_b * stride_vb + i_h * stride_vn
@@ -170,10 +172,12 @@ def neighborhood_attention_2d_fwd_kernel(
                                                         gy, gx, DH, DW)
         k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
         v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
-        s, _ = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+        s, _ = _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
                        KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
         m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v_t, UPCAST_DOT, DOT_PRECISION)
 
+    # missing queries have no keys (l = 0) and are not stored: divide them by 1, not 0
+    l_i = tl.where(valid_q, l_i, 1.0)
     store_tile(out, acc / l_i[:, None], rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
     lse_off = ((i_b * H + rowq) * W + colq) * NH + i_h
     tl.store(lse + lse_off, (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
@@ -196,10 +200,10 @@ def neighborhood_attention_2d_bwd_dq_kernel(
     """delta, dq and the bias gradient of one TH x TW tile of queries of one (b, head, dilation group).
 
     ``out``, ``dq`` (and ``delta``, ``lse``: contiguous (B, H, W, heads)) share dq's strides."""
-    i_bh = tl.program_id(0)
+    i_bh = tl.program_id(1)
     i_b = (i_bh // NH).to(tl.int64)
     i_h = i_bh % NH
-    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(0), H, W, TILES_Y, TILES_X, DH, DW)
     q += i_b * stride_qb + i_h * stride_qn
     k += i_b * stride_kb + i_h * stride_kn
     v += i_b * stride_vb + i_h * stride_vn
@@ -225,7 +229,7 @@ def neighborhood_attention_2d_bwd_dq_kernel(
                                                         gy, gx, DH, DW)
         k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
         v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
-        s, in_win = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+        s, in_win = _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
                             KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
         # +inf lse at missing queries makes their probabilities exactly 0
         p = tl.exp2(s - lse2[:, None])
@@ -234,7 +238,7 @@ def neighborhood_attention_2d_bwd_dq_kernel(
         acc += dot(ds.to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
         if RPB_GRAD:
             rel = (ky[None, :] - qy[:, None] + KH - 1) * (2 * KW - 1) + (kx[None, :] - qx[:, None] + KW - 1)
-            tl.atomic_add(drpb + i_h * (2 * KH - 1) * (2 * KW - 1) + rel, ds, mask=in_win & valid_q[:, None])
+            tl.atomic_add(drpb + i_h * (2 * KH - 1) * (2 * KW - 1) + rel, ds, mask=in_win)
     store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
 
 
@@ -254,10 +258,10 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
 ):
     """dk and dv of one TH x TW tile of keys of one (b, head, dilation group): a loop over the queries whose
     windows hold any of them."""
-    i_bh = tl.program_id(0)
+    i_bh = tl.program_id(1)
     i_b = (i_bh // NH).to(tl.int64)
     i_h = i_bh % NH
-    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(1), H, W, TILES_Y, TILES_X, DH, DW)
+    gy, gx, Lgy, Lgx, ty, tx = _decode(tl.program_id(0), H, W, TILES_Y, TILES_X, DH, DW)
     q += i_b * stride_qb + i_h * stride_qn
     k += i_b * stride_kb + i_h * stride_kn
     v += i_b * stride_vb + i_h * stride_vn
@@ -283,7 +287,7 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
         lse_off = ((i_b * H + rowq) * W + colq) * NH + i_h
         lse2 = tl.load(lse + lse_off, mask=valid_q, other=float("inf")) * LOG2E
         dlt = tl.load(delta + lse_off, mask=valid_q, other=0.0)
-        s, _ = _scores(q_t, k_t, qy, qx, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
+        s, _ = _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
                        KH, KW, HAS_RPB, UPCAST_DOT, DOT_PRECISION)
         p = tl.exp2(s - lse2[:, None])
         dp = dot(do_t, tl.trans(v_t), UPCAST_DOT, DOT_PRECISION)
@@ -299,11 +303,12 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
 
 
 def _grid(q: torch.Tensor, dh: int, dw: int) -> tuple[tuple[int, int], int, int]:
-    """Grid (B * heads, groups * tiles) and the tiles per group along y / x (of the longest group)."""
+    """Grid (groups * tiles, B * heads) and the tiles per group along y / x (of the longest group). The tiles go on
+    the first axis, whose size limit (2^31 - 1) is far above the others' (65535)."""
     batch, h, w, heads, _ = q.shape
     tiles_y = triton.cdiv(triton.cdiv(h, dh), _TILE[0])
     tiles_x = triton.cdiv(triton.cdiv(w, dw), _TILE[1])
-    return (batch * heads, dh * dw * tiles_y * tiles_x), tiles_y, tiles_x
+    return (dh * dw * tiles_y * tiles_x, batch * heads), tiles_y, tiles_x
 
 
 def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):

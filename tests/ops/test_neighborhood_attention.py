@@ -224,6 +224,26 @@ def test_triton_without_bias_and_contiguous():
     _check_triton(1, 9, 8, 2, 16, 5, 1, torch.float32, bias=False, strided=False)
 
 
+def test_triton_reads_no_bias_outside_the_table():
+    """The table is a view inside NaN-filled memory: a kernel that gathers bias for a missing query (whose relative
+    index can fall outside the table) gets NaN and fails; the gradient is checked on the view."""
+    nh, (kh, kw) = 1, (3, 3)
+    q, k, v, table = make_inputs(1, 11, 9, nh, 16, (kh, kw))
+    poisoned = torch.full((nh, 6 * kh, 6 * kw), float("nan"))
+    rpb = poisoned[:, 2 * kh:4 * kh - 1, 2 * kw:4 * kw - 1]
+    rpb.copy_(table)
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    rpb.requires_grad_()
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(5))
+    out = neighborhood_attention_2d(*leaves, (kh, kw), (3, 2), rpb=rpb, backend="triton")
+    got = (out, *torch.autograd.grad(out, [*leaves, rpb], grad))
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, table)]
+    out = neighborhood_attention_2d(*leaves[:3], (kh, kw), (3, 2), rpb=leaves[3], backend="reference")
+    expected = (out, *torch.autograd.grad(out, leaves, grad))
+    for name, a, e in zip(("out", "dq", "dk", "dv", "drpb"), got, expected):
+        assert_close(a, e, **TOL[torch.float32], name=name)
+
+
 def test_triton_grad_of_some_inputs():
     """rpb without grad (frozen), only q needing one."""
     q, k, v, rpb = make_inputs(1, 8, 9, 1, 16, (3, 3))
