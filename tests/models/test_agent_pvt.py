@@ -33,7 +33,8 @@ import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
 from tests.utils import assert_close
-from zoo.models.agent_pvt import AgentPVT, checkpoint_filter_fn, resize_agent_bias
+from zoo.layers.agent import resize_agent_bias
+from zoo.models.agent_pvt import AgentPVT, checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 
@@ -84,7 +85,7 @@ def test_official_224_checkpoint_into_a_256_model():
     pos = official['pos_embed4'].reshape(1, 7, 7, -1).permute(0, 3, 1, 2)
     want = F.interpolate(pos, size=(8, 8), mode='bicubic').permute(0, 2, 3, 1).reshape(1, 64, -1)
     assert_close(model.stages[3].pos_embed.detach(), want, atol=1e-6, rtol=1e-6)
-    assert resize_agent_bias(ah, 'ah_bias', 56) is ah
+    assert resize_agent_bias(ah, 'ah_bias', ah.shape) is ah
 
 
 def test_position_embedding_resized_bilinearly_off_the_training_grid():

@@ -39,8 +39,9 @@ import zoo  # noqa: F401  (registers the zoo models)
 from ops.window_attention.reference import relative_position_bias
 from timm.models.swin_transformer import SwinTransformerBlock
 from tests.utils import assert_close
+from zoo.layers.agent import AgentAttention, parse_attn_type
 from zoo.models import agent_swin
-from zoo.models.agent_swin import checkpoint_filter_fn, parse_attn_type
+from zoo.models.agent_swin import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 VARIANTS = ('agent_swin_t', 'agent_swin_s', 'agent_swin_s_288', 'agent_swin_b', 'agent_swin_b_384')
@@ -127,7 +128,7 @@ def test_block_layout_matches_official(name, layout, window, shifted):
         res = math.ceil(size / 4) // 2 ** i
         stage = ''
         for block in layer.blocks:
-            if isinstance(block, agent_swin.AgentSwinBlock):
+            if isinstance(block, agent_swin.AgentBlock):
                 stage += 'A'
                 assert block.attn.ah_bias.shape[3] == res  # biases sized by the training grid
             else:
@@ -328,7 +329,7 @@ def test_triton_backend_matches_reference(device):
 def test_agents_are_pooled_unscaled_queries(monkeypatch):
     """The agents handed to the op are the adaptive-average-pooled q (before any scaling), row-major."""
     torch.manual_seed(0)
-    attn = agent_swin.AgentAttention(16, 2, agent_num=4, bias_grid=(6, 6)).eval()
+    attn = AgentAttention(16, 2, agent_num=4, bias_grid=(6, 6)).eval()
     x = torch.randn(1, 6, 6, 16)
     seen = {}
     original = ops.agent_attention

@@ -401,13 +401,16 @@ def test_torch_export(costly_model):
 # --------------------------------------------------------------------------------------------------------------
 # Attention lives in ops/: model files hold architecture only
 
-FAMILY_FILES = sorted(p for p in Path(zoo.models.__file__).parent.glob('*.py') if not p.name.startswith('_'))
+# every family file, and the blocks families share (zoo/layers): architecture only
+_ZOO = Path(zoo.__file__).parent
+FAMILY_FILES = sorted(p for folder in ('models', 'layers') for p in (_ZOO / folder).glob('*.py')
+                      if not p.name.startswith('_'))
 # Names whose presence in a model file means attention math written there instead of in ops/.
 ATTENTION_MATH = {'softmax', 'log_softmax', 'einsum', 'matmul', 'bmm', 'baddbmm', 'scaled_dot_product_attention',
                   'flex_attention'}
 
 
-@pytest.mark.parametrize('path', FAMILY_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', FAMILY_FILES, ids=lambda p: f'{p.parent.name}/{p.name}')
 def test_model_file_has_no_attention_math(path):
     tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text()).readline))
     names = {t.string for t in tokens if t.type == tokenize.NAME}

@@ -19,7 +19,7 @@ Every block projects q, k, v once (``qkv``) and runs either
   inside each stripe (LePE). A stripe is a non-square window, so this is `ops.window_attention` with windows
   ``(H, sw)`` / ``(sw, W)`` / ``(H, W)``.
 Stage layout from the official ``attn_type`` string: ``AABB`` for every released model (see
-`zoo.models.agent_swin.parse_attn_type`).
+`zoo.layers.agent.parse_attn_type`).
 
 What this implementation adds:
 * Any input size: A-blocks stay global, their separable position biases bilinearly resized from the training grid
@@ -46,7 +46,6 @@ code would split it into two stripe branches if ``CSWIN_LA_SPLIT_SIZE`` differed
 non-final B stage always has two stripe branches (the official code switches to one full-map branch when the
 stripe width equals the training resolution).
 """
-import math
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -60,12 +59,12 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 import ops
-from zoo.models.agent_swin import _AGENT_BIASES, _resize_agent_bias, parse_attn_type
+from zoo.layers.agent import AgentAttentionBase, parse_attn_type, resize_agent_bias, unwrap_checkpoint
 
 __all__ = ['AgentCSWinTransformer']
 
 
-class AgentBranch(nn.Module):
+class AgentBranch(AgentAttentionBase):
     """Global agent attention on projected ``(B, H, W, C)`` q, k, v, plus ``get_v``: a depth-wise 3x3 conv of v.
 
     Args:
@@ -86,37 +85,14 @@ class AgentBranch(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'AgentBranch: dim {dim} is not divisible by num_heads {num_heads}')
-        side = math.isqrt(agent_num)
-        if side * side != agent_num:
-            raise ValueError(f'AgentBranch: agent_num must be a perfect square, got {agent_num}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.pool_size = (side, side)
-        self.agent_grid = None if agent_grid is None or tuple(agent_grid) == self.pool_size else tuple(agent_grid)
-        h0, w0 = bias_grid
-        self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
-        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1, **dd))
-        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0, **dd))
-        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num, **dd))
-        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num, **dd))
-        for name in _AGENT_BIASES:
-            trunc_normal_(getattr(self, name), std=.02)
+        super().__init__(dim, num_heads, agent_num, bias_grid, agent_grid)
+        self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, device=device, dtype=dtype)
+        self._create_biases(device=device, dtype=dtype)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) each
         B, H, W, C = q.shape
-        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_grid or self.pool_size)
-        agents = agents.flatten(2).transpose(1, 2).reshape(B, -1, self.num_heads, self.head_dim)
-        agent_bias, query_bias = ops.agent_bias_maps(
-            *(getattr(self, n) for n in _AGENT_BIASES), (H, W), agent_grid=self.agent_grid)
-        split = lambda t: t.reshape(B, H * W, self.num_heads, self.head_dim)  # noqa: E731
-        out = ops.agent_attention(
-            split(q), split(k), split(v), agents, agent_bias=agent_bias, query_bias=query_bias)
+        tokens = lambda t: t.reshape(B, H * W, C)  # noqa: E731
+        out = self.attend(tokens(q), tokens(k), tokens(v), (H, W))
         return out.reshape(B, H, W, C) + self.get_v(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
@@ -334,7 +310,7 @@ class AgentCSWinTransformer(nn.Module):
         Args:
             img_size: Training resolution: sizes the A-blocks' position biases (any input size runs).
             split_size: Stripe width of the B-blocks per stage (the last stage's B-blocks are full-map).
-            attn_type: Official layout string ('AABB'; see `zoo.models.agent_swin.parse_attn_type`).
+            attn_type: Official layout string ('AABB'; see `zoo.layers.agent.parse_attn_type`).
             agent_num: Agents per stage (perfect squares).
             agent_grids: Optional per-stage agent grid overriding ``sqrt(agent_num)`` squared.
         """
@@ -512,12 +488,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     grid differs from the model's (the official `load_pretrained`). A state dict in the zoo's layout with the
     model's shapes passes unchanged.
     """
-    for key in ('model', 'state_dict', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
 
     official = 'stage1_conv_embed.0.weight' in state_dict
     target = model.state_dict()
@@ -528,7 +499,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
                 k = re.sub(pattern, repl, k)
         name = k.rsplit('.', 1)[-1]
         if k in target and v.shape != target[k].shape and name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-            v = _resize_agent_bias(name, v, target[k].shape)
+            v = resize_agent_bias(v, name, target[k].shape)
         out[k] = v
     return out
 

@@ -16,8 +16,9 @@ token's key column ``ac_bias`` and query row ``ca_bias`` prepended), plus a dept
 values added to the patch outputs (the class token gets none).
 
 What this implementation adds:
-* Agent attention runs through ``ops.agent_attention`` (fused Triton forward/backward on GPU), its biases through
-  ``ops.agent_bias_maps``; the plain blocks of `agent_deit_b` are timm's own ViT ``Block``.
+* Agent attention is the shared ``zoo.layers.agent.AgentAttention`` with one prefix (class) token: it runs through
+  ``ops.agent_attention`` (fused Triton forward/backward on GPU), its biases through ``ops.agent_bias_maps``; the
+  plain blocks of `agent_deit_b` are timm's own ViT ``Block``.
 * Any input size multiple of 16, square or not: the official model only runs at its training size (bias shapes
   and ``h = w = sqrt(N)`` fix the grid). Here the position embedding is resized bicubically (the official
   ``load_pretrained``'s rule) and the agent biases follow the official segmentation backbones' rule (``an/na``
@@ -44,122 +45,20 @@ embedding and ``ah/aw/ha/wa`` are sized by the training grid).
 """
 import re
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-import ops
-from zoo.models.agent_pvt import resize_agent_bias, resize_pos_embed, unwrap_checkpoint
+from zoo.layers.agent import AgentBlock, resize_agent_bias, resize_pos_embed, unwrap_checkpoint
 
 __all__ = ['AgentDeiT']
-
-
-class AgentAttention(nn.Module):
-    """Agent attention over ``[cls, patches]`` tokens (B, 1 + H*W, C) of an H x W patch grid.
-
-    Args:
-        dim: Channels.
-        num_heads: Heads.
-        agent_num: Agents, a perfect square (pooled from the patch queries to ``sqrt(agent_num)`` per side).
-        grid_size: Training patch grid ``(h0, w0)``: the size of the separable ``ah/aw/ha/wa`` biases.
-        qkv_bias: Bias of the qkv projection.
-        proj_drop: Dropout after the output projection.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int,
-            grid_size: Tuple[int, int],
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'AgentAttention: dim {dim} is not a multiple of num_heads {num_heads}')
-        pool = int(round(agent_num ** 0.5))
-        if pool * pool != agent_num:
-            raise ValueError(f'AgentAttention: agent_num must be a perfect square, got {agent_num}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.agent_num = agent_num
-        self.pool_size = pool
-        h0, w0 = grid_size
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
-        self.proj = nn.Linear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.dwc = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, **dd)
-        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1, **dd))
-        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0, **dd))
-        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num, **dd))
-        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num, **dd))
-        self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, **dd))
-        self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num, **dd))
-        for p in (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias, self.ac_bias,
-                  self.ca_bias):
-            trunc_normal_(p, std=.02)
-
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        B, N, C = x.shape
-        H, W = grid
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)
-        patch_q = q[:, 1:].reshape(B, H, W, C).permute(0, 3, 1, 2)
-        agents = F.adaptive_avg_pool2d(patch_q, self.pool_size).flatten(2).transpose(1, 2)
-        agents = agents.reshape(B, self.agent_num, self.num_heads, self.head_dim)
-        agent_bias, query_bias = ops.agent_bias_maps(
-            self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias, (H, W),
-            cls_agent_bias=self.ac_bias, cls_query_bias=self.ca_bias)
-        x = ops.agent_attention(q, k, v, agents, agent_bias=agent_bias, query_bias=query_bias, scale=self.scale)
-        x = x.reshape(B, N, C)
-        dwc = self.dwc(v[:, 1:].reshape(B, H, W, C).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
-        x = torch.cat([x[:, :1], x[:, 1:] + dwc], dim=1)
-        return self.proj_drop(self.proj(x))
-
-
-class AgentBlock(nn.Module):
-    """Pre-norm agent-attention and MLP residuals; the same parameter names as timm's ViT ``Block``."""
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int,
-            grid_size: Tuple[int, int],
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            drop_path: float = 0.,
-            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.norm1 = norm_layer(dim, **dd)
-        self.attn = AgentAttention(dim, num_heads, agent_num, grid_size, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x), grid))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class AgentDeiT(nn.Module):
@@ -236,7 +135,7 @@ class AgentDeiT(nn.Module):
         dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
             AgentBlock(embed_dim, num_heads, agent_num[i], self.grid_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                       proj_drop=drop_rate, drop_path=dpr[i], norm_layer=norm_layer, **dd)
+                       proj_drop=drop_rate, drop_path=dpr[i], norm_layer=norm_layer, num_prefix_tokens=1, **dd)
             if i < agent_layer else
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
                   attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer, **dd)
@@ -394,14 +293,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
             if k == 'pos_embed':
                 v = resize_pos_embed(v, tuple(model.grid_size), num_prefix_tokens=1)
             elif re.fullmatch(r'(ah|aw|ha|wa)_bias', name):
-                axis = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}[name]
-                v = resize_agent_bias(v, name, live[k].shape[axis])
+                v = resize_agent_bias(v, name, live[k].shape)
         out[k] = v
     return out
 
 
 def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> AgentDeiT:
-    out_indices = kwargs.pop('out_indices', 3)
+    # every block by default (as the zoo's hierarchical models give every stage); timm's ViTs default to the last 3
+    out_indices = kwargs.pop('out_indices', tuple(range(kwargs.get('depth', 12))))
     return build_model_with_cfg(
         AgentDeiT,
         variant,

@@ -17,8 +17,8 @@ conv of V. Every released model uses agent attention with no spatial reduction i
 is not implemented here.
 
 What this implementation adds:
-* The attention runs through ``ops.agent_attention`` (fused Triton forward/backward on GPU); the position biases
-  through ``ops.agent_bias_maps``. This file only projects, pools the agents, adds the DWC and merges.
+* The attention is the shared ``zoo.layers.agent.AgentAttention`` (separate ``q`` / ``kv`` projections, as the
+  official): ``ops.agent_attention`` (fused Triton forward/backward on GPU), biases through ``ops.agent_bias_maps``.
 * Any input size: the official classification model only runs at its training size. Here the position embeddings
   are resized bilinearly (the official forward's own rule) and the separable ``ah/aw/ha/wa`` biases bilinearly to
   the map, as the official segmentation backbone does; at the training size both are the identity, so the logits
@@ -44,115 +44,19 @@ and ``ah/aw/ha/wa`` are sized by the training grid). `agent_pvt_l` is the offici
 """
 import re
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-import ops
+from zoo.layers.agent import AgentBlock, resize_agent_bias, resize_pos_embed, unwrap_checkpoint
 
 __all__ = ['AgentPVT']
-
-
-class AgentAttention(nn.Module):
-    """Agent attention over a (B, H, W, C) map: q / kv projections, pooled-query agents, biases, DWC of V.
-
-    Args:
-        dim: Channels.
-        num_heads: Heads.
-        agent_num: Agents, a perfect square (pooled to ``sqrt(agent_num)`` per side).
-        grid_size: Training token grid ``(h0, w0)``: the size of the separable ``ah/aw/ha/wa`` biases.
-        qkv_bias: Bias of the q and kv projections.
-        proj_drop: Dropout after the output projection.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int,
-            grid_size: Tuple[int, int],
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'AgentAttention: dim {dim} is not a multiple of num_heads {num_heads}')
-        pool = int(round(agent_num ** 0.5))
-        if pool * pool != agent_num:
-            raise ValueError(f'AgentAttention: agent_num must be a perfect square, got {agent_num}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.agent_num = agent_num
-        self.pool_size = pool
-        h0, w0 = grid_size
-        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias, **dd)
-        self.proj = nn.Linear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.dwc = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, **dd)
-        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1, **dd))
-        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0, **dd))
-        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num, **dd))
-        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num, **dd))
-        for p in (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias):
-            trunc_normal_(p, std=.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
-        B, H, W, C = x.shape
-        q = self.q(x)
-        k, v = self.kv(x).reshape(B, H * W, 2, self.num_heads, self.head_dim).unbind(2)
-        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.pool_size)  # (B, C, p, p)
-        agents = agents.flatten(2).transpose(1, 2).reshape(B, self.agent_num, self.num_heads, self.head_dim)
-        agent_bias, query_bias = ops.agent_bias_maps(
-            self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias, (H, W))
-        x = ops.agent_attention(
-            q.reshape(B, H * W, self.num_heads, self.head_dim), k, v, agents,
-            agent_bias=agent_bias, query_bias=query_bias, scale=self.scale,
-        ).reshape(B, H, W, C)
-        x = x + self.dwc(v.reshape(B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj_drop(self.proj(x))
-
-
-class Block(nn.Module):
-    """Pre-norm agent-attention and MLP residuals on a (B, H, W, C) map."""
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int,
-            grid_size: Tuple[int, int],
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            drop_path: float = 0.,
-            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.norm1 = norm_layer(dim, **dd)
-        self.attn = AgentAttention(dim, num_heads, agent_num, grid_size, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchEmbed(nn.Module):
@@ -192,7 +96,9 @@ class AgentPvtStage(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid_size[0] * grid_size[1], out_chs, **dd))
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = nn.Sequential(*[
-            Block(out_chs, grid_size=grid_size, drop_path=drop_path_rates[i], **block_kwargs, **dd)
+            AgentBlock(
+                out_chs, bias_grid=grid_size, drop_path=drop_path_rates[i], norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                fused_qkv=False, **block_kwargs, **dd)
             for i in range(depth)])
 
     def _pos_embed(self, H: int, W: int) -> torch.Tensor:
@@ -400,49 +306,6 @@ _OFFICIAL_RULES = (
 )
 
 
-def resize_agent_bias(bias: torch.Tensor, name: str, size: int) -> torch.Tensor:
-    """Linearly resize an official ``ah/aw/ha/wa`` bias along its spatial axis, as the official
-    ``load_pretrained`` does when the training grid changes (e.g. a 224 checkpoint into a 256 model)."""
-    axis = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}[name]
-    if bias.shape[axis] == size:
-        return bias
-    moved = bias.movedim(axis, -1)
-    lead = moved.shape[:-1]
-    out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]).float(), size=size, mode='linear', align_corners=False)
-    return out.reshape(*lead, size).movedim(-1, axis).to(bias.dtype)
-
-
-def resize_pos_embed(
-        pos: torch.Tensor,
-        size: Tuple[int, int],
-        num_prefix_tokens: int = 0,
-        old_size: Optional[Tuple[int, int]] = None,
-) -> torch.Tensor:
-    """Bicubically resize a (1, prefix + h*w, C) position embedding from its ``old_size`` grid (default: square)
-    to ``size``, as the official ``load_pretrained`` does (prefix tokens, e.g. DeiT's cls, are kept)."""
-    prefix, grid = pos[:, :num_prefix_tokens], pos[:, num_prefix_tokens:]
-    if old_size is None:
-        side = int(round(grid.shape[1] ** 0.5))
-        old_size = (side, side)
-    if tuple(old_size) == tuple(size):
-        return pos
-    grid = grid.reshape(1, *old_size, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=size, mode='bicubic', align_corners=False).permute(0, 2, 3, 1).flatten(1, 2)
-    return torch.cat([prefix, grid.to(pos.dtype)], dim=1)
-
-
-def unwrap_checkpoint(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """The state dict inside an official container (``{'model': ...}``, ``state_dict_ema`` for EMA runs), without a
-    DDP ``module.`` prefix."""
-    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
-    return state_dict
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Official Agent-PVT checkpoints -> zoo layout; the zoo's own layout passes through unchanged.
 
@@ -465,8 +328,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
                 stage = model.stages[int(k.split('.')[1])]
                 v = resize_pos_embed(v, stage.grid_size)
             elif name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-                axis = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}[name]
-                v = resize_agent_bias(v, name, live[k].shape[axis])
+                v = resize_agent_bias(v, name, live[k].shape)
         out[k] = v
     return out
 

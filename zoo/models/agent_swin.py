@@ -59,39 +59,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, calculate_drop_path_rates, get_norm_layer, \
-    to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_norm_layer, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 import ops
+from zoo.layers.agent import AgentBlock, parse_attn_type, resize_agent_bias, unwrap_checkpoint
 
 __all__ = ['AgentSwinTransformer']
-
-_AGENT_BIASES = ('an_bias', 'na_bias', 'ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
-
-
-def parse_attn_type(attn_type: str, depths: Sequence[int]) -> List[str]:
-    """The official layout string -> one string of 'A' / 'B' per stage.
-
-    One letter per stage, 'A' (agent) or 'B' (the base model's attention), or 'M' for a mixed stage whose first
-    `n` blocks are A and the rest B, `n` being the number that ends the string (``'AAMB2'``).
-    """
-    num_stages = len(depths)
-    head, tail = attn_type[:num_stages], attn_type[num_stages:]
-    if len(head) != num_stages or any(c not in 'ABM' for c in head) or (tail and not tail.isdigit()):
-        raise ValueError(
-            f"attn_type {attn_type!r}: expected one of 'A', 'B', 'M' per stage ({num_stages} stages), then the "
-            f"number of A-blocks of the 'M' stages if any, e.g. 'AAMB2'")
-    if ('M' in head) != bool(tail):
-        raise ValueError(f"attn_type {attn_type!r}: a number must follow exactly when some stage is 'M'")
-    n_mixed = int(tail) if tail else 0
-    return [
-        c * d if c != 'M' else 'A' * min(n_mixed, d) + 'B' * max(d - n_mixed, 0)
-        for c, d in zip(head, depths)
-    ]
-
 
 def stage_grids(img_size: Tuple[int, int], patch_size: int, num_stages: int) -> List[Tuple[int, int]]:
     """Token grid of every stage for an `img_size` input (the stem pads to the patch size, merges pad to even)."""
@@ -126,106 +102,6 @@ def _shift_mask(
     labels = labels.view(H // wh, wh, W // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
     diff = labels[:, None, :] != labels[:, :, None]
     return torch.zeros(diff.shape, device=device).masked_fill(diff, -100.0)
-
-
-class AgentAttention(nn.Module):
-    """Global agent attention over a ``(B, H, W, C)`` map, with the depth-wise conv branch on v.
-
-    Args:
-        dim: Channels.
-        num_heads: Heads.
-        agent_num: Agents (a perfect square: they are pooled on a ``sqrt x sqrt`` grid).
-        bias_grid: The token grid the separable position biases are sized for (the training resolution).
-        agent_grid: Optional agent grid to use instead of ``sqrt(agent_num)`` squared (the official segmentation
-            backbones' ``downstream_agent_shape``); the biases' agent axis is resized to it.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int = 49,
-            bias_grid: Tuple[int, int] = (7, 7),
-            agent_grid: Optional[Tuple[int, int]] = None,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'AgentAttention: dim {dim} is not divisible by num_heads {num_heads}')
-        side = math.isqrt(agent_num)
-        if side * side != agent_num:
-            raise ValueError(f'AgentAttention: agent_num must be a perfect square, got {agent_num}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.agent_num = agent_num
-        self.pool_size = (side, side)
-        self.agent_grid = None if agent_grid is None or tuple(agent_grid) == self.pool_size else tuple(agent_grid)
-        h0, w0 = bias_grid
-
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
-        self.proj = nn.Linear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
-        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
-        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1, **dd))
-        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0, **dd))
-        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num, **dd))
-        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num, **dd))
-        for name in _AGENT_BIASES:
-            trunc_normal_(getattr(self, name), std=.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        B, H, W, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, H, W, 3, C).unbind(3)
-        # agents: the unscaled queries average-pooled on the agent grid, row-major
-        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.agent_grid or self.pool_size)
-        agents = agents.flatten(2).transpose(1, 2).reshape(B, -1, self.num_heads, self.head_dim)
-        agent_bias, query_bias = ops.agent_bias_maps(
-            *(getattr(self, n) for n in _AGENT_BIASES), (H, W), agent_grid=self.agent_grid)
-        split = lambda t: t.reshape(B, H * W, self.num_heads, self.head_dim)  # noqa: E731
-        out = ops.agent_attention(
-            split(q), split(k), split(v), agents, agent_bias=agent_bias, query_bias=query_bias)
-        out = out.reshape(B, H, W, C) + self.dwc(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj_drop(self.proj(out))
-
-
-class AgentSwinBlock(nn.Module):
-    """Pre-norm transformer block with global agent attention: ``x += attn(norm1(x)); x += mlp(norm2(x))``."""
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            agent_num: int = 49,
-            bias_grid: Tuple[int, int] = (7, 7),
-            agent_grid: Optional[Tuple[int, int]] = None,
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            drop_path: float = 0.,
-            act_layer: Callable[..., nn.Module] = nn.GELU,
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.norm1 = norm_layer(dim, **dd)
-        self.attn = AgentAttention(
-            dim, num_heads, agent_num, bias_grid, agent_grid, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class SwinWindowBlock(SwinTransformerBlock):
@@ -314,7 +190,7 @@ class AgentSwinStage(nn.Module):
                 num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop,
                 drop_path=drop_path[i], norm_layer=norm_layer, **dd)
             if kind == 'A':
-                blocks.append(AgentSwinBlock(
+                blocks.append(AgentBlock(
                     out_dim, agent_num=agent_num, bias_grid=bias_grid, agent_grid=agent_grid, **common))
             else:
                 blocks.append(SwinWindowBlock(
@@ -531,16 +407,6 @@ class AgentSwinTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _resize_agent_bias(name: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Linear resize of an ``ah/aw/ha/wa`` bias along its token axis (the official `load_pretrained`)."""
-    axis = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}[name]
-    if v.dim() != 5 or [s for i, s in enumerate(v.shape) if i != axis] != [s for i, s in enumerate(shape) if i != axis]:
-        raise ValueError(f'checkpoint_filter_fn: {name} of shape {tuple(v.shape)} cannot be resized to {tuple(shape)}')
-    moved = v.movedim(axis, -1)
-    out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]).float(), size=shape[axis], mode='linear')
-    return out.reshape(*moved.shape[:-1], shape[axis]).movedim(-1, axis).to(v.dtype)
-
-
 def _resize_rpb_table(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Bicubic resize of a ``((2w-1)**2, heads)`` relative-position table (the official `load_pretrained`)."""
     (l_old, heads), (l_new, heads_new) = v.shape, shape
@@ -559,12 +425,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     ``relative_position_index`` / ``attn_mask`` buffers, and resizes agent biases and relative-position tables whose
     grid differs from the model's. A state dict in the zoo's layout with the model's shapes passes unchanged.
     """
-    for key in ('model', 'state_dict', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
 
     official = 'layers.0.downsample.reduction.weight' in state_dict or 'head.weight' in state_dict
     target = model.state_dict()
@@ -578,7 +439,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
         if k in target and v.shape != target[k].shape:
             name = k.rsplit('.', 1)[-1]
             if name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-                v = _resize_agent_bias(name, v, target[k].shape)
+                v = resize_agent_bias(v, name, target[k].shape)
             elif name == 'relative_position_bias_table':
                 v = _resize_rpb_table(v, target[k].shape)
         out[k] = v
