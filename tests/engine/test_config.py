@@ -120,3 +120,55 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path):
     path.write_text(recipe_to_yaml(recipe))
     assert load_recipe(path) == recipe
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The paper recipes: configs/cls/<family>_<variant>.yaml, validated on load, the right variant and hyper-parameters
+
+PAPER_RECIPES = {
+    # file: (model, drop path, params (reference section 3), epochs, warmup, lr, lr_base_batch, ema, repeated aug)
+    "davit_tiny": ("zoo_davit_tiny", 0.1, 28_360_168, 300, 20, 1e-3, 1024, False, 1),
+    "davit_small": ("zoo_davit_small", 0.2, 49_745_896, 300, 20, 1e-3, 1024, False, 1),
+    "davit_base": ("zoo_davit_base", 0.4, 87_954_408, 300, 20, 1e-3, 1024, False, 1),
+    "biformer_tiny": ("biformer_tiny", 0.1, 13_142_760, 300, 5, 5e-4, 512, True, 3),
+    "biformer_small": ("biformer_small", 0.15, 25_536_232, 300, 5, 5e-4, 512, True, 3),
+    "biformer_base": ("biformer_base", 0.4, 56_804_968, 300, 5, 5e-4, 512, True, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipes_load_and_name_their_variant(name):
+    import timm
+    import torch
+
+    from zoo.engine.config import DEFAULT_RECIPE
+
+    model, drop_path, params, epochs, warmup, lr, base_batch, ema, repeats = PAPER_RECIPES[name]
+    recipe = load_recipe(DEFAULT_RECIPE.parent / f"{name}.yaml")
+    assert recipe.model.name == model and recipe.model.drop_path_rate == drop_path
+    assert recipe.train.epochs == epochs and recipe.sched.warmup_epochs == warmup and recipe.sched.sched == "cosine"
+    assert recipe.optim.opt == "adamw" and recipe.optim.lr == lr and recipe.optim.lr_base_batch == base_batch
+    assert recipe.optim.weight_decay == 0.05 and recipe.ema.enabled is ema and recipe.data.repeated_aug == repeats
+    assert recipe.data.img_size == 224 and recipe.data.batch_size == 128 and recipe.data.name == "folder"
+    a = recipe.aug
+    assert (a.auto_augment, a.re_prob, a.re_mode, a.mixup, a.cutmix, a.smoothing) == (
+        "rand-m9-mstd0.5-inc1", 0.25, "pixel", 0.8, 1.0, 0.1)
+    if ema:
+        assert recipe.ema.decay == 0.99996
+    if name.startswith("davit"):
+        assert recipe.optim.clip_grad == 1.0 and recipe.train.amp == "fp16"
+    with torch.device("meta"):  # the variant exists with these arguments (no memory, no weights)
+        net = timm.create_model(model, num_classes=1000, drop_path_rate=drop_path)
+    if params is not None:
+        assert sum(p.numel() for p in net.parameters()) == params
+
+
+def test_recipe_values_that_cannot_work_are_errors():
+    with pytest.raises(RecipeError, match="'data.repeated_aug' .* at least 1, got 0"):
+        recipe_from_dict(tiny_recipe_dict(data={"repeated_aug": 0}))
+    with pytest.raises(RecipeError, match="'train.parallel' .* one of 'ddp', 'fsdp'"):
+        recipe_from_dict(tiny_recipe_dict(train={"parallel": "zero3"}))
+    with pytest.raises(RecipeError, match="'data.root' .* tar shards' root directory"):
+        recipe_from_dict(tiny_recipe_dict(data={"name": "shards"}))
+    with pytest.raises(RecipeError, match="'optim.layer_decay' .* in \\(0, 1\\]"):
+        recipe_from_dict(tiny_recipe_dict(optim={"layer_decay": 1.5}))

@@ -1,13 +1,17 @@
-"""Data sets for the engine: the embedded digits demo (:mod:`zoo.data.digits`) and ImageFolder trees
-(:mod:`zoo.data.folder`). Transforms come from `timm.data.create_transform` in the engine."""
+"""Data sets for the engine: the embedded digits demo (:mod:`zoo.data.digits`), ImageFolder trees
+(:mod:`zoo.data.folder`) and tar shards (:mod:`zoo.data.shards`); the sampler and per-sample seeding that make
+a run's data independent of processes, workers and resumption (:mod:`zoo.data.sampler`). Transforms come from
+`timm.data.create_transform` in the engine."""
 from __future__ import annotations
 
 from zoo.data.digits import DIGITS_CLASSES, DigitsDataset, digits_split
 from zoo.data.folder import image_folder
+from zoo.data.shards import TarShards
 
-__all__ = ["DATASETS", "DIGITS_CLASSES", "DigitsDataset", "create_dataset", "digits_split", "image_folder"]
+__all__ = ["DATASETS", "DIGITS_CLASSES", "DigitsDataset", "TarShards", "create_dataset", "digits_split",
+           "image_folder"]
 
-DATASETS = ("digits", "folder")
+DATASETS = ("digits", "folder", "shards")
 
 
 def create_dataset(
@@ -23,17 +27,21 @@ def create_dataset(
         subset: int | None = None,
 ):
     """The `split` ('train' or 'eval') of data set `name`. For 'folder', `folder_split` names the sub-folder
-    of `root` to read; for 'digits' the eval split is the seeded held-out test split.
+    (or shard prefix) of `root` to read; for 'digits' the eval split is the seeded held-out test split.
     Every data set has a ``classes`` list (the label names)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split {split!r} is not one of 'train', 'eval'")
     if name == "digits":
         return DigitsDataset("train" if split == "train" else "test", test_fraction=test_fraction, seed=seed,
                              img_size=img_size, transform=transform, subset=subset)
-    if name == "folder":
+    if name in ("folder", "shards"):
         if not root:
-            raise ValueError("data set 'folder' needs the ImageFolder root directory (data.root / --data-dir)")
-        ds = image_folder(root, folder_split if folder_split is not None else split, transform=transform)
+            raise ValueError(f"data set {name!r} needs the root directory (data.root / --data-dir)")
+        folder = folder_split if folder_split is not None else split
+        if name == "folder":
+            ds = image_folder(root, folder, transform=transform)
+        else:
+            ds = TarShards(root, folder, transform=transform)
         if subset is not None:
             import torch.utils.data
             classes = ds.classes

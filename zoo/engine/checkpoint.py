@@ -4,10 +4,14 @@ A checkpoint is one ``.pth`` file holding a plain dict: the model, optimizer, sc
 state dicts, the epoch / optimizer-step counters, the RNG states (as tensors and plain values, so that
 ``weights_only=True`` can read them) and the resolved recipe. It is written to a temporary file in the same
 folder and renamed over the target with ``os.replace``, so a run killed mid-write leaves the previous
-checkpoint intact, never a half-written one.
+checkpoint intact, never a half-written one. The training loop also keeps the checkpoint before the last one as
+``checkpoint-prev.pth`` (a hard link taken before the new file replaces the old, so at every moment both names
+point at complete files): if the last one is damaged later (a copy cut short, a disk error), the error says so and
+names the previous one to resume from.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
@@ -20,12 +24,13 @@ import torch
 from zoo.engine.files import atomic_write
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "LAST_CHECKPOINT", "CheckpointError",
+    "CHECKPOINT_FORMAT", "LAST_CHECKPOINT", "PREVIOUS_CHECKPOINT", "CheckpointError",
     "find_last_checkpoint", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state",
 ]
 
 CHECKPOINT_FORMAT = "attnzoo-train-checkpoint-v1"
 LAST_CHECKPOINT = "checkpoint-last.pth"
+PREVIOUS_CHECKPOINT = "checkpoint-prev.pth"
 _REQUIRED = ("format", "epoch", "step", "model", "recipe")
 
 
@@ -34,12 +39,23 @@ class CheckpointError(RuntimeError):
 
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` (a dict with at least epoch, step, model, recipe) to `path` atomically."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: str | Path | None = None) -> Path:
+    """Write `state` (a dict with at least epoch, step, model, recipe) to `path` atomically. `keep_previous`:
+    first make the file now at `path` (if any) available under this name too (hard link, atomic rename)."""
     missing = [k for k in _REQUIRED if k != "format" and k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {', '.join(missing)}")
     path = Path(path)
+    if keep_previous is not None and path.is_file():
+        keep_previous = Path(keep_previous)
+        tmp = keep_previous.with_name(f".{keep_previous.name}.link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:  # a file system without hard links: a copy (still published atomically)
+            import shutil
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, keep_previous)
     atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
     return path
 
@@ -61,9 +77,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"that is not unpickled: checkpoints are read with torch.load(weights_only=True) and may hold "
                 f"only tensors and plain values") from None
         first = text.strip().splitlines()[0] if text.strip() else ""
+        previous = path.with_name(PREVIOUS_CHECKPOINT)
+        hint = (f"; the checkpoint written before it is {str(previous)!r}: continue from that one with "
+                f"--resume {previous}") if path.name == LAST_CHECKPOINT and previous.is_file() else ""
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {first}); the file is truncated or "
-            f"corrupt (a copy or write that did not finish?) or not a torch checkpoint") from None
+            f"corrupt (a copy or write that did not finish?) or not a torch checkpoint{hint}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,11 @@ overrides: --set section.key=value, repeatable, value parsed as YAML:
 resume: --resume auto continues from OUTPUT/checkpoint-last.pth (a new run when there is none);
   --resume PATH continues from that checkpoint (its folder is the output folder unless --output is given).
   Without --config, a resumed run uses the recipe stored in the checkpoint (plus any --set).
+several processes (DDP; --set train.parallel=fsdp to shard): torchrun starts one process per GPU
+  (gloo on the CPU); data.batch_size is per process, only rank 0 writes checkpoints and logs:
+  torchrun --standalone --nproc_per_node 8 train.py --config configs/cls/davit_tiny.yaml
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 --rdzv_id RUN \
+      train.py --config configs/cls/davit_tiny.yaml                         # the same line on every node
 examples:
   python train.py                                          # embedded default: DaViT on digits, CPU, minutes
   python train.py --config configs/cls/digits_davit.yaml --set train.epochs=5 --output output/quick
@@ -47,6 +53,7 @@ def train_main(argv: list[str] | None = None) -> int:
     )
 
     args = _train_parser().parse_args(argv)
+    main_process = os.environ.get("RANK", "0") in ("0", "")  # torchrun: only rank 0 reports
     try:
         recipe = load_recipe(args.config or DEFAULT_RECIPE, args.overrides)
         output = Path(args.output) if args.output else None
@@ -54,7 +61,7 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.resume == "auto":
             folder = output or Path(recipe.output)
             resume = find_last_checkpoint(folder)
-            if resume is None:
+            if resume is None and main_process:
                 print(f"--resume auto: no checkpoint in {folder}; starting a new run", file=sys.stderr)
         elif args.resume:
             resume = Path(args.resume)
@@ -64,7 +71,8 @@ def train_main(argv: list[str] | None = None) -> int:
             source = f"the recipe stored in {str(resume)!r}" + (" with --set overrides" if args.overrides else "")
             recipe = recipe_from_dict(apply_overrides(stored, args.overrides), source)
         if args.print_config:
-            print(recipe_to_yaml(recipe), end="")
+            if main_process:
+                print(recipe_to_yaml(recipe), end="")
             return 0
 
         from zoo.engine.train import train
@@ -74,10 +82,13 @@ def train_main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         folder = output or Path(recipe.output)
-        print(f"\ninterrupted; continue from the last checkpoint with: python train.py --resume auto "
-              f"--output {folder}", file=sys.stderr)
+        if main_process:
+            print(f"\ninterrupted; continue from the last checkpoint with: python train.py --resume auto "
+                  f"--output {folder}", file=sys.stderr)
         return 130
 
+    if not main_process:
+        return 0
     m = result.metrics
     weights = "EMA weights" if result.weights == "ema" else "final weights"
     print(f"held-out top-1: {m['top1']:.2f} % (top-5 {m['top5']:.2f} %, loss {m['loss']:.4f}) on "
@@ -87,6 +98,8 @@ def train_main(argv: list[str] | None = None) -> int:
               f"`import zoo, timm; timm.create_model('local-dir:{result.export_dir}', pretrained=True)` "
               f"or score it with `python eval.py --checkpoint {result.export_dir}`")
     print(f"checkpoint: {result.checkpoint}")
+    if result.log is not None:
+        print(f"log: {result.log}" + (f", curves: {result.curves}" if result.curves else ""))
     return 0
 
 

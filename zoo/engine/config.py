@@ -54,8 +54,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     """Data set and loaders. `digits`: scikit-learn's digits with a seeded stratified held-out split.
-    `folder`: an ImageFolder tree ``root/<train_split>/<class>/*`` and ``root/<val_split>/<class>/*``."""
-    name: Literal["digits", "folder"] = "digits"
+    `folder`: an ImageFolder tree ``root/<train_split>/<class>/*`` and ``root/<val_split>/<class>/*``.
+    `shards`: webdataset-style tar shards ``root/<split>-*.tar`` or ``root/<split>/*.tar`` (zoo.data.shards).
+    `batch_size` is per process (timm's convention): the global batch is batch_size x processes x
+    optim.accum_steps."""
+    name: Literal["digits", "folder", "shards"] = "digits"
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
@@ -66,6 +69,7 @@ class DataConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
+    repeated_aug: int = 1  # repeated augmentation (DeiT's RASampler): each sample this many times per epoch
     mean: tuple[float, ...] | None = None  # None: the model's pretrained_cfg
     std: tuple[float, ...] | None = None
     interpolation: str | None = None
@@ -80,7 +84,8 @@ class AugConfig:
     hflip: float = 0.5
     color_jitter: float = 0.0
     auto_augment: str | None = None
-    re_prob: float = 0.0
+    re_prob: float = 0.0  # random erasing probability (timm.data.RandomErasing)
+    re_mode: Literal["const", "rand", "pixel"] = "pixel"  # what erased pixels become (timm train.py: pixel)
     mixup: float = 0.0  # mixup alpha; mixup or cutmix > 0 turns timm.data.Mixup on
     cutmix: float = 0.0
     mixup_prob: float = 1.0
@@ -99,6 +104,7 @@ class OptimConfig:
     clip_grad: float | None = None
     clip_mode: Literal["norm", "value", "agc"] = "norm"
     accum_steps: int = 1
+    lr_base_batch: int | None = None  # lr is for this global batch; scaled linearly to the run's global batch
 
 
 @dataclass
@@ -128,6 +134,11 @@ class TrainConfig:
     threads: int | None = None  # CPU intra-op threads (torch.set_num_threads) for the run; null: torch's default
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every: int = 1  # write `checkpoint-last.pth` every N epochs (and always after the last)
+    checkpoint_every_steps: int | None = None  # also every N optimizer steps inside an epoch (exact resume there)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DistributedDataParallel or FSDP2 fully_shard
+    log_every: int = 1  # one log.jsonl record every N optimizer steps
+    tensorboard: bool = False  # also TensorBoard event files in OUTPUT/tensorboard (pip install tensorboard)
+    plot: bool = True  # OUTPUT/curves.png at the end when matplotlib is installed
 
 
 @dataclass
@@ -295,8 +306,19 @@ def _check_values(recipe: Recipe, source: str) -> None:
     need(0.0 <= recipe.aug.smoothing < 1.0, "aug.smoothing", "in [0, 1)", recipe.aug.smoothing)
     need(0.0 <= recipe.ema.decay < 1.0, "ema.decay", "in [0, 1)", recipe.ema.decay)
     need(recipe.sched.warmup_epochs >= 0, "sched.warmup_epochs", "0 or more", recipe.sched.warmup_epochs)
-    need(recipe.data.name != "folder" or bool(recipe.data.root), "data.root",
-         "the ImageFolder root directory when data.name is 'folder'", recipe.data.root)
+    need(recipe.data.name not in ("folder", "shards") or bool(recipe.data.root), "data.root",
+         ("the ImageFolder root directory" if recipe.data.name == "folder" else "the tar shards' root directory")
+         + f" when data.name is {recipe.data.name!r}", recipe.data.root)
+    need(recipe.data.repeated_aug >= 1, "data.repeated_aug", "at least 1", recipe.data.repeated_aug)
+    need(recipe.optim.lr_base_batch is None or recipe.optim.lr_base_batch >= 1, "optim.lr_base_batch",
+         "null or at least 1", recipe.optim.lr_base_batch)
+    need(recipe.train.checkpoint_every_steps is None or recipe.train.checkpoint_every_steps >= 1,
+         "train.checkpoint_every_steps", "null or at least 1", recipe.train.checkpoint_every_steps)
+    need(recipe.train.log_every >= 1, "train.log_every", "at least 1", recipe.train.log_every)
+    need(recipe.optim.clip_grad is None or recipe.optim.clip_grad > 0, "optim.clip_grad", "null or positive",
+         recipe.optim.clip_grad)
+    need(recipe.optim.layer_decay is None or 0.0 < recipe.optim.layer_decay <= 1.0, "optim.layer_decay",
+         "null or in (0, 1]", recipe.optim.layer_decay)
     for key in ("mean", "std"):
         value = getattr(recipe.data, key)
         need(value is None or len(value) in (1, 3), f"data.{key}", "null or a list of 1 or 3 numbers", value)

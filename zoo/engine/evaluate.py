@@ -35,10 +35,20 @@ def evaluate(
         amp: str | None = None,
         channels_last: bool = False,
         progress: bool = False,
+        env=None,
+        collective_forward: bool = False,
 ) -> dict[str, float]:
     """``{'top1', 'top5', 'loss', 'count'}`` of `model` over `loader` (accuracies in percent; top-5 is top-k
-    with k = min(5, classes); loss is plain cross-entropy)."""
+    with k = min(5, classes); loss is plain cross-entropy).
+
+    Several processes (`env`, a :class:`zoo.engine.distributed.DistEnv`): each process passes a loader over its
+    own disjoint part of the data set (:func:`zoo.data.sampler.shard_range`); the counts are summed over
+    processes, so the metrics are exactly those of the whole set. `collective_forward` (FSDP: every forward
+    gathers parameters from all processes): processes with fewer batches repeat their last batch, uncounted, so
+    that all run the same number of forwards."""
     from tqdm.auto import tqdm
+
+    from zoo.engine.distributed import all_reduce_max, all_reduce_sum
 
     device = torch.device(device)
     was_training = model.training
@@ -46,14 +56,28 @@ def evaluate(
     correct1 = correct5 = 0
     loss_sum = 0.0
     count = 0
+    n_batches = len(loader)
+    if collective_forward and env is not None and env.distributed:
+        n_batches = all_reduce_max(n_batches, env, device)
     try:
-        for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        last = None
+        batches = iter(tqdm(loader, desc="eval", leave=False, disable=not progress))
+        for b in range(n_batches):
+            counted = True
+            try:
+                images, targets = last = next(batches)
+            except StopIteration:
+                if last is None:
+                    raise ValueError("evaluation under FSDP needs at least one sample per process") from None
+                (images, targets), counted = last, False
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with _autocast(device, amp):
                 logits = model(images)
+            if not counted:
+                continue
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
             k = min(5, logits.shape[-1])
@@ -64,6 +88,9 @@ def evaluate(
             count += targets.numel()
     finally:
         model.train(was_training)
+    if env is not None and env.distributed:
+        correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], env, device)
+        correct1, correct5, count = int(correct1), int(correct5), int(count)
     if count == 0:
         raise ValueError("evaluation data set is empty")
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,

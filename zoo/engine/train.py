@@ -6,12 +6,17 @@ layer-wise lr decay through its ``group_matcher``), the schedule from ``timm.sch
 (warmup; updated per optimizer step or per epoch), transforms from ``timm.data.create_transform``, mixup /
 cutmix from ``timm.data.Mixup``, losses from ``timm.loss``, EMA from ``timm.utils.ModelEmaV3``.
 
-Reproducibility: every epoch reseeds Python, NumPy and torch from ``(seed, epoch)`` before its data order and
-augmentations are drawn, so a run resumed from the checkpoint written after epoch k computes exactly what the
-uninterrupted run computes from epoch k + 1 on (bitwise on CPU).
+Reproducibility: the data order comes from ``(seed, epoch)``, each sample's augmentation from
+``(seed, epoch, index)`` and each step's own randomness (drop path, mixup) from ``(seed, epoch, batch, rank)``
+(:mod:`zoo.data.sampler`), so the computation depends neither on the number of loader workers nor on where the
+run was stopped: a run resumed from a checkpoint written after any optimizer step computes exactly what the
+uninterrupted run computes from there on (bitwise on CPU). Under torchrun, ``W`` processes with batch ``B``
+see exactly the samples of one process with batch ``W * B`` (:class:`~zoo.data.sampler.GlobalBatchSampler`);
+evaluation splits the held-out set into disjoint per-process ranges and sums the counts (exact metrics).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -26,13 +31,18 @@ import torch
 from torch import nn
 
 from zoo.engine.checkpoint import (
-    LAST_CHECKPOINT, CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+    LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, CheckpointError, get_rng_state, load_checkpoint, save_checkpoint,
+    set_rng_state,
 )
 from zoo.engine.config import IMPLEMENTED_TASKS, Recipe, RecipeError, recipe_from_dict, recipe_to_dict, recipe_to_yaml
+from zoo.data.sampler import GlobalBatchSampler, SeededSamples, derive_seed, shard_range
+from zoo.engine.distributed import DistEnv, all_reduce_sum, init_distributed, shutdown, wrap_model
 from zoo.engine.evaluate import _autocast, evaluate
+from zoo.engine.export import unwrap_model
+from zoo.engine.observe import CURVES_NAME, RunLog, memory_mb, plot_curves
 
 __all__ = [
-    "TrainResult", "create_model", "create_transforms", "epoch_seed", "resolve_data_config", "resolve_device",
+    "TrainResult", "create_model", "create_optimizer", "create_transforms", "resolve_data_config", "resolve_device",
     "seed_everything", "train",
 ]
 
@@ -49,6 +59,8 @@ class TrainResult:
     weights: str  # 'model' or 'ema': the weights evaluated in `metrics` and exported
     metrics: dict[str, float] = field(default_factory=dict)  # held-out top1 / top5 / loss of those weights
     seconds: float = 0.0
+    log: Path | None = None  # log.jsonl (rank 0)
+    curves: Path | None = None  # curves.png, when matplotlib is installed
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,11 +79,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch `epoch` of a run seeded `seed` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] % 2**63)
 
 
 def create_model(recipe: Recipe, num_classes: int) -> nn.Module:
@@ -120,7 +127,8 @@ def create_transforms(recipe: Recipe, data_config: dict[str, Any]):
     common = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std")}
     train_tf = create_transform(
         **common, is_training=True, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=0.0,
-        color_jitter=a.color_jitter or None, auto_augment=a.auto_augment, re_prob=a.re_prob)
+        color_jitter=a.color_jitter or None, auto_augment=a.auto_augment, re_prob=a.re_prob,
+        re_mode=a.re_mode)
     eval_tf = create_transform(**common, is_training=False, crop_pct=data_config["crop_pct"],
                                crop_mode=data_config.get("crop_mode"))
     return train_tf, eval_tf
@@ -141,7 +149,7 @@ def _create_datasets(recipe: Recipe):
 
 
 def _set_transform(dataset, transform) -> None:
-    while isinstance(dataset, torch.utils.data.Subset):
+    while isinstance(dataset, (torch.utils.data.Subset, SeededSamples)):
         dataset = dataset.dataset
     dataset.transform = transform
 
@@ -174,12 +182,18 @@ def train(
         progress: bool = True,
         log: Callable[[str], None] | None = print,
 ) -> TrainResult:
-    """Train `recipe`, writing ``checkpoint-last.pth``, ``recipe.yaml`` and finally ``export/`` to
+    """Train `recipe`, writing ``checkpoint-last.pth``, ``recipe.yaml``, ``log.jsonl`` and finally ``export/`` to
     `output_dir` (default: ``recipe.output``).
 
-    `resume`: a training checkpoint to continue from (its model, optimizer, scheduler, EMA, counters and RNG
-    states; the run's recipe is `recipe`). `stop_after`: run at most this many epochs in this call, then write
-    the checkpoint and return (``finished=False``) -- a stopped run that ``resume`` continues.
+    `resume`: a training checkpoint to continue from (its model, optimizer, scheduler, scaler, EMA, counters,
+    sampler position and RNG states; the run's recipe is `recipe`); a checkpoint written inside an epoch
+    (``train.checkpoint_every_steps``) continues at the next step. `stop_after`: run at most this many epochs in
+    this call, then write the checkpoint and return (``finished=False``) -- a stopped run that ``resume``
+    continues.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this; they share the work (DDP or FSDP, see
+    :mod:`zoo.engine.distributed`), only rank 0 writes files and logs, and every process returns the same
+    metrics.
     """
     if recipe.task not in IMPLEMENTED_TASKS:
         raise RecipeError(
@@ -187,14 +201,53 @@ def train(
     threads = torch.get_num_threads()
     if recipe.train.threads is not None:
         torch.set_num_threads(recipe.train.threads)
+    env = DistEnv()
     try:
-        return _train(recipe, output_dir, resume=resume, stop_after=stop_after, progress=progress, log=log)
+        env, device = init_distributed(resolve_device(recipe.device))
+        return _train(recipe, output_dir, device, env, resume=resume, stop_after=stop_after,
+                      progress=progress and env.is_main, log=log if env.is_main else None)
     finally:
+        shutdown(env)
         torch.set_num_threads(threads)
 
 
-def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> TrainResult:
+def create_optimizer(recipe: Recipe, model: nn.Module, lr: float | None = None):
+    """``timm.optim.create_optimizer_v2``: no weight decay for 1-d parameters and the model's
+    ``no_weight_decay()`` names; with ``optim.layer_decay`` one group per ``group_matcher`` layer, its lr scaled by
+    ``layer_decay ** (layers - layer)`` (``lr_scale``, which timm's schedulers apply)."""
     import timm.optim
+
+    o = recipe.optim
+    try:
+        return timm.optim.create_optimizer_v2(
+            model, opt=o.opt, lr=o.lr if lr is None else lr, weight_decay=o.weight_decay, momentum=o.momentum,
+            layer_decay=o.layer_decay)
+    except ValueError as e:
+        if "not found" not in str(e):
+            raise
+        raise RecipeError(f"optim.opt {o.opt!r} is not one of timm's optimizers (timm.optim.list_optimizers(): "
+                          f"{', '.join(timm.optim.list_optimizers()[:12])}, ...)") from None
+
+
+def _lr(recipe: Recipe, global_batch: int) -> float:
+    o = recipe.optim
+    return o.lr if o.lr_base_batch is None else o.lr * global_batch / o.lr_base_batch
+
+
+def _model_state(model: nn.Module, optimizer, fsdp: bool) -> tuple[dict, dict]:
+    """Full (unsharded) model and optimizer state dicts; under FSDP a collective every process joins, whose
+    result only rank 0 holds (on the CPU)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+    )
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, resume, stop_after, progress,
+           log) -> TrainResult:
     import timm.scheduler
     import timm.utils
     from tqdm.auto import tqdm
@@ -202,8 +255,14 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     output_dir = Path(output_dir if output_dir is not None else recipe.output)
-    device = resolve_device(recipe.device)
     epochs = recipe.train.epochs
+    fsdp = recipe.train.parallel == "fsdp"
+    if fsdp and not torch.distributed.is_initialized():
+        raise RecipeError("train.parallel 'fsdp' needs a process group: launch with torchrun (torchrun "
+                          "--nproc_per_node 1 train.py ... for one process)")
+    if fsdp and recipe.ema.enabled:
+        raise RecipeError("ema.enabled with train.parallel 'fsdp' is not supported (the EMA copy would be a "
+                          "full unsharded model on every process); use train.parallel 'ddp' for EMA")
 
     state = None
     if resume is not None:
@@ -212,13 +271,19 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
             raise RecipeError(
                 f"checkpoint {str(resume)!r} has completed {state['epoch']} epochs, more than train.epochs "
                 f"{epochs}; raise train.epochs to continue training")
+        stored_parallel = state.get("parallel", "ddp")
+        if stored_parallel != recipe.train.parallel:
+            raise RecipeError(
+                f"checkpoint {str(resume)!r} was written by a train.parallel {stored_parallel!r} run, this run is "
+                f"{recipe.train.parallel!r}; their optimizer states are laid out differently: resume with "
+                f"--set train.parallel={stored_parallel}")
 
     # Data first: the number of classes sizes the model's head.
     train_ds, eval_ds = _create_datasets(recipe)
     label_names = [str(c) for c in train_ds.classes]
     num_classes = len(label_names)
 
-    seed_everything(recipe.seed)
+    seed_everything(recipe.seed)  # the same initial weights on every process
     model = create_model(recipe, num_classes)
     data_config = resolve_data_config(recipe, model)
     train_tf, eval_tf = create_transforms(recipe, data_config)
@@ -226,25 +291,33 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
     _set_transform(eval_ds, eval_tf)
     if recipe.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if state is not None:  # full weights into the plain model, before it is moved / sharded / wrapped
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"checkpoint {str(resume)!r} does not fit this run (model {recipe.model.name!r}): {e}") from None
     model.to(device)
     if recipe.model.channels_last:
         model.to(memory_format=torch.channels_last)
+    if fsdp:
+        wrap_model(model, "fsdp", env, device)  # in place: parameters become shards before the optimizer sees them
 
-    o = recipe.optim
-    try:
-        optimizer = timm.optim.create_optimizer_v2(
-            model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, layer_decay=o.layer_decay)
-    except ValueError as e:
-        if "not found" not in str(e):
-            raise
-        raise RecipeError(f"optim.opt {o.opt!r} is not one of timm's optimizers (timm.optim.list_optimizers(): "
-                          f"{', '.join(timm.optim.list_optimizers()[:12])}, ...)") from None
     if len(train_ds) == 0:
         raise RecipeError(f"the training split of data set {recipe.data.name!r} is empty")
-    batch_size = recipe.data.batch_size
-    drop_last = len(train_ds) > batch_size  # full batches only (and even ones, as Mixup needs)
-    batches_per_epoch = len(train_ds) // batch_size if drop_last else 1
+    o = recipe.optim
+    batch_size, world = recipe.data.batch_size, env.world_size
+    drop_last = len(train_ds) >= batch_size * world  # full (and even, as Mixup needs) global batches only
+    if not drop_last and env.distributed:
+        raise RecipeError(f"the training split has {len(train_ds)} images, fewer than one global batch of "
+                          f"{batch_size} x {world} processes; lower data.batch_size")
+    sampler = GlobalBatchSampler(len(train_ds), batch_size, seed=recipe.seed, rank=env.rank, world_size=world,
+                                 drop_last=drop_last, repeats=recipe.data.repeated_aug)
+    batches_per_epoch = sampler.num_batches
     updates_per_epoch = math.ceil(batches_per_epoch / o.accum_steps)
+    global_batch = batch_size * world * o.accum_steps
+    lr = _lr(recipe, global_batch)
+    optimizer = create_optimizer(recipe, model, lr)
     s = recipe.sched
     scheduler, _ = timm.scheduler.create_scheduler_v2(
         optimizer, sched=s.sched, num_epochs=epochs, warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr,
@@ -252,19 +325,26 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
     ema = None
     if recipe.ema.enabled:
         ema = timm.utils.ModelEmaV3(model, decay=recipe.ema.decay, use_warmup=recipe.ema.warmup)
-    scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.amp == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.amp == "fp16")
     mixup_fn, train_loss = _create_loss(recipe, num_classes)
     eval_kw = dict(amp=recipe.train.amp, channels_last=recipe.model.channels_last)
-    train_model = torch.compile(model) if recipe.model.compile else model
+    ddp_model = model if fsdp else wrap_model(model, "ddp", env, device)
+    train_model = torch.compile(ddp_model) if recipe.model.compile else ddp_model
 
-    start_epoch, step = 0, 0
+    start_epoch, start_batch, step = 0, 0, 0
+    epoch_loss = [0.0, 0]
     metrics: dict[str, float] = {}
     if state is not None:
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            if fsdp:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+                set_optimizer_state_dict(model, optimizer, state["optimizer"],
+                                         options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             stored, current = state["recipe"], recipe_to_dict(recipe)
-            if stored.get("sched") == current["sched"] and stored.get("train", {}).get("epochs") == epochs:
+            same_schedule = stored.get("sched") == current["sched"] and stored.get("train", {}).get("epochs") == epochs
+            if same_schedule:
                 scheduler.load_state_dict(state["scheduler"])
             else:  # timm's load_state_dict would bring back the old schedule's length and settings
                 log("note: the recipe's schedule differs from the checkpoint's; the lr follows the new one")
@@ -279,71 +359,127 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
                 raise
             raise CheckpointError(
                 f"checkpoint {str(resume)!r} does not fit this run (model {recipe.model.name!r}): {e}") from None
-        start_epoch, step = int(state["epoch"]), int(state["step"])
+        start_epoch, start_batch, step = int(state["epoch"]), int(state.get("batch", 0)), int(state["step"])
+        if start_batch:
+            saved = state.get("sampler") or {}
+            now = {"global_batch": sampler.global_batch, "num_samples": sampler.num_samples,
+                   "repeats": sampler.repeats, "seed": recipe.seed, "accum_steps": o.accum_steps}
+            diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+            if diff:
+                raise RecipeError(
+                    f"checkpoint {str(resume)!r} was written inside epoch {start_epoch + 1}; continuing there needs "
+                    f"the same data stream, but these differ (checkpoint, now): "
+                    f"{', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())}. Resume from a checkpoint "
+                    f"written at the end of an epoch, or run with the checkpoint's settings")
+            if not same_schedule:
+                raise RecipeError(f"checkpoint {str(resume)!r} was written inside an epoch; the schedule "
+                                  f"(sched.*, train.epochs) cannot change there")
+            epoch_loss = list(state.get("epoch_loss") or [0.0, 0])
         metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
         if s.step_on_epochs:
             scheduler.step(start_epoch)
         else:
             scheduler.step_update(num_updates=step)
-        log(f"resumed from {resume} after epoch {start_epoch}/{epochs} (optimizer step {step})")
+        where = f"inside epoch {start_epoch + 1} (global batch {start_batch})" if start_batch else \
+            f"after epoch {start_epoch}/{epochs}"
+        log(f"resumed from {resume} {where} (optimizer step {step})")
 
     ckpt_path = output_dir / LAST_CHECKPOINT
-    if state is None and ckpt_path.is_file():
-        log(f"note: {output_dir} holds an earlier run's checkpoint, which this new run overwrites "
-            f"(to continue that run instead: --resume auto)")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    if env.is_main:
+        if state is None and ckpt_path.is_file():
+            log(f"note: {output_dir} holds an earlier run's checkpoint, which this new run overwrites "
+                f"(to continue that run instead: --resume auto)")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*output_dir.glob(".checkpoint-*.tmp"), *output_dir.glob(".checkpoint-*.link")]:
+            stale.unlink(missing_ok=True)  # what a process killed while writing a checkpoint left behind
+        (output_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    runlog = RunLog(output_dir, enabled=env.is_main, resume_step=step if state is not None else None,
+                    tensorboard=recipe.train.tensorboard)
     weights = "ema" if ema is not None else "model"
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in unwrap_model(model).parameters())  # FSDP's DTensors count globally
+    procs = f", {world} processes ({recipe.train.parallel}), global batch {global_batch}" if world > 1 or fsdp \
+        else ""
     log(f"{recipe.name}: {recipe.model.name} ({n_params / 1e6:.2f} M parameters) on {recipe.data.name} "
-        f"({len(train_ds)} train / {len(eval_ds)} held-out images, {num_classes} classes), {device}, "
+        f"({len(train_ds)} train / {len(eval_ds)} held-out images, {num_classes} classes), {device}{procs}, "
         f"{epochs} epochs -> {output_dir}")
 
-    def checkpoint(epoch: int) -> Path:
-        return save_checkpoint(ckpt_path, {
-            "epoch": epoch, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    def checkpoint(epoch: int, batch: int) -> Path | None:
+        """`epoch` epochs complete, plus `batch` global batches of the next one."""
+        model_sd, optim_sd = _model_state(model, optimizer, fsdp)
+        if not env.is_main:
+            return None
+        return save_checkpoint(ckpt_path, keep_previous=output_dir / PREVIOUS_CHECKPOINT, state={
+            "epoch": epoch, "batch": batch, "step": step, "model": model_sd, "optimizer": optim_sd,
             "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": get_rng_state(),
+            "sampler": {"epoch": epoch, "position": batch, "global_batch": sampler.global_batch,
+                        "num_samples": sampler.num_samples, "repeats": sampler.repeats, "seed": recipe.seed,
+                        "accum_steps": o.accum_steps, "world_size": world},
+            "epoch_loss": list(epoch_loss), "parallel": recipe.train.parallel,
             "recipe": recipe_to_dict(recipe), "num_classes": num_classes, "label_names": label_names,
             "metrics": metrics,
         })
 
+    def run_eval(net: nn.Module) -> dict[str, float]:
+        return evaluate(net, eval_loader, device, env=env, collective_forward=fsdp, **eval_kw)
+
     last_epoch = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
+    eval_part = torch.utils.data.Subset(eval_ds, shard_range(len(eval_ds), env.rank, world))
     eval_loader = torch.utils.data.DataLoader(
-        eval_ds, batch_size=recipe.data.eval_batch_size, shuffle=False, num_workers=recipe.data.num_workers)
-    bar = tqdm(total=(last_epoch - start_epoch) * batches_per_epoch, desc=recipe.name, unit="step",
-               disable=not progress, dynamic_ncols=True,
+        eval_part, batch_size=recipe.data.eval_batch_size, shuffle=False, num_workers=recipe.data.num_workers)
+    seeded_train = SeededSamples(train_ds, recipe.seed)
+    total_batches = (last_epoch - start_epoch) * batches_per_epoch - (start_batch if last_epoch > start_epoch else 0)
+    bar = tqdm(total=total_batches, desc=recipe.name, unit="step", disable=not progress, dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line per 10 s, not per step
     written = None
+    postfix: dict[str, str] = {}  # the progress bar's: epoch, loss, lr, img/s, last top-1 (tqdm adds step/s, ETA)
+    sync = getattr(ddp_model, "no_sync", None)
+    log_every = recipe.train.log_every
+    ckpt_steps = recipe.train.checkpoint_every_steps
     try:
         for epoch in range(start_epoch, last_epoch):
             t_epoch = time.perf_counter()
-            seed = epoch_seed(recipe.seed, epoch)
-            seed_everything(seed)
+            position = start_batch if epoch == start_epoch else 0
+            if position == 0:
+                epoch_loss = [0.0, 0]
+            sampler.set_epoch(epoch)
+            sampler.set_position(position)
+            seeded_train.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
-                train_ds, batch_size=batch_size, drop_last=drop_last, num_workers=recipe.data.num_workers,
-                sampler=torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(seed)))
+                seeded_train, batch_size=batch_size, sampler=sampler, drop_last=False,
+                num_workers=recipe.data.num_workers, pin_memory=device.type == "cuda")
             train_model.train()
-            loss_sum, loss_count = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
-            for i, (images, targets) in enumerate(loader):
+            t_log, images_since_log, loss_since_log = time.perf_counter(), 0, [0.0, 0]
+            for i, (images, targets) in enumerate(loader, start=position):
+                # drop path, mixup: a stream of their own per (seed, epoch, batch, rank), whatever came before
+                seed_everything(derive_seed(recipe.seed, epoch, i, env.rank, 0x57E9))
                 images = images.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
                 if recipe.model.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 if mixup_fn is not None:
                     images, targets = mixup_fn(images, targets)
-                with _autocast(device, recipe.train.amp):
-                    loss = train_loss(train_model(images), targets)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower optim.lr "
-                        f"(now {o.lr}) or set optim.clip_grad")
-                scaler.scale(loss / o.accum_steps).backward()
-                loss_sum += loss.item()
-                loss_count += 1
-                if (i + 1) % o.accum_steps == 0 or i + 1 == batches_per_epoch:
+                update = (i + 1) % o.accum_steps == 0 or i + 1 == batches_per_epoch
+                if fsdp:
+                    model.set_requires_gradient_sync(update)
+                ctx = sync() if (sync is not None and env.distributed and not update) else contextlib.nullcontext()
+                with ctx:
+                    with _autocast(device, recipe.train.amp):
+                        loss = train_loss(train_model(images), targets)
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise FloatingPointError(
+                            f"training loss is {loss_value} at epoch {epoch + 1}, step {step}; lower optim.lr "
+                            f"(now {lr}) or set optim.clip_grad")
+                    scaler.scale(loss / o.accum_steps).backward()
+                epoch_loss[0] += loss_value
+                epoch_loss[1] += 1
+                loss_since_log[0] += loss_value
+                loss_since_log[1] += 1
+                images_since_log += images.shape[0]
+                if update:
                     if o.clip_grad is not None:
                         scaler.unscale_(optimizer)
                         timm.utils.dispatch_clip_grad(model.parameters(), o.clip_grad, mode=o.clip_mode)
@@ -354,43 +490,75 @@ def _train(recipe: Recipe, output_dir, *, resume, stop_after, progress, log) -> 
                     if ema is not None:
                         ema.update(model, step=step)
                     scheduler.step_update(num_updates=step)
+                    if step % log_every == 0:
+                        loss_sum, count, n_img = all_reduce_sum(
+                            [loss_since_log[0], loss_since_log[1], images_since_log], env, device)
+                        now = time.perf_counter()
+                        runlog.write({"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss_sum / count,
+                                      "lr": optimizer.param_groups[0]["lr"],
+                                      "img_per_s": n_img / max(now - t_log, 1e-9), "mem_mb": memory_mb(device),
+                                      "time": now - t0})
+                        postfix.update(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss_sum / count:.3f}",
+                                       lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                       img_s=f"{n_img / max(now - t_log, 1e-9):.0f}")
+                        bar.set_postfix(postfix, refresh=False)
+                        t_log, images_since_log, loss_since_log = now, 0, [0.0, 0]
+                    if ckpt_steps is not None and step % ckpt_steps == 0 and i + 1 < batches_per_epoch:
+                        written = checkpoint(epoch, i + 1) or written
                 bar.update(1)
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss_sum / loss_count:.3f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
             scheduler.step(epoch + 1)
 
             done = epoch + 1
+            train_loss_value = all_reduce_sum(epoch_loss, env, device)
+            train_loss_value = train_loss_value[0] / max(train_loss_value[1], 1)
             if done % recipe.train.eval_every == 0 or done == last_epoch:
-                metrics = evaluate(model, eval_loader, device, **eval_kw)
+                metrics = run_eval(model)
                 line = f"top-1 {metrics['top1']:.2f} %"
                 if ema is not None:
-                    ema_metrics = evaluate(ema.module, eval_loader, device, **eval_kw)
+                    ema_metrics = run_eval(ema.module)
                     line += f", EMA top-1 {ema_metrics['top1']:.2f} %"
                     metrics = dict(ema_metrics, model_top1=metrics["top1"])
-                bar.set_postfix(epoch=f"{done}/{epochs}", loss=f"{loss_sum / max(loss_count, 1):.3f}",
-                                top1=f"{metrics['top1']:.1f}")
-                msg = (f"epoch {done}/{epochs}: train loss {loss_sum / max(loss_count, 1):.4f}, held-out {line} "
+                runlog.write({"kind": "eval", "epoch": done, "step": step, "train_loss": train_loss_value,
+                              **metrics, "time": time.perf_counter() - t0})
+                postfix.update(epoch=f"{done}/{epochs}", loss=f"{train_loss_value:.3f}", top1=f"{metrics['top1']:.1f}")
+                bar.set_postfix(postfix)
+                msg = (f"epoch {done}/{epochs}: train loss {train_loss_value:.4f}, held-out {line} "
                        f"({time.perf_counter() - t_epoch:.1f} s)")
                 if progress:
                     bar.write(msg)
                 else:
                     log(msg)
             if done % recipe.train.checkpoint_every == 0 or done == last_epoch:
-                written = checkpoint(done)
+                written = checkpoint(done, 0) or written
     finally:
         bar.close()
+        runlog.close()
 
     finished = last_epoch == epochs
-    export_dir = None
+    export_dir = curves = None
     if finished:
         if start_epoch == epochs:  # resumed a finished run: nothing trained, score what was loaded
-            metrics = evaluate(ema.module if ema is not None else model, eval_loader, device, **eval_kw)
-        export_dir = export_run(recipe, ema.module if ema is not None else model, output_dir / EXPORT_DIR,
-                                data_config=data_config, label_names=label_names, weights=weights,
-                                metrics=metrics, epochs=epochs)
+            metrics = run_eval(ema.module if ema is not None else model)
+        final = ema.module if ema is not None else model
+        if fsdp:  # a plain copy of the full weights to export
+            full, _ = _model_state(model, optimizer, fsdp)
+            if env.is_main:
+                final = create_model(recipe, num_classes)
+                final.load_state_dict(full)
+        if env.is_main:
+            export_dir = export_run(recipe, final, output_dir / EXPORT_DIR, data_config=data_config,
+                                    label_names=label_names, weights=weights, metrics=metrics, epochs=epochs)
+    if env.is_main and recipe.train.plot and runlog.path.is_file():
+        curves = plot_curves(runlog.path, output_dir / CURVES_NAME)
+        if curves is None:
+            log(f"note: matplotlib is not installed, so no {CURVES_NAME} (pip install matplotlib); the curves are "
+                f"in {runlog.path}")
+    if env.distributed:
+        torch.distributed.barrier()  # nobody leaves before rank 0 has written its files
     return TrainResult(output_dir=output_dir, checkpoint=written or (Path(resume) if resume else None),
                        export_dir=export_dir, epoch=last_epoch, finished=finished, weights=weights,
-                       metrics=metrics, seconds=time.perf_counter() - t0)
+                       metrics=metrics, seconds=time.perf_counter() - t0, log=runlog.path if env.is_main else None,
+                       curves=curves)
 
 
 def export_run(recipe: Recipe, model: nn.Module, export_dir: Path, *, data_config: dict[str, Any],
