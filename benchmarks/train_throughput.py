@@ -13,17 +13,15 @@ record results unless ``--allow-cpu`` is given.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import time_calls, write_record  # noqa: E402
+
 CONFIGS = {  # name: (amp dtype, channels_last, compile)
     "fp32": (None, False, False),
     "bf16": (torch.bfloat16, False, False),
@@ -61,31 +59,11 @@ def measure(model_name: str, config: str, *, batch: int, img_size: int, steps: i
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    cuda = device.type == "cuda"
-    t_warm = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    warm_s = time.perf_counter() - t_warm
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            step()
-        end.record()
-        torch.cuda.synchronize(device)
-        seconds = start.elapsed_time(end) / 1000
-    else:
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        seconds = time.perf_counter() - t
+    t = time_calls(step, steps=steps, warmup=warmup, device=device)
+    seconds = t["seconds"]
     return {"config": config, "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
             "channels_last": channels_last, "compile": compile_, "img_per_s": batch * steps / seconds,
-            "ms_per_step": 1000 * seconds / steps, "warmup_s": warm_s,
-            "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
+            "ms_per_step": 1000 * seconds / steps, "warmup_s": t["warmup_s"], "peak_mem_mb": t["peak_mem_mb"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,22 +101,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  x{r['speedup_vs_fp32_eager']:.2f}" if base else "")
               + (f"  peak {r['peak_mem_mb']:.0f} MiB" if r["peak_mem_mb"] is not None else ""))
     if args.json:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                    check=False).stdout.strip() or None
-        except OSError:
-            commit = None
-        record = {
-            "what": "training-step throughput", "model": args.model, "model_kwargs": kwargs, "batch": args.batch,
-            "img_size": args.img_size, "steps": args.steps, "warmup": args.warmup,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "commit": commit, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-            "results": rows,
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"written: {args.json}")
+        write_record(args.json, "training-step throughput", device, argv, model=args.model, model_kwargs=kwargs,
+                     batch=args.batch, img_size=args.img_size, steps=args.steps, warmup=args.warmup, results=rows)
     return 0
 
 

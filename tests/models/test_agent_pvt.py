@@ -117,6 +117,24 @@ def test_triton_backend_through_the_model():
         assert_close(grads_t[name], g, atol=1e-4, rtol=1e-3, name=name)
 
 
+def test_agent_grids_reach_every_block():
+    """The segmentation setting: per-stage agent grids (official downstream_agent_shapes) replace sqrt(agent_num)."""
+    grids = ((12, 12), (16, 16), (28, 28), (28, 28))
+    torch.manual_seed(0)
+    model = AgentPVT(depths=(1, 1, 1, 1), agent_grids=grids, num_classes=0).eval()
+    for stage, grid in zip(model.stages, grids):
+        assert all(block.attn.agent_grid == grid for block in stage.blocks)
+    plain = AgentPVT(depths=(1, 1, 1, 1), num_classes=0).eval()
+    plain.load_state_dict(model.state_dict())  # same parameters: the grid is a setting, not a weight
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = model.forward_intermediates(x, intermediates_only=True), plain.forward_intermediates(x, intermediates_only=True)
+    assert [t.shape for t in a] == [t.shape for t in b]
+    assert not torch.allclose(a[0], b[0])  # 144 agents instead of 9 change the result
+    with pytest.raises(ValueError, match='agent_grids .* must have 4 entries'):
+        AgentPVT(agent_grids=((12, 12),))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match='perfect square, got 10'):
         AgentPVT(agent_num=(9, 16, 49, 10))

@@ -25,6 +25,12 @@ examples:
   python train.py                                          # embedded default: DaViT on digits, CPU, minutes
   python train.py --config configs/cls/digits_davit.yaml --set train.epochs=5 --output output/quick
   python train.py --resume auto
+semantic segmentation: a --config ending in .py is an mmsegmentation config, trained by mmengine's Runner
+  (zoo/engine/seg.py; install with python scripts/install_seg.py); --set key=value are mmengine cfg-options
+  (value parsed as YAML), --output is the work dir, --resume [auto|PATH] as above (mmengine checkpoints):
+  python -m zoo.data.seg_synth data/seg_digits                     # the demo's data set, seconds
+  python train.py --config configs/seg/demo/upernet_zoo_davit_digits.py --output output/seg_demo
+  torchrun --standalone --nproc_per_node 8 train.py --config configs/seg/davit/upernet_davit_tiny_ade20k_512x512_160k.py
 """
 
 
@@ -35,7 +41,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="train.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_TRAIN_EPILOG,
         description="Train a zoo / timm model from a recipe. Without arguments: the embedded default "
                     f"({DEFAULT_RECIPE.relative_to(DEFAULT_RECIPE.parents[2])}).")
-    p.add_argument("--config", metavar="PATH", help="recipe YAML file (default: the embedded default recipe)")
+    p.add_argument("--config", metavar="PATH", help="recipe YAML file (default: the embedded default recipe), or an "
+                                                    "mmsegmentation config (.py)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one recipe key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--output", metavar="DIR", help="output folder (default: the recipe's `output`)")
@@ -53,6 +60,9 @@ def train_main(argv: list[str] | None = None) -> int:
     )
 
     args = _train_parser().parse_args(argv)
+    if args.config and args.config.endswith(".py"):  # an mmsegmentation config: mmengine's Runner trains it
+        from zoo.engine.seg import train_cli
+        return train_cli(args)
     main_process = os.environ.get("RANK", "0") in ("0", "")  # torchrun: only rank 0 reports
     try:
         recipe = load_recipe(args.config or DEFAULT_RECIPE, args.overrides)
@@ -91,12 +101,18 @@ def train_main(argv: list[str] | None = None) -> int:
         return 0
     m = result.metrics
     weights = "EMA weights" if result.weights == "ema" else "final weights"
-    print(f"held-out top-1: {m['top1']:.2f} % (top-5 {m['top5']:.2f} %, loss {m['loss']:.4f}) on "
-          f"{m['count']} images never trained on, {weights}, {result.seconds:.0f} s")
+    if recipe.task == "sr":
+        print(f"held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (Y channel, border {recipe.sr.scale}) on "
+              f"{m['count']} images never trained on, x{recipe.sr.scale}, {weights}, {result.seconds:.0f} s")
+    else:
+        print(f"held-out top-1: {m['top1']:.2f} % (top-5 {m['top5']:.2f} %, loss {m['loss']:.4f}) on "
+              f"{m['count']} images never trained on, {weights}, {result.seconds:.0f} s")
     if result.export_dir is not None:
+        score = f"python eval.py --checkpoint {result.export_dir}" + (
+            " --data-dir HR_FOLDER" if recipe.task == "sr" and recipe.data.name != "sr_skimage" else "")
         print(f"exported: {result.export_dir} (model.safetensors + config.json); load it with "
               f"`import zoo, timm; timm.create_model('local-dir:{result.export_dir}', pretrained=True)` "
-              f"or score it with `python eval.py --checkpoint {result.export_dir}`")
+              f"or score it with `{score}`")
     print(f"checkpoint: {result.checkpoint}")
     if result.log is not None:
         print(f"log: {result.log}" + (f", curves: {result.curves}" if result.curves else ""))
@@ -107,8 +123,18 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eval.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Top-1 / top-5 / loss of an exported model (folder with model.safetensors + config.json) or "
-                    "a training checkpoint, on the digits held-out split (default) or an ImageFolder tree.",
-        epilog="speed / memory benchmarks: python eval.py bench --help")
+                    "a training checkpoint, on the digits held-out split (default) or an ImageFolder tree; for a "
+                    "super-resolution model (detected, or --task sr) PSNR / SSIM on the Y channel with a border crop "
+                    "of the scale (BasicSR's metrics) on a folder of HR images (bicubic LR) or paired HR / LR folders.",
+        epilog="super-resolution examples:\n"
+               "  python eval.py --checkpoint output/demo_hat_x4/export            # its held-out photographs\n"
+               "  python eval.py --checkpoint EXPORT --data-dir Set5/GTmod2 --lr-dir Set5/LRbicx2\n"
+               "  python eval.py --checkpoint HAT_SRx2.pth --model hat_x2 --data-dir Set5/HR --tile 256 \\\n"
+               "      --tile-overlap 32                                            # official BasicSR weights\n"
+               "semantic segmentation (mIoU / mAcc / aAcc through mmseg's Runner; options: "
+               "python eval.py --config X.py --help):\n"
+               "  python eval.py --config configs/seg/demo/upernet_zoo_davit_digits.py --checkpoint ITER_N.pth\n"
+               "speed / memory benchmarks: python eval.py bench --help")
     p.add_argument("--checkpoint", metavar="PATH", required=True,
                    help="export folder (model.safetensors + config.json) or training checkpoint (.pth)")
     p.add_argument("--data-dir", metavar="DIR", help="ImageFolder root: DIR/<split>/<class>/<images>")
@@ -119,7 +145,52 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
                    help="training checkpoint: EMA or raw weights (auto: EMA when present)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    sr = p.add_argument_group("super-resolution")
+    sr.add_argument("--task", choices=("auto", "cls", "sr"), default="auto",
+                    help="auto: from the model's config / recipe (default)")
+    sr.add_argument("--lr-dir", metavar="DIR", help="LR images paired with the HR images of --data-dir "
+                    "(default: bicubic LR made from the HR)")
+    sr.add_argument("--filename-tmpl", default="{}", metavar="TMPL",
+                    help="LR file stem from the HR stem, e.g. '{}x2' (default '{}')")
+    sr.add_argument("--scale", type=int, help="upscaling factor (default: the model's)")
+    sr.add_argument("--tile", type=int, metavar="N", help="run the LR input in N x N tiles (large images)")
+    sr.add_argument("--tile-overlap", type=int, default=32, metavar="M", help="context pixels around each tile")
+    sr.add_argument("--model", metavar="NAME", help="architecture for a plain weights file (e.g. BasicSR's .pth)")
+    sr.add_argument("--bicubic", action="store_true", help="also report bicubic upscaling on the same images")
     return p
+
+
+def _detect_task(path: str) -> str:
+    """'sr' or 'cls' from an export's config.json or a training checkpoint's recipe."""
+    from zoo.engine.checkpoint import load_checkpoint
+    from zoo.engine.export import read_export_config
+
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            return "cls"  # not an export: the classification path reports what is missing
+        cfg = read_export_config(path)
+        info = cfg.get("attnzoo") if isinstance(cfg.get("attnzoo"), dict) else {}
+        notes = (cfg.get("pretrained_cfg") or {}).get("notes") or ()
+        return info.get("task") or ("sr" if "task: super-resolution" in notes else "cls")
+    return (load_checkpoint(path).get("recipe") or {}).get("task", "cls")
+
+
+def _eval_sr(args) -> int:
+    from zoo.engine.evaluate import evaluate_sr_checkpoint
+
+    m = evaluate_sr_checkpoint(
+        args.checkpoint, data_dir=args.data_dir, lr_dir=args.lr_dir, filename_tmpl=args.filename_tmpl,
+        scale=args.scale, tile=args.tile, tile_overlap=args.tile_overlap, model_name=args.model, device=args.device,
+        weights=args.weights, bicubic=args.bicubic, progress=not args.json)
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    tiles = f", tiles {m['tile']} + {m['tile_overlap']} overlap" if m["tile"] else ""
+    print(f"PSNR {m['psnr']:.4f} dB  SSIM {m['ssim']:.4f}  (Y channel, border {m['scale']}, x{m['scale']}, "
+          f"{m['count']} images, {m['data']}{tiles}; {m['kind']} {args.checkpoint}, {m['weights']} weights)")
+    if args.bicubic:
+        print(f"bicubic upscaling: PSNR {m['bicubic_psnr']:.4f} dB  SSIM {m['bicubic_ssim']:.4f}")
+    return 0
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -127,8 +198,17 @@ def eval_main(argv: list[str] | None = None) -> int:
     from zoo.engine.config import RecipeError
     from zoo.engine.evaluate import evaluate_checkpoint
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--config" or a.startswith("--config=") for a in argv):  # segmentation: mmseg config + Runner
+        from zoo.engine.seg import eval_cli
+        return eval_cli(argv)
     args = _eval_parser().parse_args(argv)
     try:
+        task = args.task
+        if task == "auto":
+            task = "sr" if args.model else _detect_task(args.checkpoint)
+        if task == "sr":
+            return _eval_sr(args)
         m = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split,
                                 batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                                 weights=args.weights, progress=not args.json)

@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "DEFAULT_RECIPE", "IMPLEMENTED_TASKS", "TASKS", "RecipeError",
     "Recipe", "ModelConfig", "DataConfig", "AugConfig", "OptimConfig", "SchedConfig", "EmaConfig", "TrainConfig",
+    "SrConfig",
     "apply_overrides", "load_recipe", "recipe_from_dict", "recipe_to_dict", "recipe_to_yaml",
 ]
 
@@ -31,7 +32,8 @@ __all__ = [
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "cls" / "digits_davit.yaml"
 
 TASKS = ("cls", "seg", "sr")
-IMPLEMENTED_TASKS = ("cls",)
+IMPLEMENTED_TASKS = ("cls", "sr")
+SR_DATASETS = ("sr_folder", "sr_skimage")
 
 
 class RecipeError(ValueError):
@@ -49,6 +51,8 @@ class ModelConfig:
     grad_checkpointing: bool = False
     channels_last: bool = False
     compile: bool = False
+    init_checkpoint: str | None = None  # start from these weights: export folder, training checkpoint or BasicSR .pth
+    init_strict: bool = True  # every weight of the model must be in init_checkpoint (false: missing ones keep init)
 
 
 @dataclass
@@ -57,8 +61,9 @@ class DataConfig:
     `folder`: an ImageFolder tree ``root/<train_split>/<class>/*`` and ``root/<val_split>/<class>/*``.
     `shards`: webdataset-style tar shards ``root/<split>-*.tar`` or ``root/<split>/*.tar`` (zoo.data.shards).
     `batch_size` is per process (timm's convention): the global batch is batch_size x processes x
-    optim.accum_steps."""
-    name: Literal["digits", "folder", "shards"] = "digits"
+    optim.accum_steps. Super-resolution (task: sr) reads `sr_folder` (HR folders, optionally paired LR folders)
+    or `sr_skimage` (scikit-image's bundled photographs); see section `sr`; `root` then prefixes relative sr paths."""
+    name: Literal["digits", "folder", "shards", "sr_folder", "sr_skimage"] = "digits"
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
@@ -101,6 +106,7 @@ class OptimConfig:
     weight_decay: float = 0.05
     momentum: float = 0.9
     layer_decay: float | None = None  # layer-wise lr decay through the model's group_matcher
+    betas: tuple[float, float] | None = None  # Adam-family betas (null: the optimizer's default)
     clip_grad: float | None = None
     clip_mode: Literal["norm", "value", "agc"] = "norm"
     accum_steps: int = 1
@@ -110,13 +116,16 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     """`timm.scheduler.create_scheduler_v2`; `step_on_epochs: false` updates the lr every optimizer step.
-    The schedules offered are those fully set by these keys (step / multistep need decay epochs, plateau a
-    metric)."""
-    sched: Literal["cosine", "tanh", "poly", "constant"] = "cosine"
+    The schedules offered are those fully set by these keys (plateau would need a metric). `multistep`
+    multiplies the lr by `decay_rate` at each of `milestones` (epochs; with ``step_on_epochs: false`` from the
+    optimizer step ``milestone x steps per epoch`` on, counted as BasicSR's MultiStepLR counts iterations)."""
+    sched: Literal["cosine", "tanh", "poly", "constant", "multistep"] = "cosine"
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
     min_lr: float = 1e-6
     step_on_epochs: bool = False
+    milestones: tuple[int, ...] = ()  # multistep: decay epochs, increasing
+    decay_rate: float = 0.1  # multistep: lr factor at each milestone
 
 
 @dataclass
@@ -142,6 +151,30 @@ class TrainConfig:
 
 
 @dataclass
+class SrConfig:
+    """Super-resolution data and evaluation (task: sr), as BasicSR's PairedImageDataset: HR / LR folders matched by
+    name (``filename_tmpl`` maps an HR file stem to its LR stem, e.g. ``'{}x2'``), or HR only with the LR made on
+    the fly by MATLAB-style bicubic downscaling (HR first cropped to a multiple of the scale); training pairs are
+    random ``gt_size`` HR crops (``gt_size / scale`` LR) with flips / 90-degree rotations; validation scores whole
+    images (PSNR / SSIM on Y, border crop = scale). `iters_per_epoch`: one epoch is this many optimizer steps (the
+    data set is cycled to fill it, as BasicSR's enlarged sampler), so schedules in iterations map onto epochs."""
+    scale: int = 4
+    gt_size: int = 256  # HR training patch; the LR patch is gt_size / scale
+    train_hr: str | None = None  # sr_folder: HR training images
+    train_lr: str | None = None  # sr_folder: LR training images (null: bicubic from train_hr)
+    val_hr: str | None = None  # sr_folder: HR validation images
+    val_lr: str | None = None  # sr_folder: LR validation images (null: bicubic from val_hr)
+    filename_tmpl: str = "{}"  # LR file stem from the HR stem (BasicSR's filename_tmpl)
+    use_hflip: bool = True
+    use_rot: bool = True  # vertical flip and transpose (rotations by 90 degrees)
+    iters_per_epoch: int | None = None  # null: one pass over the training images per epoch
+    skimage_train: tuple[str, ...] = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+    skimage_val: tuple[str, ...] = ("chelsea", "coffee")
+    val_tile: int | None = None  # validate tile by tile (LR pixels) for large images; null: whole images
+    val_tile_overlap: int = 32
+
+
+@dataclass
 class Recipe:
     task: Literal["cls", "seg", "sr"] = "cls"
     name: str = "run"
@@ -155,6 +188,7 @@ class Recipe:
     sched: SchedConfig = field(default_factory=SchedConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sr: SrConfig = field(default_factory=SrConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,8 +356,49 @@ def _check_values(recipe: Recipe, source: str) -> None:
     for key in ("mean", "std"):
         value = getattr(recipe.data, key)
         need(value is None or len(value) in (1, 3), f"data.{key}", "null or a list of 1 or 3 numbers", value)
+    m = recipe.sched.milestones
+    need(all(x >= 1 for x in m) and list(m) == sorted(set(m)), "sched.milestones",
+         "strictly increasing positive epochs", list(m))
+    need(recipe.sched.sched != "multistep" or bool(m), "sched.milestones", "set when sched.sched is 'multistep'",
+         list(m))
+    need(recipe.sched.decay_rate > 0, "sched.decay_rate", "positive", recipe.sched.decay_rate)
+    need(recipe.optim.betas is None or all(0.0 <= b < 1.0 for b in recipe.optim.betas), "optim.betas",
+         "null or two numbers in [0, 1)", recipe.optim.betas)
+    need(not recipe.model.init_checkpoint or not recipe.model.pretrained, "model.init_checkpoint",
+         "null when model.pretrained is true (one starting point)", recipe.model.init_checkpoint)
+    _check_sr(recipe, need)
     need(recipe.device == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?|mps", recipe.device) is not None,
          "device", "'auto', 'cpu', 'cuda' or 'cuda:N'", recipe.device)
+
+
+def _check_sr(recipe: Recipe, need) -> None:
+    sr, name = recipe.sr, recipe.data.name
+    if recipe.task == "sr":
+        need(name in SR_DATASETS, "data.name", f"one of {', '.join(SR_DATASETS)} when task is 'sr'", name)
+    else:
+        need(name not in SR_DATASETS, "data.name", f"not an SR data set when task is {recipe.task!r}", name)
+        need(sr.iters_per_epoch is None, "sr.iters_per_epoch", "null unless task is 'sr'", sr.iters_per_epoch)
+        return
+    need(sr.scale >= 1, "sr.scale", "at least 1", sr.scale)
+    need(sr.gt_size >= sr.scale and sr.gt_size % sr.scale == 0, "sr.gt_size",
+         f"a positive multiple of sr.scale ({sr.scale})", sr.gt_size)
+    need(sr.iters_per_epoch is None or sr.iters_per_epoch >= 1, "sr.iters_per_epoch", "null or at least 1",
+         sr.iters_per_epoch)
+    need("{}" in sr.filename_tmpl, "sr.filename_tmpl", "a template containing '{}' (the HR file stem)",
+         sr.filename_tmpl)
+    need(sr.val_tile is None or sr.val_tile >= 1, "sr.val_tile", "null or at least 1", sr.val_tile)
+    need(sr.val_tile_overlap >= 0, "sr.val_tile_overlap", "0 or more", sr.val_tile_overlap)
+    if name == "sr_folder":
+        need(bool(sr.train_hr), "sr.train_hr", "the HR training folder when data.name is 'sr_folder'", sr.train_hr)
+        need(bool(sr.val_hr), "sr.val_hr", "the HR validation folder when data.name is 'sr_folder'", sr.val_hr)
+    else:
+        need(bool(sr.skimage_train), "sr.skimage_train", "at least one scikit-image photograph", sr.skimage_train)
+        need(bool(sr.skimage_val), "sr.skimage_val", "at least one scikit-image photograph", sr.skimage_val)
+        overlap = sorted(set(sr.skimage_train) & set(sr.skimage_val))
+        need(not overlap, "sr.skimage_val", "photographs not in sr.skimage_train", overlap)
+    need(recipe.train.parallel == "ddp", "train.parallel", "'ddp' when task is 'sr'", recipe.train.parallel)
+    need(recipe.aug.mixup == 0 and recipe.aug.cutmix == 0, "aug.mixup / aug.cutmix", "0 when task is 'sr'",
+         (recipe.aug.mixup, recipe.aug.cutmix))
 
 
 def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:

@@ -1,4 +1,5 @@
-"""Classification evaluation: top-1 / top-5 / loss of a model on a loader, and of a saved model on a data set.
+"""Classification evaluation: top-1 / top-5 / loss of a model on a loader, and of a saved model on a data set;
+super-resolution: PSNR / SSIM of a saved SR model (:func:`evaluate_sr_checkpoint`, metrics in :mod:`zoo.engine.sr`).
 
 :func:`evaluate` is what training calls every epoch. :func:`evaluate_checkpoint` is what ``eval.py`` calls: it
 takes an export folder (``model.safetensors`` + ``config.json``, loaded through
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate", "evaluate_checkpoint", "load_model"]
+__all__ = ["evaluate", "evaluate_checkpoint", "evaluate_sr_checkpoint", "load_model", "model_scale", "model_task"]
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -128,6 +129,7 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
             "kind": "export", "weights": exported, "recipe": info.get("recipe"),
             "label_names": list(label_names) if label_names else None,
             "data_config": timm.data.resolve_data_config(model=model),
+            "task": info.get("task") or model_task(model),
         }
 
     from zoo.engine.config import recipe_from_dict
@@ -137,7 +139,7 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
     recipe = recipe_from_dict(state["recipe"], f"the recipe stored in {str(path)!r}")
     label_names = state.get("label_names")
     num_classes = state.get("num_classes") or len(label_names or ())
-    if not num_classes:
+    if not num_classes and recipe.task != "sr":
         raise CheckpointError(f"checkpoint {str(path)!r} does not record its number of classes")
     # the checkpoint holds every weight: never fetch the recipe's pretrained starting point again
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, pretrained=False))
@@ -153,10 +155,106 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
         model.load_state_dict(sd)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model its recipe builds: {e}") from None
+    if recipe.task == "sr":
+        from zoo.engine.train import _sr_data_config
+        data_config = _sr_data_config(recipe, model)
+    else:
+        data_config = resolve_data_config(recipe, model)
     return model.eval(), {
         "kind": "checkpoint", "weights": use, "recipe": state["recipe"], "label_names": label_names,
-        "data_config": resolve_data_config(recipe, model),
+        "data_config": data_config, "task": recipe.task,
     }
+
+
+def model_task(model: nn.Module) -> str:
+    """'sr' for a super-resolution model (its pretrained_cfg notes say ``task: super-resolution``), else 'cls'."""
+    notes = (getattr(model, "pretrained_cfg", None) or {}).get("notes") or ()
+    return "sr" if "task: super-resolution" in notes else "cls"
+
+
+def model_scale(model: nn.Module) -> int | None:
+    """The upscaling factor of an SR model: its ``upscale`` attribute, else ``scale: N`` in pretrained_cfg notes."""
+    if isinstance(getattr(model, "upscale", None), int):
+        return model.upscale
+    for note in (getattr(model, "pretrained_cfg", None) or {}).get("notes") or ():
+        if isinstance(note, str) and note.startswith("scale: "):
+            return int(note.split(":", 1)[1])
+    return None
+
+
+def evaluate_sr_checkpoint(
+        path: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        lr_dir: str | Path | None = None,
+        filename_tmpl: str = "{}",
+        scale: int | None = None,
+        tile: int | None = None,
+        tile_overlap: int = 32,
+        model_name: str | None = None,
+        device: str = "auto",
+        weights: str = "auto",
+        bicubic: bool = False,
+        progress: bool = False,
+) -> dict[str, Any]:
+    """Mean PSNR / SSIM (Y channel, border crop = scale, BasicSR's metrics) of a saved SR model.
+
+    `path`: an export folder or training checkpoint of this engine, or (with `model_name`, a registered model) any
+    weights file the model's ``checkpoint_filter_fn`` reads (e.g. BasicSR's ``params_ema``). Data: the HR images in
+    `data_dir` with their LR images in `lr_dir` (names via `filename_tmpl`) or, without `lr_dir`, LR images made by
+    MATLAB-style bicubic downscaling (HR cropped to a multiple of the scale, LR rounded to 8 bits); without
+    `data_dir`, the held-out scikit-image photographs of the model's recipe when it trained on them. Any image size
+    (the model pads to its window and the output is cropped back); `tile` runs the LR input in tiles of that many
+    pixels with `tile_overlap` pixels of context (large images). `bicubic`: also score bicubic upscaling.
+    """
+    from zoo.data.sr import SRPairs, skimage_photos
+    from zoo.engine.sr import Bicubic, evaluate_sr
+    from zoo.engine.train import load_init_weights, resolve_device
+
+    if model_name is not None:
+        import timm
+
+        import zoo  # noqa: F401  (registers the zoo models with timm)
+        model = timm.create_model(model_name)
+        load_init_weights(model, path, strict=True)
+        info = {"kind": f"weights file ({model_name})", "weights": "file", "recipe": None, "task": model_task(model)}
+        model.eval()
+    else:
+        model, info = load_model(path, weights=weights)
+    if info.get("task") != "sr":
+        raise ValueError(f"{str(path)!r} is not a super-resolution model (task {info.get('task')!r})")
+    own = model_scale(model)
+    if scale is None:
+        scale = own
+        if scale is None:
+            raise ValueError(f"the scale of {str(path)!r} is unknown; pass --scale")
+    elif own is not None and own != scale:
+        raise ValueError(f"--scale {scale} does not match the model's x{own} upscaling")
+    if data_dir is not None:
+        dataset = SRPairs(scale, hr_dir=data_dir, lr_dir=lr_dir, filename_tmpl=filename_tmpl)
+        data_name = (f"paired folders {str(data_dir)!r} / {str(lr_dir)!r}" if lr_dir is not None
+                     else f"HR folder {str(data_dir)!r}, bicubic LR")
+    else:
+        if lr_dir is not None:
+            raise ValueError("--lr-dir pairs with --data-dir (the HR folder)")
+        recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else {}
+        if recipe.get("data", {}).get("name") != "sr_skimage":
+            raise ValueError(f"{str(path)!r} was not trained on the embedded scikit-image photographs; pass --data-dir")
+        names = recipe.get("sr", {}).get("skimage_val") or []
+        dataset = SRPairs(scale, images=skimage_photos(names), names=names)
+        data_name = f"held-out scikit-image photographs ({', '.join(names)}), bicubic LR"
+    dev = resolve_device(device)
+    model.to(dev)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False)
+    window = getattr(model, "window_size", 1) if tile else 1
+    metrics = evaluate_sr(model, loader, dev, scale=scale, tile=tile, overlap=tile_overlap, window_size=window,
+                          progress=progress)
+    out = dict(metrics, scale=scale, data=data_name, kind=info["kind"], weights=info["weights"],
+               tile=tile, tile_overlap=tile_overlap if tile else None)
+    if bicubic:
+        base = evaluate_sr(Bicubic(scale), loader, "cpu", scale=scale)
+        out.update(bicubic_psnr=base["psnr"], bicubic_ssim=base["ssim"])
+    return out
 
 
 def evaluate_checkpoint(

@@ -29,6 +29,9 @@ Inference (HAT's ``HATModel.pre_process`` / ``tile_process`` / ``post_process``)
   whose receptive field reaches at most ``overlap`` pixels gives exactly the untiled output; beyond that (HAT's
   field is global in depth) pieces differ slightly at tile seams, as in the official tile mode;
 * :func:`sr_inference` chains them: pad, forward (whole or tiled), crop ``scale * pad`` back off.
+
+:func:`evaluate_sr` scores a model on a loader of ``(lr, hr)`` pairs (what training validates with and ``eval.py
+--task sr`` reports): the mean over images of PSNR / SSIM, BasicSR's averaging.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "bt601_luma", "pad_to_multiple", "psnr", "quantize", "sr_inference", "sr_metrics", "ssim", "ssim_window",
+    "Bicubic", "bt601_luma", "evaluate_sr", "measure_inference_memory", "pad_to_multiple", "psnr", "quantize",
+    "sr_inference", "sr_metrics", "ssim", "ssim_window",
     "tiled_forward",
 ]
 
@@ -199,3 +203,133 @@ def sr_inference(model: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor
     x, _ = pad_to_multiple(lr, window_size)
     out = tiled_forward(model, x, scale, tile, overlap) if tile else model(x)
     return out[..., :h * scale, :w * scale]
+
+
+@torch.no_grad()
+def evaluate_sr(model: torch.nn.Module, loader, device, *, scale: int, tile: Optional[int] = None, overlap: int = 32,
+                window_size: int = 1, test_y_channel: bool = True, env=None, amp: Optional[str] = None,
+                progress: bool = False) -> Dict[str, float]:
+    """``{'psnr', 'ssim', 'count'}``: mean PSNR (dB) / SSIM over the images of `loader` (``(lr, hr)`` batches), border
+    crop = `scale`, on Y by default; :func:`sr_inference` (tiled with `tile`). Under several processes (`env`) each
+    process passes its own part of the data; the sums are reduced, so the means are those of the whole set."""
+    from tqdm.auto import tqdm
+
+    from zoo.engine.distributed import all_reduce_sum
+    from zoo.engine.evaluate import _autocast
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    psnr_sum = ssim_sum = 0.0
+    count = 0
+    try:
+        for lr, hr in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            lr = lr.to(device)
+            with _autocast(device, amp):
+                out = sr_inference(model, lr, scale, window_size=window_size, tile=tile, overlap=overlap)
+            out, hr = out.float().cpu(), hr.float()
+            if out.shape != hr.shape:
+                raise ValueError(f"model output {tuple(out.shape)} does not match the HR image {tuple(hr.shape)} "
+                                 f"(scale {scale}: is this a x{scale} model?)")
+            m = sr_metrics(out, hr, scale, test_y_channel)
+            psnr_sum += m["psnr"].sum().item()
+            ssim_sum += m["ssim"].sum().item()
+            count += hr.shape[0]
+    finally:
+        model.train(was_training)
+    if env is not None and env.distributed:
+        psnr_sum, ssim_sum, count = all_reduce_sum([psnr_sum, ssim_sum, count], env, device)
+        count = int(count)
+    if count == 0:
+        raise ValueError("SR evaluation got no images")
+    return {"psnr": psnr_sum / count, "ssim": ssim_sum / count, "count": count}
+
+
+class Bicubic(torch.nn.Module):
+    """The bicubic baseline: MATLAB-style bicubic upscaling (:func:`zoo.data.sr.imresize`) as a model."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from zoo.data.sr import imresize
+
+        out = torch.stack([imresize(img.double().cpu(), self.scale) for img in x])
+        return out.to(device=x.device, dtype=x.dtype)
+
+
+def _rss_mib() -> float:
+    """Resident set size of this process now, MiB (Linux /proc; 0 where unavailable)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure_inference_memory(model_name: str, lr_size: int, *, tile: Optional[int] = None, overlap: int = 32,
+                             device: str = "cpu", model_kwargs: Optional[dict] = None, seed: int = 0) -> Dict:
+    """One fp32 :func:`sr_inference` of a random ``lr_size``² image with fresh random weights, in this process:
+    seconds and peak memory. CPU: peak resident set (``ru_maxrss``) and its rise over the resident set just before
+    the forward -- meaningful only in a process that did nothing else before (``python -m zoo.engine.sr memory``
+    gives one); CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before the forward."""
+    import resource
+    import time
+
+    import timm
+
+    import zoo  # noqa: F401  (registers the zoo models)
+
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    model = timm.create_model(model_name, **(model_kwargs or {})).eval().to(dev)
+    scale = model.upscale
+    x = torch.rand(1, 3, lr_size, lr_size, device=dev)
+    before = _rss_mib()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    t0 = time.perf_counter()
+    out = sr_inference(model, x, scale, window_size=model.window_size if tile else 1, tile=tile, overlap=overlap)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    result = dict(model=model_name, lr_size=lr_size, out_shape=list(out.shape), tile=tile,
+                  overlap=overlap if tile else None, device=str(dev), threads=torch.get_num_threads(),
+                  seconds=seconds, params=sum(p.numel() for p in model.parameters()))
+    if dev.type == "cuda":
+        result.update(peak_mib=(torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20, kind="cuda allocated")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        result.update(peak_rss_mib=peak, rss_before_mib=before, peak_mib=peak - before, kind="cpu rss")
+    return result
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m zoo.engine.sr", description="SR inference memory in a fresh process: "
+                                "python -m zoo.engine.sr memory --model hat_s_x2 --lr-size 512 [--tile 256]")
+    p.add_argument("what", choices=("memory",))
+    p.add_argument("--model", required=True)
+    p.add_argument("--lr-size", type=int, required=True)
+    p.add_argument("--tile", type=int)
+    p.add_argument("--tile-overlap", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--kwargs", default="{}", help="model kwargs as JSON")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(measure_inference_memory(args.model, args.lr_size, tile=args.tile, overlap=args.tile_overlap,
+                                              device=args.device, model_kwargs=json.loads(args.kwargs))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,4 +1,5 @@
-"""Classification training loop, built from timm's factories.
+"""Classification training loop, built from timm's factories; super-resolution (``task: sr``) runs through the same
+loop with its own data (:mod:`zoo.data.sr`), L1 loss and PSNR / SSIM evaluation (:mod:`zoo.engine.sr`).
 
 The model comes from ``timm.create_model`` (the engine knows models only by name), the optimizer from
 ``timm.optim.create_optimizer_v2`` (weight decay off for the model's ``no_weight_decay()`` parameters, optional
@@ -134,6 +135,67 @@ def create_transforms(recipe: Recipe, data_config: dict[str, Any]):
     return train_tf, eval_tf
 
 
+def _create_sr_datasets(recipe: Recipe, global_batch: int):
+    """(train, eval) :class:`zoo.data.sr.SRPairs` of an SR recipe; with ``sr.iters_per_epoch`` the training set
+    holds ``iters_per_epoch x global_batch`` items (cycling through the images)."""
+    from zoo.data.sr import SRPairs, skimage_photos
+
+    d, sr = recipe.data, recipe.sr
+    length = None if sr.iters_per_epoch is None else sr.iters_per_epoch * global_batch
+    train_kw = dict(gt_size=sr.gt_size, use_hflip=sr.use_hflip, use_rot=sr.use_rot, length=length)
+    if d.name == "sr_skimage":
+        train_ds = SRPairs(sr.scale, images=skimage_photos(sr.skimage_train), names=sr.skimage_train, **train_kw)
+        eval_ds = SRPairs(sr.scale, images=skimage_photos(sr.skimage_val), names=sr.skimage_val)
+        return train_ds, eval_ds
+
+    def path(p: str | None) -> str | None:
+        return None if p is None else str(Path(d.root) / p) if d.root else p
+
+    try:
+        train_ds = SRPairs(sr.scale, hr_dir=path(sr.train_hr), lr_dir=path(sr.train_lr),
+                           filename_tmpl=sr.filename_tmpl, **train_kw)
+        eval_ds = SRPairs(sr.scale, hr_dir=path(sr.val_hr), lr_dir=path(sr.val_lr), filename_tmpl=sr.filename_tmpl)
+    except FileNotFoundError as e:
+        raise RecipeError(f"super-resolution data of recipe {recipe.name!r}: {e} (sr.train_hr / sr.train_lr / "
+                          f"sr.val_hr / sr.val_lr, relative to data.root when it is set)") from None
+    return train_ds, eval_ds
+
+
+def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load starting weights into `model`: an export folder (model.safetensors), a training checkpoint of this
+    engine (EMA weights when present) or another checkpoint file (e.g. BasicSR's ``params_ema`` / ``params``,
+    converted by the model's ``checkpoint_filter_fn`` when its module has one). Returns (missing, unexpected)."""
+    import importlib
+
+    path = Path(path)
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        from zoo.engine.export import WEIGHTS_NAME
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} is a folder without {WEIGHTS_NAME}")
+        sd = load_file(str(path / WEIGHTS_NAME))
+    elif path.is_file():
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(sd, dict) and "recipe" in sd and "model" in sd:  # this engine's training checkpoint
+            if sd.get("ema") is not None:
+                sd = {k[len("module."):]: v for k, v in sd["ema"].items() if k.startswith("module.")}
+            else:
+                sd = sd["model"]
+        module = importlib.import_module(type(model).__module__)
+        filter_fn = getattr(module, "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            sd = filter_fn(sd, model)
+    else:
+        raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} does not exist")
+    try:
+        result = model.load_state_dict(sd, strict=strict)
+    except RuntimeError as e:
+        raise CheckpointError(f"model.init_checkpoint {str(path)!r} does not fit the model "
+                              f"(model.init_strict {strict}): {e}") from None
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
 def _create_datasets(recipe: Recipe):
     from zoo.data import create_dataset
 
@@ -155,7 +217,9 @@ def _set_transform(dataset, transform) -> None:
 
 
 def _create_loss(recipe: Recipe, num_classes: int):
-    """(mixup_fn or None, train loss) from timm.data.Mixup and timm.loss."""
+    """(mixup_fn or None, train loss) from timm.data.Mixup and timm.loss; SR: L1 (mean), BasicSR's pixel loss."""
+    if recipe.task == "sr":
+        return None, nn.L1Loss()
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
@@ -218,10 +282,11 @@ def create_optimizer(recipe: Recipe, model: nn.Module, lr: float | None = None):
     import timm.optim
 
     o = recipe.optim
+    extra = {} if o.betas is None else {"betas": tuple(o.betas)}
     try:
         return timm.optim.create_optimizer_v2(
             model, opt=o.opt, lr=o.lr if lr is None else lr, weight_decay=o.weight_decay, momentum=o.momentum,
-            layer_decay=o.layer_decay)
+            layer_decay=o.layer_decay, **extra)
     except ValueError as e:
         if "not found" not in str(e):
             raise
@@ -279,16 +344,29 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
                 f"--set train.parallel={stored_parallel}")
 
     # Data first: the number of classes sizes the model's head.
-    train_ds, eval_ds = _create_datasets(recipe)
+    sr_task = recipe.task == "sr"
+    if sr_task:
+        train_ds, eval_ds = _create_sr_datasets(
+            recipe, recipe.data.batch_size * env.world_size * recipe.optim.accum_steps)
+    else:
+        train_ds, eval_ds = _create_datasets(recipe)
     label_names = [str(c) for c in train_ds.classes]
     num_classes = len(label_names)
 
     seed_everything(recipe.seed)  # the same initial weights on every process
     model = create_model(recipe, num_classes)
-    data_config = resolve_data_config(recipe, model)
-    train_tf, eval_tf = create_transforms(recipe, data_config)
-    _set_transform(train_ds, train_tf)
-    _set_transform(eval_ds, eval_tf)
+    if sr_task:
+        data_config = _sr_data_config(recipe, model)
+    else:
+        data_config = resolve_data_config(recipe, model)
+        train_tf, eval_tf = create_transforms(recipe, data_config)
+        _set_transform(train_ds, train_tf)
+        _set_transform(eval_ds, eval_tf)
+    if recipe.model.init_checkpoint and state is None:
+        missing, unexpected = load_init_weights(model, recipe.model.init_checkpoint, recipe.model.init_strict)
+        log(f"initial weights from {recipe.model.init_checkpoint}"
+            + (f" ({len(missing)} missing: {', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})"
+               if missing else "") + (f" ({len(unexpected)} unused)" if unexpected else ""))
     if recipe.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if state is not None:  # full weights into the plain model, before it is moved / sharded / wrapped
@@ -321,7 +399,8 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
     s = recipe.sched
     scheduler, _ = timm.scheduler.create_scheduler_v2(
         optimizer, sched=s.sched, num_epochs=epochs, warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr,
-        min_lr=s.min_lr, step_on_epochs=s.step_on_epochs, updates_per_epoch=updates_per_epoch)
+        min_lr=s.min_lr, step_on_epochs=s.step_on_epochs, updates_per_epoch=updates_per_epoch,
+        decay_milestones=list(s.milestones), decay_rate=s.decay_rate)
     ema = None
     if recipe.ema.enabled:
         ema = timm.utils.ModelEmaV3(model, decay=recipe.ema.decay, use_warmup=recipe.ema.warmup)
@@ -343,7 +422,9 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
             else:
                 optimizer.load_state_dict(state["optimizer"])
             stored, current = state["recipe"], recipe_to_dict(recipe)
-            same_schedule = stored.get("sched") == current["sched"] and stored.get("train", {}).get("epochs") == epochs
+            # keys added to the schema later (e.g. sched.milestones) take their defaults in older checkpoints
+            stored_sched = {**recipe_to_dict(Recipe())["sched"], **(stored.get("sched") or {})}
+            same_schedule = stored_sched == current["sched"] and stored.get("train", {}).get("epochs") == epochs
             if same_schedule:
                 scheduler.load_state_dict(state["scheduler"])
             else:  # timm's load_state_dict would bring back the old schedule's length and settings
@@ -400,9 +481,11 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
     n_params = sum(p.numel() for p in unwrap_model(model).parameters())  # FSDP's DTensors count globally
     procs = f", {world} processes ({recipe.train.parallel}), global batch {global_batch}" if world > 1 or fsdp \
         else ""
+    what = (f"x{recipe.sr.scale} super-resolution, {len(train_ds.items)} train images ({len(train_ds)} "
+            f"{recipe.sr.gt_size}px crops per epoch) / {len(eval_ds)} held-out images" if sr_task else
+            f"{len(train_ds)} train / {len(eval_ds)} held-out images, {num_classes} classes")
     log(f"{recipe.name}: {recipe.model.name} ({n_params / 1e6:.2f} M parameters) on {recipe.data.name} "
-        f"({len(train_ds)} train / {len(eval_ds)} held-out images, {num_classes} classes), {device}{procs}, "
-        f"{epochs} epochs -> {output_dir}")
+        f"({what}), {device}{procs}, {epochs} epochs -> {output_dir}")
 
     def checkpoint(epoch: int, batch: int) -> Path | None:
         """`epoch` epochs complete, plus `batch` global batches of the next one."""
@@ -422,12 +505,21 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
         })
 
     def run_eval(net: nn.Module) -> dict[str, float]:
+        if sr_task:
+            from zoo.engine.sr import evaluate_sr
+            return evaluate_sr(net, eval_loader, device, scale=recipe.sr.scale, tile=recipe.sr.val_tile,
+                               overlap=recipe.sr.val_tile_overlap, env=env, amp=recipe.train.amp)
         return evaluate(net, eval_loader, device, env=env, collective_forward=fsdp, **eval_kw)
 
     last_epoch = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
     eval_part = torch.utils.data.Subset(eval_ds, shard_range(len(eval_ds), env.rank, world))
-    eval_loader = torch.utils.data.DataLoader(
-        eval_part, batch_size=recipe.data.eval_batch_size, shuffle=False, num_workers=recipe.data.num_workers)
+    eval_loader = torch.utils.data.DataLoader(  # SR: whole images of different sizes, one at a time
+        eval_part, batch_size=1 if sr_task else recipe.data.eval_batch_size, shuffle=False,
+        num_workers=recipe.data.num_workers)
+    if sr_task and state is None:
+        from zoo.engine.sr import Bicubic, evaluate_sr
+        base = evaluate_sr(Bicubic(recipe.sr.scale), eval_loader, device, scale=recipe.sr.scale, env=env)
+        log(f"bicubic upscaling of the held-out images: {metric_line('sr', base)}")
     seeded_train = SeededSamples(train_ds, recipe.seed)
     total_batches = (last_epoch - start_epoch) * batches_per_epoch - (start_batch if last_epoch > start_epoch else 0)
     bar = tqdm(total=total_batches, desc=recipe.name, unit="step", disable=not progress, dynamic_ncols=True,
@@ -512,15 +604,16 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
             train_loss_value = all_reduce_sum(epoch_loss, env, device)
             train_loss_value = train_loss_value[0] / max(train_loss_value[1], 1)
             if done % recipe.train.eval_every == 0 or done == last_epoch:
+                key = "psnr" if sr_task else "top1"
                 metrics = run_eval(model)
-                line = f"top-1 {metrics['top1']:.2f} %"
+                line = metric_line(recipe.task, metrics)
                 if ema is not None:
                     ema_metrics = run_eval(ema.module)
-                    line += f", EMA top-1 {ema_metrics['top1']:.2f} %"
-                    metrics = dict(ema_metrics, model_top1=metrics["top1"])
+                    line += ", EMA " + metric_line(recipe.task, ema_metrics)
+                    metrics = dict(ema_metrics, **{f"model_{key}": metrics[key]})
                 runlog.write({"kind": "eval", "epoch": done, "step": step, "train_loss": train_loss_value,
                               **metrics, "time": time.perf_counter() - t0})
-                postfix.update(epoch=f"{done}/{epochs}", loss=f"{train_loss_value:.3f}", top1=f"{metrics['top1']:.1f}")
+                postfix.update(epoch=f"{done}/{epochs}", loss=f"{train_loss_value:.3f}", **{key: f"{metrics[key]:.2f}"})
                 bar.set_postfix(postfix)
                 msg = (f"epoch {done}/{epochs}: train loss {train_loss_value:.4f}, held-out {line} "
                        f"({time.perf_counter() - t_epoch:.1f} s)")
@@ -571,8 +664,28 @@ def export_run(recipe: Recipe, model: nn.Module, export_dir: Path, *, data_confi
         data_config={k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct")},
         label_names=label_names, weights=weights,
         pretrained_cfg={"tag": recipe.name},  # not the tag of the weights the architecture's entry describes
-        extra={"recipe": recipe_to_dict(recipe), "epochs": epochs,
-               "held_out": {k: metrics[k] for k in ("top1", "top5", "loss", "count") if k in metrics}})
+        extra={"recipe": recipe_to_dict(recipe), "epochs": epochs, "task": recipe.task,
+               **({"scale": recipe.sr.scale} if recipe.task == "sr" else {}),
+               "held_out": {k: metrics[k] for k in ("top1", "top5", "loss", "count", "psnr", "ssim") if k in metrics}})
+
+
+def metric_line(task: str, metrics: dict[str, float]) -> str:
+    """The held-out metric of a task in words (progress lines)."""
+    if task == "sr":
+        return f"PSNR {metrics['psnr']:.2f} dB / SSIM {metrics['ssim']:.4f} (Y)"
+    return f"top-1 {metrics['top1']:.2f} %"
+
+
+def _sr_data_config(recipe: Recipe, model: nn.Module) -> dict[str, Any]:
+    """The exported data config of an SR model: the LR training patch as input size, the model's mean / std."""
+    import timm.data
+
+    lr_patch = recipe.sr.gt_size // recipe.sr.scale
+    upscale = getattr(model, "upscale", None)
+    if upscale is not None and upscale != recipe.sr.scale:
+        raise RecipeError(f"model {recipe.model.name!r} upscales x{upscale}, but sr.scale is {recipe.sr.scale}")
+    cfg = timm.data.resolve_data_config(args={"input_size": (3, lr_patch, lr_patch), "crop_pct": 1.0}, model=model)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
 
 
 def recipe_from_checkpoint(path: str | Path) -> Recipe:

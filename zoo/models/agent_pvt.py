@@ -23,6 +23,8 @@ What this implementation adds:
   are resized bilinearly (the official forward's own rule) and the separable ``ah/aw/ha/wa`` biases bilinearly to
   the map, as the official segmentation backbone does; at the training size both are the identity, so the logits
   are the official ones.
+* ``agent_grids``: optional per-stage agent grids (the segmentation code's ``downstream_agent_shapes``, e.g.
+  ``((12, 12), (16, 16), (28, 28), (28, 28))``); the agent axis of the biases is then resized as there.
 * timm conventions: ``stages.i.{patch_embed,pos_embed,blocks}``, NCHW ``features_only`` / ``forward_intermediates``
   at strides 4 / 8 / 16 / 32, ``checkpoint_filter_fn`` for the official ``{'model': ...}`` layout (renames, resizes
   position embeddings and ``ah/aw/ha/wa`` to this model's grid as the official ``load_pretrained`` does).
@@ -44,7 +46,7 @@ and ``ah/aw/ha/wa`` are sized by the training grid). `agent_pvt_l` is the offici
 """
 import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -133,6 +135,8 @@ class AgentPVT(nn.Module):
         mlp_ratios: MLP hidden width / channels, per stage.
         depths: Blocks per stage.
         agent_num: Agents per stage (perfect squares).
+        agent_grids: Optional per-stage agent grid overriding ``sqrt(agent_num)`` squared: the official segmentation
+            backbone's ``downstream_agent_shapes`` (the biases' agent axis is resized to it).
         qkv_bias: Bias of the q / kv projections.
         drop_rate: Dropout after the position embeddings, in the MLPs / projections (official) and before the head.
         drop_path_rate: Stochastic depth, increasing linearly over all blocks (official).
@@ -149,6 +153,7 @@ class AgentPVT(nn.Module):
             mlp_ratios: Tuple[float, ...] = (8, 8, 4, 4),
             depths: Tuple[int, ...] = (2, 2, 2, 2),
             agent_num: Tuple[int, ...] = (9, 16, 49, 49),
+            agent_grids: Optional[Sequence[Optional[Tuple[int, int]]]] = None,
             qkv_bias: bool = True,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
@@ -162,6 +167,9 @@ class AgentPVT(nn.Module):
             raise ValueError(
                 f'AgentPVT: embed_dims {embed_dims}, num_heads {num_heads}, mlp_ratios {mlp_ratios}, depths {depths} '
                 f'and agent_num {agent_num} must have one length')
+        agent_grids = tuple(agent_grids) if agent_grids is not None else (None,) * num_stages
+        if len(agent_grids) != num_stages:
+            raise ValueError(f'AgentPVT: agent_grids {agent_grids} must have {num_stages} entries (one per stage)')
         img_size = to_2tuple(img_size)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -186,6 +194,7 @@ class AgentPVT(nn.Module):
                 drop_path_rates=dpr[first:first + depths[i]],
                 num_heads=num_heads[i],
                 agent_num=agent_num[i],
+                agent_grid=agent_grids[i],
                 mlp_ratio=mlp_ratios[i],
                 qkv_bias=qkv_bias,
                 proj_drop=drop_rate,

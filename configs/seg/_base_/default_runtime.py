@@ -1,0 +1,16 @@
+# Runtime shared by every configs/seg recipe (mmsegmentation 1.x / mmengine).
+# The zoo backbone is registered in mmseg's MODELS registry by importing zoo.integrations.mmseg.
+custom_imports = dict(imports=['zoo.integrations.mmseg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+env_cfg = dict(
+    cudnn_benchmark=True,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+tta_model = dict(type='SegTTAModel')

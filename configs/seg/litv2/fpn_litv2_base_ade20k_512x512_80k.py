@@ -1,0 +1,13 @@
+# Semantic FPN + LITv2-B on ADE20K: 512x512 crops, 80k iterations, single-scale test on
+# the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
+# Official: ziplab/LITv2 segmentation/configs/litv2/litv2_b_fpn_r50_512x512_80k_ade20k.py
+# Official result: 47.2 mIoU (README); 90M params (README).
+# Batch: 2 images/GPU x 8 GPUs (official config + README).
+_base_ = './fpn_litv2_small_ade20k_512x512_80k.py'
+
+model = dict(
+    backbone=dict(
+        model_name='litv2_base',
+        drop_path_rate=0.3,  # official
+    ),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

@@ -1,0 +1,23 @@
+# UperNet + DiNAT_s-Tiny on ADE20K: 512x512 crops, 160k iterations, single-scale test on
+# the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
+# Official: SHI-Labs/Neighborhood-Attention-Transformer
+#   segmentation/configs/dinat_s/upernet_dinat_s_tiny_512x512_160k_ade20k.py
+# Official result: 46.0 mIoU (47.4 ms) (segmentation/DiNAT.md); 60M params.
+# Batch: 2 images/GPU x 8 GPUs (official comment).
+_base_ = './upernet_dinat_mini_ade20k_512x512_160k.py'
+
+model = dict(
+    backbone=dict(
+        model_name='dinat_s_tiny',
+        drop_path_rate=0.3,  # official
+        model_kwargs=dict(
+            dilations=[  # official seg dilations (classification: 224-sized)
+                [1, 16],
+                [1, 8],
+                [1, 2, 1, 3, 1, 4],
+                [1, 2],
+            ],
+        ),
+    ),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))

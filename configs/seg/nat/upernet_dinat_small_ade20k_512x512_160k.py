@@ -1,0 +1,15 @@
+# UperNet + DiNAT-Small on ADE20K: 512x512 crops, 160k iterations, single-scale test on
+# the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
+# Official: SHI-Labs/Neighborhood-Attention-Transformer
+#   segmentation/configs/dinat/upernet_dinat_small_512x512_160k_ade20k.py
+# Official result: 48.9 mIoU (49.9 ms) (segmentation/DiNAT.md); 82M params.
+# Batch: 2 images/GPU x 8 GPUs (official comment).
+_base_ = './upernet_dinat_tiny_ade20k_512x512_160k.py'
+
+model = dict(
+    backbone=dict(
+        model_name='dinat_small',
+        drop_path_rate=0.5,  # official
+    ),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))

@@ -1,0 +1,14 @@
+# UperNet + NAT-Base on ADE20K: 512x512 crops, 160k iterations, single-scale test on
+# the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
+# Official: SHI-Labs/Neighborhood-Attention-Transformer
+#   segmentation/configs/nat/upernet_nat_base_512x512_160k_ade20k.py
+# Official result: 48.5 mIoU (49.7 ms) (segmentation/NAT.md); 123M params.
+# Batch: 2 images/GPU x 8 GPUs (official comment).
+_base_ = './upernet_nat_small_ade20k_512x512_160k.py'
+
+model = dict(
+    backbone=dict(
+        model_name='nat_base',
+    ),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))

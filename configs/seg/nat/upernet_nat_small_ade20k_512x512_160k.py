@@ -1,0 +1,15 @@
+# UperNet + NAT-Small on ADE20K: 512x512 crops, 160k iterations, single-scale test on
+# the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
+# Official: SHI-Labs/Neighborhood-Attention-Transformer
+#   segmentation/configs/nat/upernet_nat_small_512x512_160k_ade20k.py
+# Official result: 48.0 mIoU (49.5 ms) (segmentation/NAT.md); 82M params.
+# Batch: 2 images/GPU x 8 GPUs (official comment).
+_base_ = './upernet_nat_mini_ade20k_512x512_160k.py'
+
+model = dict(
+    backbone=dict(
+        model_name='nat_small',
+        drop_path_rate=0.5,  # official
+    ),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
