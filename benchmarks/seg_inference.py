@@ -75,25 +75,18 @@ def build_segmentor(config: Path, mode: str, device: torch.device):
 
 def measure(model, size: tuple[int, int], *, backend: str, amp: torch.dtype | None, steps: int, warmup: int,
             device: torch.device) -> dict:
-    import os
+    from ops import use_backend
 
     h, w = size
     x = torch.randn(1, 3, h, w, device=device)
     meta = [dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), padding_size=[0, 0, 0, 0])]
-    previous = os.environ.get("ATTNZOO_BACKEND")
-    os.environ["ATTNZOO_BACKEND"] = backend
 
     def step():
         with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             model.inference(x, meta)
 
-    try:
+    with use_backend(backend):
         t = time_calls(step, steps=steps, warmup=warmup, device=device)
-    finally:
-        if previous is None:
-            os.environ.pop("ATTNZOO_BACKEND")
-        else:
-            os.environ["ATTNZOO_BACKEND"] = previous
     return {"backend": backend, "img_per_s": steps / t["seconds"], "ms_per_img": 1000 * t["seconds"] / steps,
             "peak_mem_mb": t["peak_mem_mb"]}
 
