@@ -17,6 +17,7 @@ import torch.nn as nn
 import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
+import zoo.models.davit as davit_module
 from timm.models.davit import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from zoo.models.davit import checkpoint_filter_fn
 
@@ -215,8 +216,9 @@ def _count_op_calls(monkeypatch) -> dict[str, list]:
         calls['channel_attention'].append((tuple(q.shape), kwargs.get('scale')))
         return channel_op(q, k, v, **kwargs)
 
-    monkeypatch.setattr(ops, 'window_attention', window_attention)
-    monkeypatch.setattr(ops, 'channel_attention', channel_attention)
+    # the model file calls the ops by their global names (what FX's autowrap patches), so the spies go there
+    monkeypatch.setattr(davit_module, 'window_attention', window_attention)
+    monkeypatch.setattr(davit_module, 'channel_attention', channel_attention)
     return calls
 
 
@@ -289,7 +291,7 @@ def test_drop_path_follows_the_official_schedule():
 
 
 @pytest.mark.parametrize('name,size,gmacs', [
-    # reference/davit.md §3: the official models under torch's FlopCounterMode
+    # the official models (dingmyu/davit timm/models/davit.py) under torch's FlopCounterMode
     ('zoo_davit_tiny', 224, 4.522),
     ('zoo_davit_small', 224, 8.773),
     ('zoo_davit_base', 224, 15.474),

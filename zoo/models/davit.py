@@ -47,33 +47,21 @@ The `_fl` variants are Florence-2's towers: the 3x3 downsample convs give them m
 they keep timm's named sub-blocks (`blocks.d.spatial_block` / `.channel_block`) so timm's and Florence-2's weights
 map onto them.
 """
-import re
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, \
     trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-import ops
+from ops import channel_attention, window_attention
+from zoo.layers.backbone import StagedBackbone, build_backbone, pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['DaVit']
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: Tuple[int, int], channels_last: bool) -> torch.Tensor:
-    """Zero-pad the spatial dims of `x` at the bottom / right to multiples of `multiple` (the official padding)."""
-    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
-    pad_b = (multiple[0] - H % multiple[0]) % multiple[0]
-    pad_r = (multiple[1] - W % multiple[1]) % multiple[1]
-    if not (pad_b or pad_r):
-        return x
-    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b))
 
 
 class ConvPosEnc(nn.Module):
@@ -105,7 +93,7 @@ class Stem(nn.Module):
         self.norm = norm_layer(out_chs, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        x = _pad_to_multiple(x, self.stride, channels_last=False)
+        x = pad_to_multiple(x, self.stride, channels_last=False)
         return self.norm(self.conv(x))
 
 
@@ -135,7 +123,7 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
         x = self.norm(x)
         if self.pad_to_even:
-            x = _pad_to_multiple(x, (2, 2), channels_last=False)
+            x = pad_to_multiple(x, (2, 2), channels_last=False)
         return self.conv(x)
 
 
@@ -167,10 +155,10 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
-        x = _pad_to_multiple(x, self.window_size, channels_last=True)
+        x = pad_to_multiple(x, self.window_size, channels_last=True)
         Hp, Wp = x.shape[1], x.shape[2]
         q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = ops.window_attention(q, k, v, self.window_size)
+        x = window_attention(q, k, v, self.window_size)
         x = x[:, :H, :W].reshape(B, H, W, C)
         return self.proj(x)
 
@@ -206,9 +194,9 @@ class ChannelAttention(nn.Module):
         N = H * W
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)
         if self.v2:
-            x = ops.channel_attention(v, q, k, scale=N ** -0.5)
+            x = channel_attention(v, q, k, scale=N ** -0.5)
         else:
-            x = ops.channel_attention(q, k, v, scale=self.head_dim ** -0.5)
+            x = channel_attention(q, k, v, scale=self.head_dim ** -0.5)
         return self.proj(x.reshape(B, H, W, C))
 
 
@@ -337,7 +325,7 @@ class DaVitStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class DaVit(nn.Module):
+class DaVit(StagedBackbone):
     """DaViT: Dual Attention Vision Transformer.
 
     Any input size works (the official padding applies); feature maps are NCHW at strides 4, 8, 16, 32.
@@ -446,98 +434,14 @@ class DaVit(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # no position embeddings or tokens; norms and biases are 1-D, which timm's optimizer factory already skips
-        return set()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
         self.head_hidden_size = self.head.num_features
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Accepted for API compatibility; DaViT's only final norm follows the pooling (in the head).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"DaVit.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and head) that the selected intermediates do not need.
-
-        `prune_norm` is accepted for API compatibility: the maps have no final norm (the head's follows pooling).
-        """
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            # the head's norm is sized for the last stage, which is gone
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '', reset_other=True)
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _reset_head_for_pruning(self) -> None:
+        # the head's norm is sized for the last stage, which may be gone
+        self.reset_classifier(0, '', reset_other=True)
 
 
 # Official repository (dingmyu/davit) -> timm / zoo names, applied in order to every key.
@@ -568,51 +472,29 @@ _FLORENCE2_RULES = (
 )
 
 
-def _rename(state_dict: Dict[str, torch.Tensor], rules) -> Dict[str, torch.Tensor]:
-    out = {}
-    for k, v in state_dict.items():
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return out
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Official / Florence-2 / timm checkpoints -> zoo (= timm) layout.
 
     Unwraps training-checkpoint containers (``state_dict``, then ``model``, then ``state_dict_ema``) and a DDP
     ``module.`` prefix; dicts already in timm's / zoo's layout pass through unchanged.
     """
-    for key in ('state_dict', 'model', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, containers=('state_dict', 'model', 'state_dict_ema'))
 
     if 'stem.conv.weight' in state_dict:
         return state_dict  # timm / zoo layout, with or without the classifier
     if 'vision_tower.convs.0.proj.weight' in state_dict:
         prefix = 'vision_tower.'
         tower = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        return _rename(tower, _FLORENCE2_RULES)
-    return _rename(state_dict, _OFFICIAL_RULES)
+        return rename_keys(tower, _FLORENCE2_RULES)
+    return rename_keys(state_dict, _OFFICIAL_RULES)
 
 
 def _create_davit(variant: str, pretrained: bool = False, **kwargs) -> DaVit:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (1, 1, 3, 1)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
     # Florence-2's tower has no head norm (its projection follows elsewhere), so its weights load non-strict
     strict = kwargs.pop('pretrained_strict', not variant.endswith('_fl'))
-    return build_model_with_cfg(
-        DaVit,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        pretrained_strict=strict,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(
+        DaVit, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=len(kwargs.get('depths', (1, 1, 3, 1))),
+        pretrained_strict=strict, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:

@@ -1,0 +1,295 @@
+"""The staged backbone every hierarchical family inherits, and the helpers their files share.
+
+A hierarchical zoo model is ``stem -> stages[0] -> ... -> stages[-1] -> final norm -> head``. What differs between
+families is configured by class attributes (names of the sub-modules, where the final norm sits), so inheriting
+changes no state-dict key and no output; everything timm's API asks of such a model lives here once:
+``forward_features`` / ``forward_head`` / ``forward``, ``forward_intermediates``, ``prune_intermediate_layers``,
+``set_grad_checkpointing``, ``get_classifier`` / ``reset_classifier``, ``group_matcher``, ``no_weight_decay``, and
+the input check (4-D, ``in_chans`` channels, at least the total stride on each side).
+
+FX: the control-flow helpers here (input check, padding) are registered with timm's ``register_notrace_function``,
+and so are the ``ops`` primitives (:func:`register_ops_notrace`), so that ``torch.fx`` symbolic tracing (timm's FX
+feature extraction, torchvision's ``create_feature_extractor``) records them as calls instead of tracing into their
+shape checks. Model files call the primitives by their global name (``from ops import window_attention``), which
+is what FX's autowrap patches. TorchScript is not supported.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
+from timm.models import build_model_with_cfg, checkpoint_seq
+from timm.models._features import feature_take_indices
+
+import ops
+
+__all__ = [
+    'StagedBackbone', 'build_backbone', 'check_image_input', 'feature_take_indices', 'pad_to_multiple',
+    'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
+]
+
+
+def register_ops_notrace() -> None:
+    """Make every public ``ops`` primitive an FX leaf (called, not traced into)."""
+    for name in ops.__all__:
+        fn = getattr(ops, name)
+        if callable(fn) and not isinstance(fn, type):
+            register_notrace_function(fn)
+
+
+register_ops_notrace()
+
+
+@register_notrace_function
+def check_image_input(x: torch.Tensor, in_chans: int, min_size: int, model_name: str) -> torch.Tensor:
+    """`x` itself if it is a ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``; a ValueError naming the shape
+    and what was expected otherwise."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f'{model_name}: expected an image batch of shape (B, {in_chans}, H, W), got {tuple(x.shape)}')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f'{model_name}: input {x.shape[2]}x{x.shape[3]} is smaller than the total stride; each side must be '
+            f'at least {min_size}')
+    return x
+
+
+@register_notrace_function
+def pad_to_multiple(
+        x: torch.Tensor,
+        multiple: Union[int, Tuple[int, int]],
+        channels_last: bool = False,
+) -> torch.Tensor:
+    """Zero-pad the spatial dims of an NCHW (or, with `channels_last`, NHWC) map at the bottom / right to multiples
+    of `multiple`; `x` itself when they already are."""
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
+    pad_b, pad_r = (mh - H % mh) % mh, (mw - W % mw) % mw
+    if not (pad_b or pad_r):
+        return x
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b))
+
+
+_CONTAINERS = ('state_dict', 'model', 'model_ema', 'state_dict_ema')
+
+
+def unwrap_checkpoint(state_dict: Dict[str, Any], containers: Sequence[str] = _CONTAINERS) -> Dict[str, Any]:
+    """The state dict inside a training-checkpoint container (the first of `containers` present: ``{'model': ...}``,
+    ``state_dict_ema`` of EMA runs, ...), without a DDP ``module.`` prefix."""
+    for key in containers:
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def rename_keys(
+        state_dict: Dict[str, Any],
+        rules: Iterable[Tuple[str, Union[str, Callable[[re.Match], str]]]],
+) -> Dict[str, Any]:
+    """Apply every ``(pattern, replacement)`` rule, in order, to every key (``re.sub`` semantics)."""
+    rules = tuple(rules)
+    out = {}
+    for k, v in state_dict.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
+def build_backbone(
+        model_cls: type,
+        variant: str,
+        pretrained: bool = False,
+        *,
+        filter_fn: Optional[Callable] = None,
+        num_stages: int = 4,
+        **kwargs: Any,
+) -> nn.Module:
+    """``build_model_with_cfg`` with the zoo's defaults: every stage a feature level (``features_only`` takes
+    ``stages.i``, or whatever ``feature_info`` names), the family's checkpoint filter for pretrained weights."""
+    out_indices = kwargs.pop('out_indices', tuple(range(num_stages)))
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+class StagedBackbone(nn.Module):
+    """``stem -> stages -> final norm -> head`` with timm's API, configured by class attributes.
+
+    A subclass builds, in ``__init__``: ``self.in_chans``, ``self.num_classes``, ``self.num_features``,
+    ``self.head_hidden_size``, ``self.grad_checkpointing``, ``self.feature_info`` (one entry per stage), the stem
+    (attribute `stem_name`, or none), an ``nn.Sequential`` of stages (attribute `stages_name`), optionally a final
+    norm (attribute ``norm``) and a head with ``.fc`` and ``.reset(num_classes, pool_type)`` (timm's
+    ``ClassifierHead`` and the like), ``head(x, pre_logits=...)``. Override what a family does differently.
+    """
+
+    stem_name: Optional[str] = 'stem'  # the stem module's attribute; None: the first stage embeds the image
+    stages_name: str = 'stages'
+    # The final norm (attribute ``norm``, if any) is a LayerNorm over channels applied to an NCHW map by permuting.
+    norm_channels_last: bool = False
+    # Gradient checkpointing: each stage checkpoints its own blocks (stages have a ``grad_checkpointing`` flag);
+    # False: the model checkpoints whole stages with timm's ``checkpoint_seq``.
+    checkpoint_per_stage: bool = True
+    # Parameters exempt from weight decay, by name suffix (position tables, layer-scale gammas, ...).
+    no_weight_decay_suffixes: Tuple[str, ...] = ()
+
+    in_chans: int
+    num_classes: int
+    num_features: int
+    head_hidden_size: int
+    grad_checkpointing: bool
+    feature_info: List[Dict[str, Any]]
+
+    # --- structure -------------------------------------------------------------------------------------------
+
+    @property
+    def _stages(self) -> nn.Sequential:
+        return getattr(self, self.stages_name)
+
+    @property
+    def model_name(self) -> str:
+        cfg = getattr(self, 'pretrained_cfg', None) or {}
+        return cfg.get('architecture', type(self).__name__)
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side the model takes: its total stride."""
+        return self.feature_info[-1]['reduction']
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.stem_name is None else getattr(self, self.stem_name)(x)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        norm = getattr(self, 'norm', None)
+        if norm is None:
+            return x
+        if self.norm_channels_last:
+            return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return norm(x)
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return check_image_input(x, self.in_chans, self.min_input_size, self.model_name)
+
+    # --- timm API --------------------------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        stages = re.escape(self.stages_name)
+        blocks = [(rf'^{stages}\.(\d+)\.downsample', (0,)), (rf'^{stages}\.(\d+)\.blocks\.(\d+)', None)]
+        if getattr(self, 'norm', None) is not None:
+            blocks.append((r'^norm', (99999,)))
+        return dict(
+            stem=rf'^{re.escape(self.stem_name)}' if self.stem_name else rf'^{stages}\.0\.downsample',
+            blocks=rf'^{stages}\.(\d+)' if coarse else blocks,
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # norms and biases are 1-D, which timm's optimizer factory already exempts
+        if not self.no_weight_decay_suffixes:
+            return set()
+        return {n for n, _ in self.named_parameters() if n.endswith(self.no_weight_decay_suffixes)}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        if self.checkpoint_per_stage:
+            for stage in self._stages:
+                stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def _reset_head_for_pruning(self) -> None:
+        """The head after pruning: no classifier, no pooling (a head sized for a pruned stage must not remain)."""
+        self.reset_classifier(0, '')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and return the maps of the stages selected by `indices`.
+
+        Args:
+            x: Input images, NCHW.
+            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
+            norm: Apply the final norm (if the model has one) to the last stage's map when it is taken; the maps
+                are un-normed otherwise, as the official segmentation backbones take them.
+            stop_early: Stop after the last stage that is needed.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"{self.model_name}.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        x = self.check_input(x)
+        intermediates = []
+        all_stages = self._stages
+        take_indices, max_index = feature_take_indices(len(all_stages), indices)
+        stages = all_stages if torch.jit.is_scripting() or not stop_early else all_stages[:max_index + 1]
+        last = len(all_stages) - 1
+
+        x = self.forward_stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.final_norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(all_stages):
+            x = self.final_norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
+        all_stages = self._stages
+        take_indices, max_index = feature_take_indices(len(all_stages), indices)
+        prune_end = max_index < len(all_stages) - 1
+        setattr(self, self.stages_name, all_stages[:max_index + 1])
+        if (prune_norm or prune_end) and getattr(self, 'norm', None) is not None:
+            self.norm = nn.Identity()  # sized for the last stage
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self._reset_head_for_pruning()
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(self.check_input(x))
+        if self.grad_checkpointing and not self.checkpoint_per_stage and not torch.jit.is_scripting():
+            x = checkpoint_seq(self._stages, x, flatten=False)
+        else:
+            x = self._stages(x)
+        return self.final_norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
