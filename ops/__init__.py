@@ -7,7 +7,8 @@ tokens take ``(B, N, heads, head_dim)``. This is what ``Linear(C, 3C)`` on chann
 layout and dtype of ``q``; accumulation is fp32 for fp16/bf16 inputs.
 
 Backend choice (``reference`` / ``triton``) is documented in :mod:`ops._backend`; ``with ops.use_backend(name):``
-sets it for a block.
+sets it for a block. What every op shares lives once: the argument checks in :mod:`ops._checks`, the custom-op
+registration (forward / backward ops, fakes, autograd) in :mod:`ops._custom_op`.
 """
 from ops._backend import BACKENDS, ENV_BACKEND, use_backend
 from ops.agent_attention import agent_attention, agent_bias_maps

@@ -68,7 +68,8 @@ def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor) -> str
         raise ValueError(f"{op}: unknown backend {name!r} (from {source}); expected one of {BACKENDS}")
     if name == "triton":
         if not triton_available():
-            raise RuntimeError(f"{op}: backend 'triton' (from {source}) requested but the triton package is not installed")
+            raise RuntimeError(
+                f"{op}: backend 'triton' (from {source}) requested but the triton package is not installed")
         if device.type != "cuda" and not triton_interpret():
             raise RuntimeError(
                 f"{op}: backend 'triton' (from {source}) needs CUDA tensors, got tensors on {device}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import TOKENS, check_floating, check_rank, check_shape
 from ops.agent_attention.reference import agent_attention_reference, agent_bias_maps
 
 __all__ = ["agent_attention", "agent_bias_maps"]
@@ -12,8 +13,7 @@ _OP = "agent_attention"
 
 
 def _check(q, k, v, agents, agent_bias, query_bias) -> None:
-    if q.dim() != 4:
-        raise ValueError(f"{_OP}: q must be (B, N, heads, head_dim), got shape {tuple(q.shape)}")
+    check_rank(_OP, "q", q, TOKENS)
     batch, n, heads, head_dim = q.shape
     if k.dim() != 4 or k.shape[0] != batch or k.shape[2:] != q.shape[2:]:
         raise ValueError(
@@ -29,18 +29,12 @@ def _check(q, k, v, agents, agent_bias, query_bias) -> None:
             f"{_OP}: agents must be (B, n_agent, heads, head_dim) with q's B, heads, head_dim = "
             f"{(batch, heads, head_dim)} and n_agent >= 1, got {tuple(agents.shape)}"
         )
-    if not (q.dtype == k.dtype == v.dtype == agents.dtype) or not q.is_floating_point():
-        raise ValueError(
-            f"{_OP}: q, k, v, agents must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}, {agents.dtype}"
-        )
+    check_floating(_OP, "q, k, v, agents", q, k, v, agents)
     n_agent, n_k = agents.shape[1], k.shape[1]
     for name, bias, want in (("agent_bias", agent_bias, (heads, n_agent, n_k)),
                              ("query_bias", query_bias, (heads, n, n_agent))):
-        if bias is None:
-            continue
-        if tuple(bias.shape) != want:
-            raise ValueError(f"{_OP}: {name} must be {want} (heads, ...), got {tuple(bias.shape)}")
-        if not bias.is_floating_point():
+        check_shape(_OP, name, bias, want)
+        if bias is not None and not bias.is_floating_point():
             raise ValueError(f"{_OP}: {name} must be floating point, got {bias.dtype}")
 
 

@@ -54,6 +54,8 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import optional_grad_fake, register_fwd_bwd
 from ops._triton_utils import (
     LN2,
     LOG2E,
@@ -70,8 +72,6 @@ from ops._triton_utils import (
 
 __all__ = ["agent_attention_triton"]
 
-# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Keys up to this many fit one tile (stage 2's agents); the backward keeps up to this many queries in one
 # block (stage 1's agents), so that their dk / dv need no atomics.
 _MAX_TILE = 256
@@ -420,8 +420,7 @@ def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::agent_attention_fwd", mutates_args=())
-def agent_attention_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -437,8 +436,7 @@ def agent_attention_fwd(
     return out, agent_v, lse_agent, lse_query
 
 
-@agent_attention_fwd.register_fake
-def _(q, k, v, agents, agent_bias, query_bias, scale):
+def _forward_fake(q, k, v, agents, agent_bias, query_bias, scale):
     batch, n, heads, _ = q.shape
     n_agent = agents.shape[1]
     return (q.new_empty(q.shape), agents.new_empty(agents.shape),
@@ -446,8 +444,7 @@ def _(q, k, v, agents, agent_bias, query_bias, scale):
             q.new_empty((batch, heads, n), dtype=torch.float32))
 
 
-@torch.library.custom_op("attnzoo::agent_attention_bwd", mutates_args=())
-def agent_attention_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -481,38 +478,20 @@ def agent_attention_bwd(
             d_query_bias.to(query_bias.dtype) if query_bias_grad else d_query_bias)
 
 
-@agent_attention_bwd.register_fake
-def _(do, q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query, scale, agent_bias_grad,
-      query_bias_grad):
-    def bias_grad(bias, wanted):
-        if wanted and bias is not None:
-            return bias.new_empty(bias.shape)
-        return q.new_empty((0,), dtype=torch.float32)
-
+def _backward_fake(do, q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query, scale,
+                   agent_bias_grad, query_bias_grad):
     return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape), q.new_empty(agents.shape),
-            bias_grad(agent_bias, agent_bias_grad), bias_grad(query_bias, query_bias_grad))
+            optional_grad_fake(q, agent_bias, agent_bias_grad), optional_grad_fake(q, query_bias, query_bias_grad))
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, agents, agent_bias, query_bias, scale = inputs
-    out, agent_v, lse_agent, lse_query = output
-    ctx.mark_non_differentiable(agent_v, lse_agent, lse_query)
-    ctx.save_for_backward(q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query)
-    ctx.scale = scale
+    return d_out, q, k, v, agents, agent_bias, query_bias, *outputs, scale, needs_grad[4], needs_grad[5]
 
 
-def _backward(ctx, d_out, _d_agent_v, _d_lse_agent, _d_lse_query):
-    q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query = ctx.saved_tensors
-    agent_bias_grad = agent_bias is not None and ctx.needs_input_grad[4]
-    query_bias_grad = query_bias is not None and ctx.needs_input_grad[5]
-    dq, dk, dv, d_agents, d_agent_bias, d_query_bias = agent_attention_bwd(
-        d_out, q, k, v, agents, agent_bias, query_bias, out, agent_v, lse_agent, lse_query, ctx.scale,
-        agent_bias_grad, query_bias_grad)
-    return (dq, dk, dv, d_agents, d_agent_bias if agent_bias_grad else None,
-            d_query_bias if query_bias_grad else None, None)
-
-
-agent_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+agent_attention_fwd, agent_attention_bwd = register_fwd_bwd(
+    "agent_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def agent_attention_triton(
@@ -525,11 +504,7 @@ def agent_attention_triton(
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.agent_attention.agent_attention` (shapes and dtypes checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"agent_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
-            f"use backend='reference'"
-        )
+    check_triton_dtype("agent_attention", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _, _, _ = agent_attention_fwd(q, k, v, agents, agent_bias, query_bias, float(scale))
     return out

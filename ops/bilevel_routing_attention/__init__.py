@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import check_positive_int, check_qkv, pair
 from ops.bilevel_routing_attention.reference import (
     bilevel_routing_attention_reference,
     region_geometry,
@@ -16,27 +17,9 @@ __all__ = ["bilevel_routing_attention", "region_geometry", "route"]
 _OP = "bilevel_routing_attention"
 
 
-def _pair(n_win: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (n_win, n_win) if isinstance(n_win, int) else tuple(n_win) if isinstance(n_win, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
-        raise ValueError(f"{_OP}: n_win (regions per side) must be a positive int or (int, int), got {n_win!r}")
-    return pair
-
-
 def _check(q, k, v, n_win, topk) -> None:
-    if q.dim() != 5:
-        raise ValueError(f"{_OP}: q must be (B, H, W, heads, dqk), got shape {tuple(q.shape)}")
-    if k.shape != q.shape:
-        raise ValueError(f"{_OP}: k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
-    if v.dim() != 5 or v.shape[:4] != q.shape[:4]:
-        raise ValueError(
-            f"{_OP}: v must be (B, H, W, heads, dv) with q's (B, H, W, heads) = {tuple(q.shape[:4])}, "
-            f"got {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"{_OP}: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not isinstance(topk, int) or isinstance(topk, bool) or topk <= 0:
-        raise ValueError(f"{_OP}: topk must be a positive int, got {topk!r}")
+    check_qkv(_OP, q, k, v, ("B", "H", "W", "heads", "dqk"), v_dim="dv")
+    check_positive_int(_OP, "topk", topk)
     regions = n_win[0] * n_win[1]
     if topk > regions:
         raise ValueError(
@@ -74,7 +57,7 @@ def bilevel_routing_attention(
     Returns:
         ``(B, H, W, heads, dv)`` in the dtype of ``q``.
     """
-    n_win = _pair(n_win)
+    n_win = pair(_OP, "n_win (regions per side)", n_win)
     _check(q, k, v, n_win, topk)
     if resolve_backend(_OP, backend, q) == "reference":
         return bilevel_routing_attention_reference(q, k, v, n_win, topk, scale)

@@ -52,6 +52,8 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import register_fwd_bwd
 from ops._triton_utils import (
     LN2, LOG2E, atomic_add_tile, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step,
     store_tile,
@@ -60,8 +62,6 @@ from ops.bilevel_routing_attention.reference import region_geometry, route
 
 __all__ = ["bilevel_routing_attention_triton"]
 
-# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -229,8 +229,7 @@ def _launch_args(q, v, idx, sh, sw):
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::bilevel_routing_attention_fwd", mutates_args=())
-def bilevel_routing_attention_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -258,13 +257,11 @@ def bilevel_routing_attention_fwd(
     return out, lse
 
 
-@bilevel_routing_attention_fwd.register_fake
-def _(q, k, v, idx, sh, sw, scale):
+def _forward_fake(q, k, v, idx, sh, sw, scale):
     return q.new_empty((*q.shape[:-1], v.shape[-1])), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::bilevel_routing_attention_bwd", mutates_args=())
-def bilevel_routing_attention_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -295,27 +292,18 @@ def bilevel_routing_attention_bwd(
     return dq, dk.to(q.dtype), dv.to(q.dtype)
 
 
-@bilevel_routing_attention_bwd.register_fake
-def _(do, q, k, v, out, lse, idx, sh, sw, scale):
+def _backward_fake(do, q, k, v, out, lse, idx, sh, sw, scale):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, idx, sh, sw, scale = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse, idx)
-    ctx.n_win = (sh, sw)
-    ctx.scale = scale
+    return d_out, q, k, v, *outputs, idx, sh, sw, scale
 
 
-def _backward(ctx, d_out, _d_lse):
-    q, k, v, out, lse, idx = ctx.saved_tensors
-    dq, dk, dv = bilevel_routing_attention_bwd(d_out, q, k, v, out, lse, idx, *ctx.n_win, ctx.scale)
-    return dq, dk, dv, None, None, None, None
-
-
-bilevel_routing_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+bilevel_routing_attention_fwd, bilevel_routing_attention_bwd = register_fwd_bwd(
+    "bilevel_routing_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def bilevel_routing_attention_triton(
@@ -328,11 +316,7 @@ def bilevel_routing_attention_triton(
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.bilevel_routing_attention.bilevel_routing_attention` (arguments checked
     there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"bilevel_routing_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, "
-            f"got {q.dtype}; use backend='reference'"
-        )
+    check_triton_dtype("bilevel_routing_attention", q)
     scale = (q.shape[-2] * q.shape[-1]) ** -0.5 if scale is None else scale
     idx = route(q, k, n_win, topk, scale)
     out, _ = bilevel_routing_attention_fwd(q, k, v, idx, int(n_win[0]), int(n_win[1]), float(scale))

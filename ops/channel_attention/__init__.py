@@ -4,18 +4,14 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import check_qkv
 from ops.channel_attention.reference import channel_attention_reference
 
 __all__ = ["channel_attention"]
 
 
 def channel_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    scale: float | None = None,
-    backend: str | None = None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, backend: str | None = None
 ) -> torch.Tensor:
     """Channel group attention, exactly DaViT's official order of roles.
 
@@ -28,14 +24,7 @@ def channel_attention(
     Returns:
         ``(B, N, groups, head_dim)``: ``out[n, i] = sum_j softmax_j(scale * sum_m k[m, i] v[m, j]) q[n, j]``.
     """
-    if q.dim() != 4:
-        raise ValueError(f"channel_attention: q must be (B, N, groups, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(
-            f"channel_attention: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"channel_attention: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv("channel_attention", q, k, v, ("B", "N", "groups", "head_dim"))
     if resolve_backend("channel_attention", backend, q) == "reference":
         return channel_attention_reference(q, k, v, scale)
     from ops.channel_attention.triton import channel_attention_triton

@@ -53,6 +53,8 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty, triton_interpret
+from ops._checks import check_triton_dtype
+from ops._custom_op import register_fwd_bwd
 from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
 
 __all__ = ["channel_attention_triton"]
@@ -297,8 +299,7 @@ def _launch_plan(q: torch.Tensor) -> tuple[int, int, int, int]:
     return triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d
 
 
-@torch.library.custom_op("attnzoo::channel_attention_fwd", mutates_args=())
-def channel_attention_fwd(
+def _forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``out`` (B, N, G, D) in q's dtype and the softmax ``P`` (B, G, D, D) fp32 for the backward."""
@@ -333,14 +334,12 @@ def _launch_fwd(q, k, v, ws, out, p, scale, splits, tiles_per_split, block_n, bl
     )
 
 
-@channel_attention_fwd.register_fake
-def _(q, k, v, scale):
+def _forward_fake(q, k, v, scale):
     batch, n, groups, head_dim = q.shape
     return q.new_empty(batch, n, groups, head_dim), q.new_empty(batch, groups, head_dim, head_dim, dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::channel_attention_bwd", mutates_args=())
-def channel_attention_bwd(
+def _backward(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dq, dk, dv), contiguous (B, N, G, D) in q's dtype, from dO and the forward's softmax ``p``."""
@@ -375,32 +374,26 @@ def _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, splits, tiles_per_split, 
     )
 
 
-@channel_attention_bwd.register_fake
-def _(do, q, k, v, p, scale):
+def _backward_fake(do, q, k, v, p, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, scale = inputs
-    _, p = output
-    ctx.mark_non_differentiable(p)
-    ctx.save_for_backward(q, k, v, p)
-    ctx.scale = scale
+    _, p = outputs
+    return d_out, q, k, v, p, scale
 
 
-def _backward(ctx, d_out, _d_p):
-    q, k, v, p = ctx.saved_tensors
-    dq, dk, dv = channel_attention_bwd(d_out, q, k, v, p, ctx.scale)
-    return dq, dk, dv, None
-
-
-channel_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+channel_attention_fwd, channel_attention_bwd = register_fwd_bwd(
+    "channel_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args, save_out=False,
+)
 
 
 def channel_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.channel_attention.channel_attention` (shapes and dtypes checked there)."""
+    check_triton_dtype("channel_attention", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _ = channel_attention_fwd(q, k, v, float(scale))
     return out

@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import SPATIAL, TOKENS, check_floating, check_positive_int, check_rank, check_same_shape
 from ops.hilo_attention.reference import lofi_attention_reference
 from ops.window_attention import window_attention
 
@@ -41,37 +42,18 @@ def hilo_head_split(num_heads: int, alpha: float, window: int) -> tuple[int, int
     Lo-Fi gets ``int(num_heads * alpha)`` heads and Hi-Fi the rest; ``window == 1`` makes every head Lo-Fi without
     pooling (plain global attention), whatever ``alpha``.
     """
-    if not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"hilo_head_split: num_heads must be a positive int, got {num_heads!r}")
+    check_positive_int("hilo_head_split", "num_heads", num_heads)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"hilo_head_split: alpha must be in [0, 1], got {alpha!r}")
-    if not isinstance(window, int) or window <= 0:
-        raise ValueError(f"hilo_head_split: window must be a positive int, got {window!r}")
+    check_positive_int("hilo_head_split", "window", window)
     if window == 1:
         return 0, num_heads
     lofi = int(num_heads * alpha)
     return num_heads - lofi, lofi
 
 
-def _check_same(op: str, names: str, *tensors: torch.Tensor) -> None:
-    shapes = [tuple(t.shape) for t in tensors]
-    if len(set(shapes)) != 1:
-        raise ValueError(f"{op}: {names} must have one shape, got {', '.join(map(str, shapes))}")
-
-
-def _check_dtypes(op: str, *tensors: torch.Tensor) -> None:
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) != 1 or not tensors[0].is_floating_point():
-        raise ValueError(f"{op}: inputs must share a floating dtype, got {', '.join(str(t.dtype) for t in tensors)}")
-
-
 def lofi_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    scale: float | None = None,
-    backend: str | None = None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, backend: str | None = None
 ) -> torch.Tensor:
     """Softmax attention of every query over one short shared key set (HiLo's Lo-Fi path, PVT-style attention).
 
@@ -85,19 +67,16 @@ def lofi_attention(
         ``(B, N, heads, head_dim)`` in the dtype of ``q``.
     """
     op = "lofi_attention"
-    if q.dim() != 4 or k.dim() != 4:
-        raise ValueError(
-            f"{op}: q must be (B, N, heads, head_dim) and k, v (B, M, heads, head_dim), got shapes "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    _check_same(op, "k and v", k, v)
+    check_rank(op, "q", q, TOKENS)
+    check_rank(op, "k", k, ("B", "M", "heads", "head_dim"))
+    check_same_shape(op, "k and v", k, v)
     if k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
         raise ValueError(
             f"{op}: k, v must match q in batch, heads and head_dim, got q {tuple(q.shape)} and k {tuple(k.shape)}"
         )
     if k.shape[1] == 0:
         raise ValueError(f"{op}: the key set is empty (k has shape {tuple(k.shape)}); expected at least one key")
-    _check_dtypes(op, q, k, v)
+    check_floating(op, "q, k, v", q, k, v)
     if resolve_backend(op, backend, q) == "reference":
         return lofi_attention_reference(q, k, v, scale)
     from ops.hilo_attention.triton import lofi_attention_triton
@@ -145,17 +124,16 @@ def hilo_attention(
     has_hifi, has_lofi = hifi_q is not None, lofi_q is not None
     if not (has_hifi or has_lofi):
         raise ValueError(f"{op}: neither Hi-Fi nor Lo-Fi tensors were given")
-    if not isinstance(window, int) or window <= 0:
-        raise ValueError(f"{op}: window must be a positive int, got {window!r}")
-    present = [t for t in (*hifi, *lofi) if t is not None]
-    for t in present:
-        if t.dim() != 5:
-            raise ValueError(f"{op}: every tensor must be (B, H, W, heads, head_dim), got shape {tuple(t.shape)}")
-    _check_dtypes(op, *present)
+    check_positive_int(op, "window", window)
+    names = ("hifi_q", "hifi_k", "hifi_v", "lofi_q", "lofi_k", "lofi_v")
+    present = {name: t for name, t in zip(names, (*hifi, *lofi)) if t is not None}
+    for name, t in present.items():
+        check_rank(op, name, t, SPATIAL)
+    check_floating(op, ", ".join(present), *present.values())
     if has_hifi:
-        _check_same(op, "hifi_q, hifi_k, hifi_v", *hifi)
+        check_same_shape(op, "hifi_q, hifi_k, hifi_v", *hifi)
     if has_lofi:
-        _check_same(op, "lofi_k and lofi_v", lofi_k, lofi_v)
+        check_same_shape(op, "lofi_k and lofi_v", lofi_k, lofi_v)
         if lofi_k.shape[0] != lofi_q.shape[0] or lofi_k.shape[3:] != lofi_q.shape[3:]:
             raise ValueError(
                 f"{op}: lofi_k, lofi_v must match lofi_q in batch, heads and head_dim, got lofi_q "

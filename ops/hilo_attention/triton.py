@@ -46,13 +46,13 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import register_fwd_bwd
 from ops._triton_utils import LN2, LOG2E, dot, dot_block, dot_options, load_tile, on_device, online_softmax_step, \
     store_tile
 
 __all__ = ["lofi_attention_triton"]
 
-# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_BLOCK = 64
 
 
@@ -226,8 +226,7 @@ def _block(n: int) -> int:
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::lofi_attention_fwd", mutates_args=())
-def lofi_attention_fwd(
+def _forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``out`` (B, N, heads, D) in q's dtype and ``lse`` (B, N, heads) fp32 (natural log) for the backward."""
@@ -251,13 +250,11 @@ def lofi_attention_fwd(
     return out, lse
 
 
-@lofi_attention_fwd.register_fake
-def _(q, k, v, scale):
+def _forward_fake(q, k, v, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::lofi_attention_bwd", mutates_args=())
-def lofi_attention_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -302,37 +299,25 @@ def lofi_attention_bwd(
     return dq, dk, dv
 
 
-@lofi_attention_bwd.register_fake
-def _(do, q, k, v, out, lse, scale):
+def _backward_fake(do, q, k, v, out, lse, scale):
     return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, scale = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse)
-    ctx.scale = scale
+    return d_out, q, k, v, *outputs, scale
 
 
-def _backward(ctx, d_out, _d_lse):
-    q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = lofi_attention_bwd(d_out, q, k, v, out, lse, ctx.scale)
-    return dq, dk, dv, None
-
-
-lofi_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+lofi_attention_fwd, lofi_attention_bwd = register_fwd_bwd(
+    "lofi_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def lofi_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.hilo_attention.lofi_attention` (shapes and dtypes checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"lofi_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
-            f"use backend='reference'"
-        )
+    check_triton_dtype("lofi_attention", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _ = lofi_attention_fwd(q, k, v, float(scale))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import SPATIAL, check_qkv, check_shape, pair
 from ops.neighborhood_attention.reference import neighborhood_attention_2d_reference, neighborhood_indices
 
 __all__ = ["neighborhood_attention_2d", "neighborhood_indices"]
@@ -12,22 +13,8 @@ __all__ = ["neighborhood_attention_2d", "neighborhood_indices"]
 _OP = "neighborhood_attention_2d"
 
 
-def _pair(value, what: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
-        raise ValueError(f"{_OP}: {what} must be a positive int or (int, int), got {value!r}")
-    return pair
-
-
 def _check(q, k, v, kernel_size, dilation, rpb) -> None:
-    if q.dim() != 5:
-        raise ValueError(f"{_OP}: q must be (B, H, W, heads, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(
-            f"{_OP}: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"{_OP}: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv(_OP, q, k, v, SPATIAL)
     for ks in kernel_size:
         if ks % 2 == 0:
             raise ValueError(f"{_OP}: kernel_size must be odd (NATTEN 0.14 semantics), got {kernel_size}")
@@ -39,10 +26,7 @@ def _check(q, k, v, kernel_size, dilation, rpb) -> None:
             f"every query needs kernel_size keys of its own dilation group. Pad the map first (NAT / DiNAT "
             f"zero-pad the block input to {max(H, kh * dh)}x{max(W, kw * dw)} before the qkv projection)"
         )
-    if rpb is not None and tuple(rpb.shape) != (nh, 2 * kh - 1, 2 * kw - 1):
-        raise ValueError(
-            f"{_OP}: rpb must be (heads, 2*kh-1, 2*kw-1) = {(nh, 2 * kh - 1, 2 * kw - 1)}, got {tuple(rpb.shape)}"
-        )
+    check_shape(_OP, "rpb", rpb, (nh, 2 * kh - 1, 2 * kw - 1), "(heads, 2*kh-1, 2*kw-1)")
 
 
 def neighborhood_attention_2d(
@@ -75,8 +59,8 @@ def neighborhood_attention_2d(
     Returns:
         ``(B, H, W, heads, head_dim)`` in the dtype of ``q``.
     """
-    kernel_size = _pair(kernel_size, "kernel_size")
-    dilation = _pair(dilation, "dilation")
+    kernel_size = pair(_OP, "kernel_size", kernel_size)
+    dilation = pair(_OP, "dilation", dilation)
     _check(q, k, v, kernel_size, dilation, rpb)
     if resolve_backend(_OP, backend, q) == "reference":
         return neighborhood_attention_2d_reference(q, k, v, kernel_size, dilation, rpb, scale)

@@ -47,12 +47,13 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import optional_grad_fake, register_fwd_bwd
 from ops._triton_utils import LN2, LOG2E, dot, dot_block, dot_options, load_tile, on_device, online_softmax_step, \
     store_tile
 
 __all__ = ["neighborhood_attention_2d_triton"]
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # 8 x 8 = 64 queries (or keys) per tile: one tensor-core tile, and a 14 x 14 key region for 7 x 7 windows.
 _TILE = (8, 8)
 _BLOCK_N = 64
@@ -320,8 +321,7 @@ def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::neighborhood_attention_2d_fwd", mutates_args=())
-def neighborhood_attention_2d_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -352,13 +352,11 @@ def neighborhood_attention_2d_fwd(
     return out, lse
 
 
-@neighborhood_attention_2d_fwd.register_fake
-def _(q, k, v, kh, kw, dh, dw, rpb, scale):
+def _forward_fake(q, k, v, kh, kw, dh, dw, rpb, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::neighborhood_attention_2d_bwd", mutates_args=())
-def neighborhood_attention_2d_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -405,30 +403,18 @@ def neighborhood_attention_2d_bwd(
     return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
 
 
-@neighborhood_attention_2d_bwd.register_fake
-def _(do, q, k, v, out, lse, kh, kw, dh, dw, rpb, scale, rpb_grad):
-    drpb = rpb.new_empty(rpb.shape) if rpb_grad and rpb is not None else q.new_empty((0,), dtype=torch.float32)
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), drpb
+def _backward_fake(do, q, k, v, out, lse, kh, kw, dh, dw, rpb, scale, rpb_grad):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), optional_grad_fake(q, rpb, rpb_grad)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, kh, kw, dh, dw, rpb, scale = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse, rpb)
-    ctx.geometry = (kh, kw, dh, dw)
-    ctx.scale = scale
+    return d_out, q, k, v, *outputs, kh, kw, dh, dw, rpb, scale, needs_grad[7]
 
 
-def _backward(ctx, d_out, _d_lse):
-    q, k, v, out, lse, rpb = ctx.saved_tensors
-    rpb_grad = rpb is not None and ctx.needs_input_grad[7]
-    dq, dk, dv, drpb = neighborhood_attention_2d_bwd(
-        d_out, q, k, v, out, lse, *ctx.geometry, rpb, ctx.scale, rpb_grad)
-    return dq, dk, dv, None, None, None, None, drpb if rpb_grad else None, None
-
-
-neighborhood_attention_2d_fwd.register_autograd(_backward, setup_context=_setup_context)
+neighborhood_attention_2d_fwd, neighborhood_attention_2d_bwd = register_fwd_bwd(
+    "neighborhood_attention_2d", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def neighborhood_attention_2d_triton(
@@ -441,11 +427,7 @@ def neighborhood_attention_2d_triton(
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.neighborhood_attention.neighborhood_attention_2d` (shapes checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"neighborhood_attention_2d: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got "
-            f"{q.dtype}; use backend='reference'"
-        )
+    check_triton_dtype("neighborhood_attention_2d", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _ = neighborhood_attention_2d_fwd(
         q, k, v, int(kernel_size[0]), int(kernel_size[1]), int(dilation[0]), int(dilation[1]), rpb, float(scale))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import SPATIAL, check_qkv, check_shape, pair
 from ops.overlapping_window_attention.reference import (
     overlapping_relative_position_bias,
     overlapping_window_attention_reference,
@@ -15,31 +16,23 @@ __all__ = ["overlapping_window_attention", "overlapping_relative_position_bias"]
 _OP = "overlapping_window_attention"
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in pair):
-        raise ValueError(f"{_OP}: {name} must be a positive int or (int, int), got {value!r}")
-    return pair
-
-
-def _check(q, k, v, window, key_window, bias_table) -> None:
-    if q.dim() != 5:
-        raise ValueError(f"{_OP}: q must be (B, H, W, heads, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(
-            f"{_OP}: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"{_OP}: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+def _windows(window, key_window) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(window, key_window) as (height, width) pairs; the key window must be centred on the query window."""
+    window, key_window = pair(_OP, "window", window), pair(_OP, "key_window", key_window)
     for w, kw, side in zip(window, key_window, ("height", "width")):
         if kw < w or (kw - w) % 2:
             raise ValueError(
                 f"{_OP}: key_window {key_window} must be at least window {window} and exceed it by an even amount "
                 f"(the key window is centred on the query window) in {side}"
             )
+    return window, key_window
+
+
+def _check(q, k, v, window, key_window, bias_table) -> None:
+    check_qkv(_OP, q, k, v, SPATIAL)
     nh = q.shape[3]
     want = (nh, window[0] + key_window[0] - 1, window[1] + key_window[1] - 1)
-    if bias_table is not None and tuple(bias_table.shape) != want:
-        raise ValueError(f"{_OP}: bias_table must be (heads, wh+kh-1, ww+kw-1) = {want}, got {tuple(bias_table.shape)}")
+    check_shape(_OP, "bias_table", bias_table, want, "(heads, wh+kh-1, ww+kw-1)")
 
 
 def overlapping_window_attention(
@@ -71,8 +64,7 @@ def overlapping_window_attention(
     Returns:
         ``(B, H, W, heads, head_dim)`` in the dtype of ``q``.
     """
-    window = _pair(window, "window")
-    key_window = _pair(key_window, "key_window")
+    window, key_window = _windows(window, key_window)
     _check(q, k, v, window, key_window, bias_table)
     if resolve_backend(_OP, backend, q) == "reference":
         return overlapping_window_attention_reference(q, k, v, window, key_window, bias_table, scale)

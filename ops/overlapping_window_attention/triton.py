@@ -48,6 +48,8 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import optional_grad_fake, register_fwd_bwd
 from ops._triton_utils import (
     LN2, LOG2E, atomic_add_tile, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step,
     sm_count, store_tile,
@@ -55,7 +57,6 @@ from ops._triton_utils import (
 
 __all__ = ["overlapping_window_attention_triton"]
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The dk / dv kernel keeps all queries of a window in one tile up to this many (HAT's 16 x 16 windows).
 _MAX_QUERY_TILE = 256
 _PROGRAMS_PER_SM = 4
@@ -326,8 +327,7 @@ def _bias_args(q: torch.Tensor, bias_table: Optional[torch.Tensor]):
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::overlapping_window_attention_fwd", mutates_args=())
-def overlapping_window_attention_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -362,13 +362,11 @@ def overlapping_window_attention_fwd(
     return out, lse
 
 
-@overlapping_window_attention_fwd.register_fake
-def _(q, k, v, wh, ww, kh, kw, bias_table, scale):
+def _forward_fake(q, k, v, wh, ww, kh, kw, bias_table, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::overlapping_window_attention_bwd", mutates_args=())
-def overlapping_window_attention_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -422,33 +420,19 @@ def overlapping_window_attention_bwd(
     return dq, dk32.to(q.dtype), dv32.to(q.dtype), dbias.to(bias_table.dtype) if bias_grad else dbias
 
 
-@overlapping_window_attention_bwd.register_fake
-def _(do, q, k, v, out, lse, wh, ww, kh, kw, bias_table, scale, bias_grad):
-    if bias_grad and bias_table is not None:
-        dbias = bias_table.new_empty(bias_table.shape)
-    else:
-        dbias = q.new_empty((0,), dtype=torch.float32)
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias
+def _backward_fake(do, q, k, v, out, lse, wh, ww, kh, kw, bias_table, scale, bias_grad):
+    dq, dk, dv = (q.new_empty(q.shape) for _ in range(3))
+    return dq, dk, dv, optional_grad_fake(q, bias_table, bias_grad)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, wh, ww, kh, kw, bias_table, scale = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse, bias_table)
-    ctx.windows = (wh, ww, kh, kw)
-    ctx.scale = scale
+    return d_out, q, k, v, *outputs, wh, ww, kh, kw, bias_table, scale, needs_grad[7]
 
 
-def _backward(ctx, d_out, _d_lse):
-    q, k, v, out, lse, bias_table = ctx.saved_tensors
-    bias_grad = bias_table is not None and ctx.needs_input_grad[7]
-    dq, dk, dv, dbias = overlapping_window_attention_bwd(d_out, q, k, v, out, lse, *ctx.windows, bias_table,
-                                                         ctx.scale, bias_grad)
-    return dq, dk, dv, None, None, None, None, dbias if bias_grad else None, None
-
-
-overlapping_window_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+overlapping_window_attention_fwd, overlapping_window_attention_bwd = register_fwd_bwd(
+    "overlapping_window_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def overlapping_window_attention_triton(
@@ -461,11 +445,7 @@ def overlapping_window_attention_triton(
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.overlapping_window_attention.overlapping_window_attention` (checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"overlapping_window_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, "
-            f"got {q.dtype}; use backend='reference'"
-        )
+    check_triton_dtype("overlapping_window_attention", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _ = overlapping_window_attention_fwd(q, k, v, int(window[0]), int(window[1]), int(key_window[0]),
                                               int(key_window[1]), bias_table, float(scale))

@@ -12,18 +12,14 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import TOKENS, check_qkv
 from ops.rala.reference import rala_reference
 
 __all__ = ["rala"]
 
 
 def _check(q, k, v, gate, residual, rope) -> None:
-    if q.dim() != 4:
-        raise ValueError(f"rala: q must be (B, N, heads, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"rala: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"rala: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv("rala", q, k, v, TOKENS)
     for name, t in (("gate", gate), ("residual", residual)):
         if t is None:
             continue

@@ -64,11 +64,12 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty, triton_interpret
+from ops._checks import check_triton_dtype
+from ops._custom_op import register_fwd_bwd
 from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
 
 __all__ = ["rala_triton"]
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # A chunk shorter than this many tiles would spend more on its partial state than it saves.
 _MIN_TILES_PER_SPLIT = 4
 _PROGRAMS_PER_SM = 2
@@ -522,8 +523,7 @@ def _opt(t: Optional[torch.Tensor], q: torch.Tensor, ndim: int):
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::rala_fwd", mutates_args=())
-def rala_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -578,8 +578,7 @@ def rala_fwd(
     return out, qbar, kv, ks, lse
 
 
-@rala_fwd.register_fake
-def _(q, k, v, gate, residual, sin, cos, scale, eps):
+def _forward_fake(q, k, v, gate, residual, sin, cos, scale, eps):
     batch, n, heads, head_dim = q.shape
     f32 = dict(dtype=torch.float32)
     return (
@@ -591,8 +590,7 @@ def _(q, k, v, gate, residual, sin, cos, scale, eps):
     )
 
 
-@torch.library.custom_op("attnzoo::rala_bwd", mutates_args=())
-def rala_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -672,8 +670,7 @@ def rala_bwd(
     return dq, dk, dv, dgate, dres, none(), none()
 
 
-@rala_bwd.register_fake
-def _(do, q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse, scale, eps, rope_grad):
+def _backward_fake(do, q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse, scale, eps, rope_grad):
     none = lambda: q.new_empty((0,))  # noqa: E731
     dgate = q.new_empty(q.shape) if gate is not None else none()
     dres = q.new_empty(q.shape) if residual is not None else none()
@@ -683,31 +680,16 @@ def _(do, q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse, scale, eps, rope
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dgate, dres, none(), none()
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, gate, residual, sin, cos, scale, eps = inputs
-    _, qbar, kv, ks, lse = output
-    ctx.mark_non_differentiable(qbar, kv, ks, lse)
-    ctx.save_for_backward(q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse)
-    ctx.scale, ctx.eps = scale, eps
+    _, qbar, kv, ks, lse = outputs
+    rope_grad = needs_grad[5] or needs_grad[6]
+    return d_out, q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse, scale, eps, rope_grad
 
 
-def _backward(ctx, d_out, *_d_state):
-    q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse = ctx.saved_tensors
-    rope_grad = sin is not None and (ctx.needs_input_grad[5] or ctx.needs_input_grad[6])
-    dq, dk, dv, dgate, dres, dsin, dcos = rala_bwd(
-        d_out, q, k, v, gate, residual, sin, cos, qbar, kv, ks, lse, ctx.scale, ctx.eps, rope_grad
-    )
-    return (
-        dq, dk, dv,
-        dgate if gate is not None else None,
-        dres if residual is not None else None,
-        dsin if rope_grad else None,
-        dcos if rope_grad else None,
-        None, None,
-    )
-
-
-rala_fwd.register_autograd(_backward, setup_context=_setup_context)
+rala_fwd, rala_bwd = register_fwd_bwd(
+    "rala", _forward, _forward_fake, _backward, _backward_fake, _backward_args, save_out=False,
+)
 
 
 def rala_triton(
@@ -722,11 +704,7 @@ def rala_triton(
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.rala.rala` (shapes and dtypes checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"rala: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
-            f"use backend='reference'"
-        )
+    check_triton_dtype("rala", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, *_ = rala_fwd(q, k, v, gate, residual, sin, cos, float(scale), float(eps))
     return out

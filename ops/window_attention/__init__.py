@@ -4,41 +4,22 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import SPATIAL, check_qkv, check_shape, pair
 from ops.window_attention.reference import relative_position_bias, window_attention_reference
 
 __all__ = ["window_attention", "relative_position_bias"]
 
-
-def _pair(window: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (window, window) if isinstance(window, int) else tuple(window)
-    if len(pair) != 2 or not all(isinstance(w, int) and w > 0 for w in pair):
-        raise ValueError(f"window_attention: window must be a positive int or (int, int), got {window!r}")
-    return pair
+_OP = "window_attention"
 
 
 def _check(q, k, v, window, bias_table, mask) -> None:
-    if q.dim() != 5:
-        raise ValueError(f"window_attention: q must be (B, H, W, heads, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(
-            f"window_attention: q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"window_attention: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv(_OP, q, k, v, SPATIAL)
     _, H, W, nh, _ = q.shape
     wh, ww = window
-    if bias_table is not None and tuple(bias_table.shape) != (nh, 2 * wh - 1, 2 * ww - 1):
-        raise ValueError(
-            f"window_attention: bias_table must be (heads, 2*wh-1, 2*ww-1) = {(nh, 2 * wh - 1, 2 * ww - 1)}, "
-            f"got {tuple(bias_table.shape)}"
-        )
-    if mask is not None:
-        nw = (-(-H // wh)) * (-(-W // ww))
-        if tuple(mask.shape) != (nw, wh * ww, wh * ww):
-            raise ValueError(
-                f"window_attention: mask must be (num_windows, wh*ww, wh*ww) = {(nw, wh * ww, wh * ww)} for a "
-                f"{H}x{W} map and {wh}x{ww} windows, got {tuple(mask.shape)}"
-            )
+    check_shape(_OP, "bias_table", bias_table, (nh, 2 * wh - 1, 2 * ww - 1), "(heads, 2*wh-1, 2*ww-1)")
+    nw = (-(-H // wh)) * (-(-W // ww))
+    check_shape(_OP, "mask", mask, (nw, wh * ww, wh * ww),
+                f"(num_windows, wh*ww, wh*ww) for {wh}x{ww} windows over a {H}x{W} map")
 
 
 def window_attention(
@@ -67,9 +48,9 @@ def window_attention(
     Returns:
         ``(B, H, W, heads, head_dim)`` in the dtype of ``q``.
     """
-    window = _pair(window)
+    window = pair(_OP, "window", window)
     _check(q, k, v, window, bias_table, mask)
-    if resolve_backend("window_attention", backend, q) == "reference":
+    if resolve_backend(_OP, backend, q) == "reference":
         return window_attention_reference(q, k, v, window, bias_table, mask, scale)
     from ops.window_attention.triton import window_attention_triton
 

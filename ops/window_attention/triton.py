@@ -64,14 +64,15 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import optional_grad_fake, register_fwd_bwd
 from ops._triton_utils import (
-    LN2, LOG2E, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step, sm_count, store_tile,
+    LN2, LOG2E, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step, sm_count,
+    store_tile,
 )
 
 __all__ = ["window_attention_triton"]
 
-# The kernels' fp32 accumulators and dot precisions are written for these (fp64 would need its own).
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The backward keeps all queries of a window in one tile up to this many tokens (16 x 16 windows, HAT).
 _MAX_QUERY_TILE = 256
 # A few resident programs per SM hide one program's load latency behind another's math.
@@ -391,8 +392,7 @@ def _num_warps(block_m: int, block_n: int) -> int:
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::window_attention_fwd", mutates_args=())
-def window_attention_fwd(
+def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -425,13 +425,11 @@ def window_attention_fwd(
     return out, lse
 
 
-@window_attention_fwd.register_fake
-def _(q, k, v, wh, ww, bias_table, mask, scale):
+def _forward_fake(q, k, v, wh, ww, bias_table, mask, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("attnzoo::window_attention_bwd", mutates_args=())
-def window_attention_bwd(
+def _backward(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -490,34 +488,20 @@ def window_attention_bwd(
     return dq, dk, dv, dbias.to(bias_table.dtype) if bias_grad else dbias
 
 
-@window_attention_bwd.register_fake
-def _(do, q, k, v, out, lse, wh, ww, bias_table, mask, scale, bias_grad):
-    if bias_grad and bias_table is not None:
-        dbias = bias_table.new_empty(bias_table.shape)
-    else:
-        dbias = q.new_empty((0,), dtype=torch.float32)
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias
+def _backward_fake(do, q, k, v, out, lse, wh, ww, bias_table, mask, scale, bias_grad):
+    dq, dk, dv = (q.new_empty(q.shape) for _ in range(3))
+    return dq, dk, dv, optional_grad_fake(q, bias_table, bias_grad)
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, wh, ww, bias_table, mask, scale = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse, bias_table, mask)
-    ctx.window = (wh, ww)
-    ctx.scale = scale
-
-
-def _backward(ctx, d_out, _d_lse):
-    q, k, v, out, lse, bias_table, mask = ctx.saved_tensors
-    bias_grad = bias_table is not None and ctx.needs_input_grad[5]
-    dq, dk, dv, dbias = window_attention_bwd(d_out, q, k, v, out, lse, *ctx.window, bias_table, mask, ctx.scale,
-                                             bias_grad)
     # The mask is a constant of the model (Swin's shifted-window mask): it gets no gradient by design.
-    return dq, dk, dv, None, None, dbias if bias_grad else None, None, None
+    return d_out, q, k, v, *outputs, wh, ww, bias_table, mask, scale, needs_grad[5]
 
 
-window_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+window_attention_fwd, window_attention_bwd = register_fwd_bwd(
+    "window_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args,
+)
 
 
 def window_attention_triton(
@@ -530,11 +514,7 @@ def window_attention_triton(
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.window_attention.window_attention` (shapes and dtypes checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"window_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
-            f"use backend='reference'"
-        )
+    check_triton_dtype("window_attention", q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, _ = window_attention_fwd(q, k, v, int(window[0]), int(window[1]), bias_table, mask, float(scale))
     return out

@@ -10,34 +10,12 @@ from __future__ import annotations
 import torch
 
 from ops._backend import resolve_backend
+from ops._checks import SPATIAL, check_qkv, pair
 from ops.window_grid_attention.reference import PARTITIONS, window_grid_attention_reference
 
 __all__ = ["PARTITIONS", "window_grid_attention"]
 
-
-def _pair(window: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (window, window) if isinstance(window, int) else tuple(window)
-    if len(pair) != 2 or not all(isinstance(w, int) and w > 0 for w in pair):
-        raise ValueError(f"window_grid_attention: window must be a positive int or (int, int), got {window!r}")
-    return pair
-
-
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, partition: str) -> None:
-    if partition not in PARTITIONS:
-        raise ValueError(f"window_grid_attention: partition must be one of {PARTITIONS}, got {partition!r}")
-    if q.dim() != 5:
-        raise ValueError(
-            f"window_grid_attention: q must be (B, H, W, heads, head_dim), got shape {tuple(q.shape)}")
-    if k.shape != q.shape:
-        raise ValueError(f"window_grid_attention: k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
-    if v.dim() != 5 or v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(
-            f"window_grid_attention: v must be (B, H, W, heads, v_dim) with (B, H, W, heads) = {tuple(q.shape[:-1])} "
-            f"as q, got {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(
-            f"window_grid_attention: q, k, v must share a floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+_OP = "window_grid_attention"
 
 
 def window_grid_attention(
@@ -66,9 +44,11 @@ def window_grid_attention(
     Returns:
         ``(B, H, W, heads, v_dim)`` in the dtype of ``q``.
     """
-    window = _pair(window)
-    _check(q, k, v, partition)
-    if resolve_backend("window_grid_attention", backend, q) == "reference":
+    window = pair(_OP, "window", window)
+    if partition not in PARTITIONS:
+        raise ValueError(f"{_OP}: partition must be one of {PARTITIONS}, got {partition!r}")
+    check_qkv(_OP, q, k, v, SPATIAL, v_dim="v_dim")
+    if resolve_backend(_OP, backend, q) == "reference":
         return window_grid_attention_reference(q, k, v, window, partition, scale)
     from ops.window_grid_attention.triton import window_grid_attention_triton
 

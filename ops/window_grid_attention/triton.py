@@ -44,11 +44,12 @@ import triton
 import triton.language as tl
 
 from ops._backend import empty
+from ops._checks import check_triton_dtype
+from ops._custom_op import register_fwd_bwd
 from ops._triton_utils import dot, dot_block, dot_options, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # A group's keys are one register tile (the softmax rows are complete in a program): 11 x 11 windows at most.
 MAX_GROUP_TOKENS = 128
 
@@ -207,8 +208,7 @@ def _num_warps(block_n: int, block_dv: int) -> int:
 # Custom ops.
 
 
-@torch.library.custom_op("attnzoo::window_grid_attention_fwd", mutates_args=())
-def window_grid_attention_fwd(
+def _forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, wh: int, ww: int, partition: str, scale: float,
 ) -> torch.Tensor:
     """``out`` (B, H, W, heads, Dv) in q's dtype."""
@@ -235,13 +235,11 @@ def window_grid_attention_fwd(
     return out
 
 
-@window_grid_attention_fwd.register_fake
-def _(q, k, v, wh, ww, partition, scale):
+def _forward_fake(q, k, v, wh, ww, partition, scale):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
-@torch.library.custom_op("attnzoo::window_grid_attention_bwd", mutates_args=())
-def window_grid_attention_bwd(
+def _backward(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, wh: int, ww: int, partition: str,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -270,24 +268,18 @@ def window_grid_attention_bwd(
     return dq, dk, dv
 
 
-@window_grid_attention_bwd.register_fake
-def _(do, q, k, v, wh, ww, partition, scale):
+def _backward_fake(do, q, k, v, wh, ww, partition, scale):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
-def _setup_context(ctx, inputs, output):
+def _backward_args(d_out, inputs, outputs, needs_grad):
     q, k, v, wh, ww, partition, scale = inputs
-    ctx.save_for_backward(q, k, v)
-    ctx.args = (wh, ww, partition, scale)
+    return d_out, q, k, v, wh, ww, partition, scale
 
 
-def _backward(ctx, d_out):
-    q, k, v = ctx.saved_tensors
-    dq, dk, dv = window_grid_attention_bwd(d_out, q, k, v, *ctx.args)
-    return dq, dk, dv, None, None, None, None
-
-
-window_grid_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+window_grid_attention_fwd, window_grid_attention_bwd = register_fwd_bwd(
+    "window_grid_attention", _forward, _forward_fake, _backward, _backward_fake, _backward_args, save_out=False,
+)
 
 
 def window_grid_attention_triton(
@@ -299,11 +291,7 @@ def window_grid_attention_triton(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Triton backend of :func:`ops.window_grid_attention.window_grid_attention` (arguments checked there)."""
-    if q.dtype not in _DTYPES:
-        raise ValueError(
-            f"window_grid_attention: backend 'triton' supports {', '.join(map(str, _DTYPES))} inputs, got {q.dtype}; "
-            f"use backend='reference'"
-        )
+    check_triton_dtype("window_grid_attention", q)
     if window[0] * window[1] > MAX_GROUP_TOKENS:
         raise ValueError(
             f"window_grid_attention: backend 'triton' keeps a group's keys in one tile, at most {MAX_GROUP_TOKENS} "
