@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_calls, write_record  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python benchmarks/NAME.py): the repository root first, not benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import Timer, run_meta, write_json  # noqa: E402
 
 # the official constructor arguments of each size (XPixelGroup/HAT options/test/*.yml)
 OFFICIAL_ARGS = {
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         def forward(model=model, name=name):
             with torch.no_grad():
                 outputs[name] = model(x)
-        t = time_calls(forward, steps=args.iters, warmup=args.warmup, device=device)
-        rows.append({"impl": name, "s_per_forward": t["seconds"] / args.iters, "peak_mem_mb": t["peak_mem_mb"]})
+        t = Timer(device, args.warmup, args.iters).measure(forward)
+        rows.append({"impl": name, "s_per_forward": t.median_ms / 1e3, "peak_mem_mb": t.peak_mib})
     diff = (outputs["zoo"] - outputs["official"]).double()
     err = {"rel_l2": (diff.norm() / outputs["official"].double().norm()).item(), "max_abs": diff.abs().max().item()}
     for r in rows:
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"zoo / official time: {rows[1]['s_per_forward'] / rows[0]['s_per_forward']:.2f}; "
           f"output rel. L2 error {err['rel_l2']:.2e}, max abs {err['max_abs']:.2e}")
     if args.json:
-        write_record(args.json, "HAT forward vs official", device, argv, model=args.model, lr_size=args.lr_size,
-                     iters=args.iters, threads=torch.get_num_threads(), rows=rows, error=err)
+        meta = run_meta(device, argv, what="HAT forward vs official")
+        write_json(args.json, dict(meta=meta, model=args.model, lr_size=args.lr_size, iters=args.iters,
+                                   threads=torch.get_num_threads(), rows=rows, error=err))
     return 0 if err["rel_l2"] < 1e-5 else 1
 
 

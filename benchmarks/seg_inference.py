@@ -7,9 +7,9 @@ For every config x size x test mode, the same segmentor (random weights; the bac
 weights do not change the cost) runs ``model.inference`` -- what mmseg's tester calls per image -- once per backend
 in one process, side by side: img/s, ms per image and peak CUDA memory, with the Triton speed-up over the reference
 ops. Without ``--config``, the smallest config of each family in ``configs/seg`` (the first file in name order per
-backbone family: the one with the fewest parameters). Sizes are ``HxW``; ``1024x2048`` is Cityscapes' 2048x1024. Slide mode uses the config's crop
-and stride (or 512 / 341). Timings are only meaningful on a GPU: on the CPU the script runs (``--device cpu``,
-the smoke test) but refuses to record results unless ``--allow-cpu`` is given.
+backbone family: the one with the fewest parameters). Sizes are ``HxW``; ``1024x2048`` is Cityscapes' 2048x1024.
+Slide mode uses the config's crop and stride (or 512 / 341). Timings are only meaningful on a GPU: on the CPU the
+script runs (``--device cpu``, the smoke test) but refuses to record results unless ``--allow-cpu`` is given.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, time_calls, write_record  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python benchmarks/NAME.py): the repository root first, not benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import ROOT, Timer, run_meta, write_json  # noqa: E402
 
 SEG_CONFIGS = ROOT / "configs" / "seg"
 
@@ -86,9 +87,9 @@ def measure(model, size: tuple[int, int], *, backend: str, amp: torch.dtype | No
             model.inference(x, meta)
 
     with use_backend(backend):
-        t = time_calls(step, steps=steps, warmup=warmup, device=device)
-    return {"backend": backend, "img_per_s": steps / t["seconds"], "ms_per_img": 1000 * t["seconds"] / steps,
-            "peak_mem_mb": t["peak_mem_mb"]}
+        t = Timer(device, warmup, steps).measure(step)
+    return {"backend": backend, "img_per_s": steps / t.total_s, "ms_per_img": 1000 * t.total_s / steps,
+            "peak_mem_mb": t.peak_mib}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                            else config), "mode": mode, "size": list(size), "results": results})
             del model
     if args.json:
-        write_record(args.json, "segmentation inference", device, argv, amp=args.amp, steps=args.steps,
-                     warmup=args.warmup, rows=rows)
+        meta = run_meta(device, argv, what="segmentation inference")
+        write_json(args.json, dict(meta=meta, amp=args.amp, steps=args.steps, warmup=args.warmup, rows=rows))
     return 0
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_calls, write_record  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python benchmarks/NAME.py): the repository root first, not benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import Timer, run_meta, write_json  # noqa: E402
 
 CONFIGS = {  # name: (amp dtype, channels_last, compile)
     "fp32": (None, False, False),
@@ -59,11 +60,10 @@ def measure(model_name: str, config: str, *, batch: int, img_size: int, steps: i
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    t = time_calls(step, steps=steps, warmup=warmup, device=device)
-    seconds = t["seconds"]
+    t = Timer(device, warmup, steps).measure(step)
     return {"config": config, "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
-            "channels_last": channels_last, "compile": compile_, "img_per_s": batch * steps / seconds,
-            "ms_per_step": 1000 * seconds / steps, "warmup_s": t["warmup_s"], "peak_mem_mb": t["peak_mem_mb"]}
+            "channels_last": channels_last, "compile": compile_, "img_per_s": batch * steps / t.total_s,
+            "ms_per_step": 1000 * t.total_s / steps, "warmup_s": t.warmup_s, "peak_mem_mb": t.peak_mib}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  x{r['speedup_vs_fp32_eager']:.2f}" if base else "")
               + (f"  peak {r['peak_mem_mb']:.0f} MiB" if r["peak_mem_mb"] is not None else ""))
     if args.json:
-        write_record(args.json, "training-step throughput", device, argv, model=args.model, model_kwargs=kwargs,
-                     batch=args.batch, img_size=args.img_size, steps=args.steps, warmup=args.warmup, results=rows)
+        meta = run_meta(device, argv, what="training-step throughput")
+        write_json(args.json, dict(meta=meta, model=args.model, model_kwargs=kwargs, batch=args.batch,
+                                   img_size=args.img_size, steps=args.steps, warmup=args.warmup, results=rows))
     return 0
 
 

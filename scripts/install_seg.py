@@ -122,7 +122,8 @@ def build_wheel(dest: Path) -> Path:
         print(f"building mmcv {MMCV_VERSION} with compiled ops ({'CPU + CUDA' if _with_cuda() else 'CPU'}), "
               f"MAX_JOBS={env['MAX_JOBS']}; about 20 minutes on 2 cores", flush=True)
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(src)]
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+               "-w", str(tmp / "dist"), str(src)]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env=env)
         (built,) = (tmp / "dist").glob("mmcv-*.whl")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.engine.flops import channel_attention_cost, count_flops, model_stats, window_attention_cost
+from ops.channel_attention.official import channel_attention_cost
+from ops.window_attention.official import window_attention_cost
+from zoo.engine.flops import count_flops, model_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
@@ -25,7 +27,7 @@ def test_readme_model_table_is_up_to_date():
 
 
 # Official code (dingmyu/davit, imported from its repository), measured: sum(p.numel()) and torch FlopCounterMode / 2
-# at the official input size (shared/reference/davit.md, section 3). fvcore gives 4.540 / 8.800 / 15.510 / 102.967 G:
+# at the official input size (timm/models/davit.py of dingmyu/davit). fvcore gives 4.540 / 8.800 / 15.510 / 102.967 G:
 # it also counts the norms and the pooling, which FlopCounterMode (matmuls and convolutions only) does not.
 OFFICIAL = {
     "zoo_davit_tiny": (28_360_168, 4.522),

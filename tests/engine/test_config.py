@@ -126,14 +126,14 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path):
 # The paper recipes: configs/cls/<family>_<variant>.yaml, validated on load, the right variant and hyper-parameters
 
 PAPER_RECIPES = {
-    # file: (model, drop path, params (reference section 3), epochs, warmup, lr, lr_base_batch, ema, repeated aug)
+    # file: (model, drop path, params (official code), epochs, warmup, lr, lr_base_batch, ema, repeated aug)
     "davit_tiny": ("zoo_davit_tiny", 0.1, 28_360_168, 300, 5, 1e-3, 1024, False, 1),
     "davit_small": ("zoo_davit_small", 0.2, 49_745_896, 300, 5, 1e-3, 1024, False, 1),
     "davit_base": ("zoo_davit_base", 0.4, 87_954_408, 300, 5, 1e-3, 1024, False, 1),
     "biformer_tiny": ("biformer_tiny", 0.1, 13_142_760, 300, 5, 5e-4, 512, True, 3),
     "biformer_small": ("biformer_small", 0.15, 25_536_232, 300, 5, 5e-4, 512, True, 3),
     "biformer_base": ("biformer_base", 0.4, 56_804_968, 300, 5, 5e-4, 512, True, 3),
-    # NAT/DiNAT, LITv2, Agent, RAVLT, EMOv2 (../shared/reference/{nat_dinat,litv2,agent,ravlt,emov2}.md); the rows whose
+    # NAT/DiNAT, LITv2, Agent, RAVLT, EMOv2 (the official files each recipe's header names); the rows whose
     # official recipe differs from the shared values checked below have their values in PAPER_RECIPE_VALUES.
     "nat_mini": ("nat_mini", 0.2, 19_984_174, 300, 20, 1e-3, 1024, False, 1),
     "nat_tiny": ("nat_tiny", 0.2, 27_901_582, 300, 20, 1e-3, 1024, False, 1),

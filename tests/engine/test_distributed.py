@@ -16,7 +16,8 @@ from zoo.engine.cli import train_main
 from zoo.engine.config import RecipeError
 from zoo.engine.distributed import fsdp_units
 from zoo.engine.observe import read_log
-from zoo.engine.train import create_model, train
+from zoo.engine.setup import create_model
+from zoo.engine.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

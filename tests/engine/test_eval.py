@@ -79,9 +79,9 @@ def test_train_cli_reports_recipe_errors(tmp_path, capsys):
 
 def test_eval_bench_dispatches_to_the_benchmark_module(monkeypatch):
     seen = []
-    stub = types.ModuleType("zoo.engine.benchmark")
+    stub = types.ModuleType("benchmarks.cli")
     stub.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "zoo.engine.benchmark", stub)
+    monkeypatch.setitem(sys.modules, "benchmarks.cli", stub)
     spec = importlib.util.spec_from_file_location("eval_script", ROOT / "eval.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

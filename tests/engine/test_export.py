@@ -9,7 +9,7 @@ import torch
 from engine_helpers import TINY_MODEL, tiny_recipe
 
 from zoo.engine.export import export_model, load_export
-from zoo.engine.train import create_model, resolve_data_config
+from zoo.engine.setup import create_model, resolve_data_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

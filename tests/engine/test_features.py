@@ -12,7 +12,9 @@ from engine_helpers import tiny_recipe
 from zoo.data import TarShards, create_dataset
 from zoo.data.shards import write_shards
 from zoo.engine.checkpoint import LAST_CHECKPOINT, load_checkpoint
-from zoo.engine.train import create_model, create_optimizer, create_transforms, resolve_data_config, train
+from zoo.engine.setup import create_model, resolve_data_config
+from zoo.engine.tasks.cls import create_transforms
+from zoo.engine.train import create_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,7 +138,7 @@ def test_mixup_cutmix_randaugment_random_erasing_are_timm_s():
     from timm.data.auto_augment import RandAugment
     from timm.data.random_erasing import RandomErasing
 
-    from zoo.engine.train import _create_loss
+    from zoo.engine.tasks.cls import create_loss as _create_loss
 
     recipe = tiny_recipe(aug={"auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "mixup": 0.8,
                               "cutmix": 1.0})

@@ -101,7 +101,7 @@ def test_eval_sr_of_a_plain_weights_file(sr_run, tmp_path):
     import timm
 
     import zoo  # noqa: F401  (registers the zoo models)
-    from zoo.engine.train import load_init_weights
+    from zoo.engine.setup import load_init_weights
     model = timm.create_model("hat_s_x2", **TINY_SR["model"]["kwargs"])
     missing, unexpected = load_init_weights(model, path)
     assert not missing and not unexpected

@@ -110,3 +110,12 @@ def test_resume_a_finished_run_with_more_epochs(tmp_path, capsys):
     assert "resumed from" in out and "schedule differs" in out and "held-out top-1" in out
     state = load_checkpoint(first.checkpoint)  # the same folder: the checkpoint's own
     assert state["epoch"] == 2 and state["recipe"]["train"]["epochs"] == 2
+
+
+@pytest.mark.gpu
+def test_fp16_training_with_grad_scaler_on_cuda(tmp_path):
+    assert torch.cuda.is_available()
+    result = train(tiny_recipe(device="cuda", data={"train_subset": 64, "batch_size": 16},
+                               train={"epochs": 1, "amp": "fp16", "plot": False}), tmp_path, progress=False, log=None)
+    state = load_checkpoint(result.checkpoint)
+    assert state["scaler"]["scale"] > 0 and result.metrics["count"] == 360

@@ -49,7 +49,8 @@ def test_wheel_cache_is_keyed_by_torch_python_and_device(monkeypatch):
     import torch
 
     key = install_seg.wheel_cache_dir().name
-    assert key.startswith(f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info.major}{sys.version_info.minor}-")
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    assert key.startswith(f"torch{torch.__version__.replace('+', '_')}-{python}-")
     monkeypatch.setenv("FORCE_CUDA", "1")
     assert install_seg.wheel_cache_dir().name.endswith(f"cuda{torch.version.cuda}")
     assert install_seg.wheel_cache_dir().parent.name == "attnzoo-wheels"

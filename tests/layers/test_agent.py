@@ -14,8 +14,8 @@ import ops
 from tests.utils import assert_close
 from zoo.layers.agent import (
     AGENT_BIASES, AgentAttention, AgentAttentionBase, AgentBlock, parse_attn_type, resize_agent_bias, resize_pos_embed,
-    unwrap_checkpoint,
 )
+from zoo.layers.backbone import unwrap_checkpoint
 
 
 def _naive(m: AgentAttention, x: torch.Tensor, grid, prefix: int) -> torch.Tensor:

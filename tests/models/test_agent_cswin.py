@@ -37,6 +37,7 @@ import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
 from tests.utils import assert_close
+from zoo.layers import agent as agent_layer
 from zoo.models import agent_cswin
 from zoo.models.agent_cswin import checkpoint_filter_fn
 
@@ -75,7 +76,8 @@ def test_names_are_new_to_timm():
 
 
 @pytest.mark.parametrize('name,gmacs', [
-    # reference/agent.md §3: the official models under torch's FlopCounterMode at their resolution. The other
+    # the official models (LeapLabTHU/Agent-Attention agent_transformer/models/agent_cswin.py) under torch's
+    # FlopCounterMode at their resolution. The other
     # variants were measured equal too (S 6.744, B 14.870), left out for runtime.
     ('agent_cswin_t', 4.292),
     ('agent_cswin_b_384', 46.177),
@@ -201,8 +203,9 @@ def test_attention_goes_through_ops(monkeypatch):
             return originals[name](*args, **kwargs)
         return fn
 
+    owners = {'agent_attention': agent_layer, 'window_attention': agent_cswin}
     for name in calls:
-        monkeypatch.setattr(ops, name, spy(name))
+        monkeypatch.setattr(owners[name], name, spy(name))
     model = timm.create_model('agent_cswin_t', embed_dim=16, depths=(1, 1, 2, 1), num_classes=10).eval()
     with torch.no_grad():
         model(torch.randn(2, 3, 96, 160))  # maps 24x40, 12x20, 6x10, 3x5
@@ -216,7 +219,8 @@ def test_attention_goes_through_ops(monkeypatch):
 
 def test_triton_backend_matches_reference(device):
     """The model through the Triton kernels (compiled on GPU, the interpreter on CPU) gives the reference's output
-    and gradients: agent blocks in stages 1-2, stripes padded in stage 3 (4x6 map, 7-wide stripes), the full-map stage 4."""
+    and gradients: agent blocks in stages 1-2, stripes padded in stage 3 (4x6 map, 7-wide stripes), the full-map
+    stage 4."""
     torch.manual_seed(0)
     model = timm.create_model('agent_cswin_t', embed_dim=16, depths=(1, 1, 2, 1), num_classes=5).to(device).train()
     x = torch.randn(1, 3, 64, 96, device=device)

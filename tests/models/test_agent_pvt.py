@@ -128,7 +128,8 @@ def test_agent_grids_reach_every_block():
     plain.load_state_dict(model.state_dict())  # same parameters: the grid is a setting, not a weight
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        a, b = model.forward_intermediates(x, intermediates_only=True), plain.forward_intermediates(x, intermediates_only=True)
+        a = model.forward_intermediates(x, intermediates_only=True)
+        b = plain.forward_intermediates(x, intermediates_only=True)
     assert [t.shape for t in a] == [t.shape for t in b]
     assert not torch.allclose(a[0], b[0])  # 144 agents instead of 9 change the result
     with pytest.raises(ValueError, match='agent_grids .* must have 4 entries'):

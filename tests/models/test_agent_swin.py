@@ -39,6 +39,7 @@ import zoo  # noqa: F401  (registers the zoo models)
 from ops.window_attention.reference import relative_position_bias
 from timm.models.swin_transformer import SwinTransformerBlock
 from tests.utils import assert_close
+from zoo.layers import agent as agent_layer
 from zoo.layers.agent import AgentAttention, parse_attn_type
 from zoo.models import agent_swin
 from zoo.models.agent_swin import checkpoint_filter_fn
@@ -88,7 +89,8 @@ def test_names_are_the_official_ones_and_new_to_timm():
 
 
 @pytest.mark.parametrize('name,gmacs', [
-    # reference/agent.md §3: the official models under torch's FlopCounterMode at their resolution. The other
+    # the official models (LeapLabTHU/Agent-Attention agent_transformer/models/agent_swin.py) under torch's
+    # FlopCounterMode at their resolution. The other
     # variants were measured equal too (S 8.701, S-288 14.535, B 15.400), left out for runtime.
     ('agent_swin_t', 4.499),
     ('agent_swin_b_384', 46.207),
@@ -284,8 +286,9 @@ def test_attention_goes_through_ops(monkeypatch):
             return originals[name](*args, **kwargs)
         return fn
 
+    owners = {'agent_attention': agent_layer, 'agent_bias_maps': agent_layer, 'window_attention': agent_swin}
     for name in calls:
-        monkeypatch.setattr(ops, name, spy(name))
+        monkeypatch.setattr(owners[name], name, spy(name))
     model = timm.create_model('agent_swin_b', embed_dim=32, num_heads=(1, 2, 4, 8), depths=(1, 1, 4, 2),
                               num_classes=10).eval()
     with torch.no_grad():
@@ -307,11 +310,11 @@ def test_attention_goes_through_ops(monkeypatch):
 
 def test_triton_backend_matches_reference(device):
     """The model through the Triton kernels (compiled on GPU, the interpreter on CPU) gives the reference's output
-    and gradients: agent blocks in stages 1 and 3, Swin blocks in stages 2 and 4 (stage 2's 16x24 map padded to 21x28, its second block
-    shifted: the mask path)."""
+    and gradients: agent blocks in stages 1 and 3, Swin blocks in stages 2 and 4 (stage 2's 16x24 map padded to
+    21x28, its second block shifted: the mask path)."""
     torch.manual_seed(0)
-    model = timm.create_model('agent_swin_t', embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), attn_type='ABAB',
-                              num_classes=5).to(device).train()
+    model = timm.create_model('agent_swin_t', embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
+                              attn_type='ABAB', num_classes=5).to(device).train()
     x = torch.randn(1, 3, 64, 96, device=device)
     results = {}
     for backend in ('reference', 'triton'):
@@ -338,7 +341,7 @@ def test_agents_are_pooled_unscaled_queries(monkeypatch):
         seen['agents'] = agents
         return original(q, k, v, agents, **kwargs)
 
-    monkeypatch.setattr(ops, 'agent_attention', capture)
+    monkeypatch.setattr(agent_layer, 'agent_attention', capture)
     with torch.no_grad():
         attn(x)
     q = attn.qkv(x)[..., :16]

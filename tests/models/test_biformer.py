@@ -1,8 +1,8 @@
 """BiFormer: official checkpoint conversion, all attention in `ops`, and sizes the official models refuse.
 
-The official key layouts (`fixtures/biformer_official_{tiny,stl,stl_nchw}_keys.json`: names and shapes only) were generated
-once from https://github.com/rayleizhu/BiFormer (`1697bbb`; its code imports on torch 2.14 with einops installed
-outside the project and fairscale's `checkpoint_wrapper` stubbed as identity) with
+The official key layouts (`fixtures/biformer_official_{tiny,stl,stl_nchw}_keys.json`: names and shapes only) were
+generated once from https://github.com/rayleizhu/BiFormer (`1697bbb`; its code imports on torch 2.14 with einops
+installed outside the project and fairscale's `checkpoint_wrapper` stubbed as identity) with
 ``{k: list(v.shape) for k, v in biformer_tiny().state_dict().items()}`` (and `biformer_stl()`, `biformer_stl_nchw()`
 likewise; the nchw module imports `ops.torch.rrsda`, which the renamed scratch package needed re-pointed).
 
@@ -19,7 +19,7 @@ max |logit difference|:
 | biformer_base | 224x224, 448x336 | plain | 3.4e-5, 3.2e-5 | 138, 166 |
 | biformer_stl | 224x224, 448x336 | plain (has no auto_pad) | 1.4e-6, 1.0e-6 | 3.7, 4.0 |
 | biformer_stl_nchw | 224x224, 448x336 | plain (rrsda auto_pad, unused: maps divisible) | 1.8e-6, 1.2e-6 | 4.8, 5.0 |
-| biformer_stl_nchw | 256x256, 250x300, 512x683 | official grid H // n_win, unmasked zero padding | 1.9, 1.3, 2.3 | 4.9, 5.1, 4.3 |
+| biformer_stl_nchw | 256x256, 250x300, 512x683 | grid H // n_win, unmasked zero pad | 1.9, 1.3, 2.3 | 4.9, 5.1, 4.3 |
 
 The last row is the documented, deliberate difference (zoo/models/biformer.py docstring): on maps that are not
 multiples of n_win the zoo's nchw model keeps the op's n_win x n_win grid with masked padding. Zero-padding the
@@ -85,7 +85,7 @@ def test_names_are_the_official_ones_and_new_to_timm():
 
 
 @pytest.mark.parametrize('name,gmacs', [
-    # reference/biformer.md §3: the official models under torch's FlopCounterMode at 224x224
+    # the official models (rayleizhu/BiFormer models/biformer*.py) under torch's FlopCounterMode at 224x224
     ('biformer_tiny', 2.216),
     ('biformer_small', 4.464),
     ('biformer_base', 9.759),
@@ -248,8 +248,9 @@ def _count_op_calls(monkeypatch) -> dict[str, list]:
         calls['window_attention'].append((tuple(q.shape), window, kwargs.get('scale')))
         return window_op(q, k, v, window, **kwargs)
 
-    monkeypatch.setattr(ops, 'bilevel_routing_attention', bilevel_routing_attention)
-    monkeypatch.setattr(ops, 'window_attention', window_attention)
+    # the model file calls the ops by their global names (what FX's autowrap patches), so the spies go there
+    monkeypatch.setattr(zoo_biformer, 'bilevel_routing_attention', bilevel_routing_attention)
+    monkeypatch.setattr(zoo_biformer, 'window_attention', window_attention)
     return calls
 
 

@@ -25,6 +25,7 @@ parameter perturbed by N(0, 0.02), wrapped in BasicSR's container (``params`` de
 | hat_x3 | 32x48 | 3.3e-6 |
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,12 @@ import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
 from param_counts import PARAM_COUNTS
+from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
 from timm.optim._param_groups import param_groups_weight_decay
-from zoo.models.hat import HAT_RGB_MEAN, checkpoint_filter_fn, official_ocab_table_index, shifted_window_mask
+from zoo.models.hat import HAT_RGB_MEAN, checkpoint_filter_fn, shifted_window_mask
 
 FIXTURES = Path(__file__).parent / 'fixtures'
-# reference/hat.md §3, official arch, sum(p.numel() for p in model.parameters())
+# the official arch (XPixelGroup/HAT hat/archs/hat_arch.py), sum(p.numel() for p in model.parameters())
 OFFICIAL_PARAMS = {
     'hat_s_x2': 9_473_471, 'hat_s_x3': 9_658_111, 'hat_s_x4': 9_621_183,
     'hat_x2': 20_624_795, 'hat_x3': 20_809_435, 'hat_x4': 20_772_507,
@@ -152,6 +154,14 @@ def test_too_small_input_is_a_clear_error():
         model(torch.rand(1, 3, 3, 20))
 
 
+@pytest.mark.parametrize('shape', [(1, 1, 16, 16), (1, 4, 16, 16), (3, 16, 16)])
+def test_input_that_is_not_a_colour_batch_is_a_clear_error(shape):
+    """A grey image would broadcast against the RGB mean into a colour one; an unbatched one is an error too."""
+    model = _tiny('hat_s_x2')
+    with pytest.raises(ValueError, match=rf'image batch of shape \(B, 3, H, W\), got {re.escape(str(shape))}'):
+        model(torch.rand(shape))
+
+
 def test_backward_every_param_has_grad():
     model = _tiny('hat_s_x4', drop_path_rate=0.1).train()
     out = model(torch.rand(2, 3, 12, 17))
@@ -249,11 +259,19 @@ def _official_rpi_sa(ws):
 
 
 def _official_rpi_oca(ws, wse):
-    """hat_arch.calculate_rpi_oca, re-derived (reference §4.5): values in [-880, 640] for 16 / 24, wrapping."""
+    """calculate_rpi_oca of XPixelGroup/HAT hat/archs/hat_arch.py, re-derived: values in [-880, 640] for 16 / 24,
+    wrapping."""
     ori = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij')).flatten(1)
     ext = torch.stack(torch.meshgrid(torch.arange(wse), torch.arange(wse), indexing='ij')).flatten(1)
     rel = (ext[:, None, :] - ori[:, :, None]).permute(1, 2, 0) + ws - wse + 1
     return rel[..., 0] * (ws + wse - 1) + rel[..., 1]
+
+
+def official_ocab_table_index(ws, wse):
+    """The official OCAB table row that each entry of the op's ``(n, n)`` table comes from: the converter applied
+    to the row numbers."""
+    n = ws + wse - 1
+    return ocab_table_from_official(torch.arange(n * n)[:, None], ws, wse)[0]
 
 
 @pytest.mark.parametrize('ws', [16, 8])

@@ -84,14 +84,16 @@ def test_registered_variants_and_tags():
 
 @pytest.mark.parametrize('alpha, expected', [(0.0, 28_089_760), (0.5, 27_647_392), (1.0, 28_089_760)])
 def test_alpha_sweep_param_counts(alpha, expected):
-    """reference/litv2.md §3: the released LITv2-S alpha sweep (separate Hi-Fi / Lo-Fi output projections)."""
+    """The LITv2-S alpha sweep released in the ziplab/LITv2 README, counted on its classification/models/litv2.py
+    (separate Hi-Fi / Lo-Fi output projections)."""
     model = timm.create_model('litv2_small', alpha=alpha, device='meta')
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_official_shapes_and_head_split():
-    """reference/litv2.md §5 (small): stage 3 l_q (320, 384), l_kv (640, 384), l_proj (320, 320), h_qkv (192, 384),
-    h_proj (64, 64); stage 4 (s = 1) Lo-Fi only over all 24 heads; stages 1-2 without attention."""
+    """ziplab/LITv2 classification/models/litv2.py (small): stage 3 l_q (320, 384), l_kv (640, 384), l_proj
+    (320, 320), h_qkv (192, 384), h_proj (64, 64); stage 4 (s = 1) Lo-Fi only over all 24 heads; stages 1-2
+    without attention."""
     model = timm.create_model('litv2_small', device='meta')
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     s3 = 'stages.2.blocks.0.attn.'

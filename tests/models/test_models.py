@@ -37,6 +37,7 @@ import zoo
 import zoo.models
 from timm.models import model_entrypoint
 from param_counts import PARAM_COUNTS
+from tests.models.bitwise import MODELS as CLASS_REPRESENTATIVES  # one model per model class
 
 MODELS = zoo.list_models()
 # Networks without a classifier (num_classes 0 in their default cfg: HAT's super-resolution models) get the registry,
@@ -396,6 +397,42 @@ def test_torch_export(costly_model):
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x))
 
+
+# --------------------------------------------------------------------------------------------------------------
+# FX symbolic tracing (timm's FX feature extraction, torchvision's create_feature_extractor) and the input contract,
+# on one model of every model class
+
+FX_MODELS = [n for n in CLASS_REPRESENTATIVES if n in CLASSIFIERS]
+
+
+@pytest.mark.parametrize('name', FX_MODELS)
+def test_fx_trace(name):
+    """timm's FX path traces the model (its notrace functions / modules as leaves) and computes the same logits."""
+    from timm.layers import create_feature_extractor, get_graph_node_names
+
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(BATCH, *_input_size(model, COMPILE_SIZE))
+    _, eval_nodes = get_graph_node_names(model)
+    fx_model = create_feature_extractor(model, [eval_nodes[-1]])
+    with torch.no_grad():
+        torch.testing.assert_close(fx_model(x)[eval_nodes[-1]], model(x))
+
+
+@pytest.mark.parametrize('name', FX_MODELS)
+def test_input_contract(name):
+    """Wrong rank, wrong channel count and inputs smaller than the total stride are errors naming the shape."""
+    model = _create_meta(name)
+    c, h, w = _input_size(model, COMPILE_SIZE)
+    s = _stride(model)
+    with torch.device('meta'):
+        with pytest.raises(ValueError, match=rf'\(B, {c}, H, W\), got \(2, {c + 1}, {h}, {w}\)'):
+            model(torch.empty(2, c + 1, h, w))
+        with pytest.raises(ValueError, match=rf'got \({c}, {h}, {w}\)'):
+            model(torch.empty(c, h, w))
+        if not model.pretrained_cfg.get('fixed_input_size', False):
+            with pytest.raises(ValueError, match=rf'input {s - 1}x{w} is smaller .* at least {s}'):
+                model(torch.empty(2, c, s - 1, w))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -99,9 +99,9 @@ def test_no_weight_decay_is_the_relative_position_biases():
 
 
 @pytest.mark.parametrize('name,gmacs', [
-    # reference/nat_dinat.md §3: the official models (naive natten stand-in) under torch's FlopCounterMode / 2, the
-    # attention products included on both sides (nat_isotropic_small + 12 * 2 * 196 * (196 - 49) * 384 MACs =
-    # vitrpb_small: 4.308 G + 0.266 G = 4.574 G)
+    # the official models (SHI-Labs/Neighborhood-Attention-Transformer classification/*.py, a naive natten
+    # stand-in) under torch's FlopCounterMode / 2, the attention products included on both sides
+    # (nat_isotropic_small + 12 * 2 * 196 * (196 - 49) * 384 MACs = vitrpb_small: 4.308 G + 0.266 G = 4.574 G)
     ('nat_mini', 2.695),
     ('dinat_s_tiny', 4.491),
     ('nat_isotropic_small', 4.308),

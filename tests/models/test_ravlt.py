@@ -18,7 +18,8 @@ maps (official: each stage's map before its downsample):
 | ravlt_l | 224x224, 256x320, 200x232, 96x160 | 1.8e-7, 1.8e-7, 1.7e-7, 2.1e-7 (~0.75) | 1.4e-6 (2.7) |
 
 (200x232 and 96x160 are not multiples of 32: both models halve with ceil in every stride-2 conv.) The zoo side ran
-the reference backends on CPU (the RALA Triton kernels agree with the reference to fp32 rounding, tests/ops/test_rala.py).
+the reference backends on CPU (the RALA Triton kernels agree with the reference to fp32 rounding,
+tests/ops/test_rala.py).
 """
 import json
 import math
@@ -65,7 +66,7 @@ def _official_state_dict(seed: int = 0) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Variants: the official configurations (reference/ravlt.md §2)
+# Variants: the official configurations (qhfan/RALA classfication/RALA.py, RAVLT_T/S/B/L)
 
 
 @pytest.mark.parametrize('name,dims,depths,heads,ls', [
@@ -129,7 +130,7 @@ def test_filter_passes_the_zoo_layout_through():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The official math, written independently from reference/ravlt.md §4 in its NCHW / 1x1-conv form
+# The official math (qhfan/RALA classfication/RALA.py), written independently in its NCHW / 1x1-conv form
 
 
 def _official_rope(h, w, d):

@@ -28,7 +28,6 @@ does). ``atol`` is relative to the tensor's largest entry (tests/utils.assert_cl
 from __future__ import annotations
 
 import importlib
-import math
 import os
 
 import pytest
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 import ops
 from ops import agent_attention, agent_bias_maps
 from ops._backend import ENV_BACKEND, empty
+from ops.agent_attention.official import agent_attention_official, agent_bias_maps_official
 from ops.agent_attention.reference import agent_attention_reference
 from tests.utils import assert_close
 
@@ -151,25 +151,6 @@ def test_reference_matches_naive_fp64(shape, bias):
     compare([None if t is None else t.double() for t in got], want, _FP64_TOL)
 
 
-def _official_maps(an, na, ah, aw, ha, wa, size, agent_grid=None):
-    """The official formulas, written out: classification (biases built at their own grid) and segmentation
-    (bilinear to the map, then the agent axis to the downstream grid)."""
-    heads, a = an.shape[:2]
-    h, w = size
-    p = int(math.sqrt(a))
-    b1 = F.interpolate(an, size=(h, w), mode="bilinear")
-    b1 = b1 + F.interpolate((ah + aw).squeeze(0), size=(h, w), mode="bilinear")
-    b2 = F.interpolate(na, size=(h, w), mode="bilinear")
-    b2 = b2 + F.interpolate((ha + wa).squeeze(0).permute(0, 3, 1, 2), size=(h, w), mode="bilinear")
-    out = []
-    for b in (b1, b2):
-        b = b.reshape(heads, p, p, h * w).permute(0, 3, 1, 2)
-        if agent_grid is not None:
-            b = F.interpolate(b, size=agent_grid, mode="bilinear")
-        out.append(b.reshape(heads, h * w, -1))
-    return out[0].transpose(1, 2), out[1]
-
-
 def _bias_params(heads, a, h0, w0, seed=0):
     gen = torch.Generator().manual_seed(seed)
     shapes = [(heads, a, 7, 7), (heads, a, 7, 7), (1, heads, a, h0, 1), (1, heads, a, 1, w0), (1, heads, h0, 1, a),
@@ -187,7 +168,7 @@ def test_bias_maps_classification_formula():
         + (ha + wa).reshape(heads, -1, a)
     assert_close(agent_bias, want1, **_FP64_TOL, name="agent_bias")
     assert_close(query_bias, want2, **_FP64_TOL, name="query_bias")
-    both = _official_maps(an, na, ah, aw, ha, wa, (h, w))
+    both = agent_bias_maps_official(an, na, ah, aw, ha, wa, (h, w))
     assert_close(agent_bias, both[0], **_FP64_TOL, name="agent_bias (seg formula at the training grid)")
 
 
@@ -197,7 +178,7 @@ def test_bias_maps_segmentation_formula(size, grid):
     heads, a = 2, 16
     params = _bias_params(heads, a, 12, 10)
     got = agent_bias_maps(*params, size, agent_grid=grid)
-    want = _official_maps(*params, size, grid)
+    want = agent_bias_maps_official(*params, size, grid)
     n_agent = a if grid is None else grid[0] * grid[1]
     assert got[0].shape == (heads, n_agent, size[0] * size[1]) and got[1].shape == (heads, size[0] * size[1], n_agent)
     for name, g, e in zip(("agent_bias", "query_bias"), got, want):
@@ -243,8 +224,8 @@ def test_bias_maps_errors():
 
 
 def test_matches_official_attention_formula_with_deit_cls():
-    """The op + bias maps == the official Agent-DeiT attention core (pooled patch queries, cls bias column/row),
-    written here from the reference facts in fp64."""
+    """The op + bias maps == the official Agent-DeiT attention core (``ops/agent_attention/official.py``; pooled
+    patch queries, the cls bias column / row written here) in fp64."""
     torch.manual_seed(0)
     b, heads, d, a, side = 2, 2, 8, 9, 6
     n = 1 + side * side
@@ -254,18 +235,16 @@ def test_matches_official_attention_formula_with_deit_cls():
     q, k, v = torch.randn(3, b, n, c, dtype=torch.float64).unbind(0)
     pooled = F.adaptive_avg_pool2d(q[:, 1:].reshape(b, side, side, c).permute(0, 3, 1, 2), 3)
     agents = pooled.reshape(b, c, a).permute(0, 2, 1)
-    split = lambda t: t.reshape(b, -1, heads, d).permute(0, 2, 1, 3)  # noqa: E731
     scale = d**-0.5
     pb = F.interpolate(an, size=(side, side), mode="bilinear").reshape(1, heads, a, -1) \
         + (ah + aw).reshape(1, heads, a, -1)
     pb = torch.cat([ac, pb], dim=-1)
-    agent_v = ((split(agents) * scale) @ split(k).transpose(-2, -1) + pb).softmax(-1) @ split(v)
     qb = F.interpolate(na, size=(side, side), mode="bilinear").reshape(1, heads, a, -1).permute(0, 1, 3, 2) \
         + (ha + wa).reshape(1, heads, -1, a)
     qb = torch.cat([ca, qb], dim=-2)
-    want = (((split(q) * scale) @ split(agents).transpose(-2, -1) + qb).softmax(-1) @ agent_v).transpose(1, 2)
-    biases = agent_bias_maps(an, na, ah, aw, ha, wa, (side, side), cls_agent_bias=ac, cls_query_bias=ca)
     qs, ks, vs, As = (t.reshape(b, -1, heads, d) for t in (q, k, v, agents))
+    want = agent_attention_official(qs, ks, vs, As, agent_bias=pb[0], query_bias=qb[0], scale=scale)
+    biases = agent_bias_maps(an, na, ah, aw, ha, wa, (side, side), cls_agent_bias=ac, cls_query_bias=ca)
     for backend, tol in (("reference", _FP64_TOL), ("triton", TOL[torch.float32])):
         cast = (lambda t: t) if backend == "reference" else (lambda t: t.float())  # noqa: E731
         out = agent_attention(cast(qs), cast(ks), cast(vs), cast(As), agent_bias=cast(biases[0]),

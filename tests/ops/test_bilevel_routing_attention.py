@@ -3,10 +3,10 @@
 * the reference against an independent naive fp64 formulation (loops over query regions, region lists built
   from the pixels that exist, routing from those lists' means, attention over the routed regions' tokens), on
   divisible maps, maps that are not multiples of the regions, maps with empty regions, dqk != dv, one head;
-  and, on divisible maps, against a direct transcription of the official ``bra_legacy`` math (region
-  partition -> mean -> topk -> ``torch.gather`` of the routed k/v -> per-head attention) at the official
-  layout (channels ``heads * head_dim`` concatenated, scale ``qk_dim ** -0.5``); routing indices against the
-  official ones; fp32 math under autocast;
+  and, on divisible maps, against the official ``bra_legacy`` math (region partition -> mean -> topk ->
+  ``torch.gather`` of the routed k/v -> per-head attention, scale ``qk_dim ** -0.5``:
+  ``ops/bilevel_routing_attention/official.py``); routing indices against the official ones; fp32 math under
+  autocast;
 * the Triton backend against the reference: the output and the gradients of q, k, v on odd shapes, fp32 /
   fp16 / bf16, strided inputs, forced small blocks (several key tiles, several query blocks), with every
   kernel output NaN-prefilled;
@@ -42,6 +42,7 @@ import torch
 import ops
 from ops import bilevel_routing_attention
 from ops._backend import ENV_BACKEND, empty, resolve_backend
+from ops.bilevel_routing_attention.official import bilevel_routing_attention_official, routing_official
 from ops.bilevel_routing_attention.reference import (
     bilevel_routing_attention_reference,
     route,
@@ -141,34 +142,6 @@ def naive_fp64(q, k, v, n_win, topk, scale=None):
     return out
 
 
-def official_transcription(q, k, v, s, topk, heads):
-    """The official BRA math (``ops/bra_legacy.py``) at its own layout, restated step by step.
-
-    ``q, k``: (n, H, W, qk_dim), ``v``: (n, H, W, dim), channels = heads x head_dim; H, W multiples of ``s``.
-    """
-    n, big_h, big_w, c_qk = q.shape
-    c_v = v.shape[-1]
-    h, w = big_h // s, big_w // s
-    scale = c_qk ** -0.5
-
-    def partition(t):  # (n, H, W, c) -> (n, s*s, h*w, c), regions and their pixels row-major
-        return t.view(n, s, h, s, w, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, s * s, h * w, -1)
-
-    q_pix, k_pix, v_pix = partition(q), partition(k), partition(v)
-    q_win, k_win = q_pix.mean(2).detach(), k_pix.mean(2).detach()
-    r_idx = torch.topk((q_win * scale) @ k_win.transpose(-1, -2), topk, dim=-1).indices  # (n, s*s, topk)
-    kv_pix = torch.cat([k_pix, v_pix], -1)
-    sel = torch.gather(kv_pix[:, None].expand(-1, s * s, -1, -1, -1), 2,
-                       r_idx[..., None, None].expand(-1, -1, -1, h * w, c_qk + c_v))  # (n, s*s, topk, h*w, c)
-    k_sel, v_sel = sel.split([c_qk, c_v], -1)
-    k_sel = k_sel.reshape(n * s * s, topk * h * w, heads, c_qk // heads).permute(0, 2, 3, 1)
-    v_sel = v_sel.reshape(n * s * s, topk * h * w, heads, c_v // heads).permute(0, 2, 1, 3)
-    q_h = q_pix.reshape(n * s * s, h * w, heads, c_qk // heads).permute(0, 2, 1, 3)
-    o = ((q_h * scale) @ k_sel).softmax(-1) @ v_sel  # (n*s*s, heads, h*w, c_v/heads)
-    o = o.permute(0, 2, 1, 3).reshape(n, s, s, h, w, c_v).permute(0, 1, 3, 2, 4, 5)
-    return o.reshape(n, big_h, big_w, c_v)
-
-
 # --------------------------------------------------------------------------------------------------------
 # The reference is the spec: check it against independent formulations.
 
@@ -206,7 +179,9 @@ def test_matches_official_transcription(case, backend):
                                          v.unflatten(-1, (heads, 8)), s, topk, backend=backend).flatten(3)
 
     def theirs(x):
-        return official_transcription(*x.split([c_qk, c_qk, c_v], -1), s, topk, heads)
+        q, k, v = x.split([c_qk, c_qk, c_v], -1)
+        return bilevel_routing_attention_official(q.unflatten(-1, (heads, 16)), k.unflatten(-1, (heads, 16)),
+                                                  v.unflatten(-1, (heads, 8)), s, topk).flatten(3)
 
     results = []
     for fn in (ours, theirs):
@@ -222,9 +197,7 @@ def test_routing_matches_official_indices():
     q, k = torch.randn(2, 2, 14, 14, 4, 8, generator=gen).unbind(0)
     idx = route(q.requires_grad_(), k, (7, 7), 4, (4 * 8) ** -0.5)
     assert idx.shape == (2, 49, 4) and idx.dtype == torch.int64 and not idx.requires_grad
-    part = q.flatten(3).view(2, 7, 2, 7, 2, 32).permute(0, 1, 3, 2, 4, 5).reshape(2, 49, 4, 32).mean(2)
-    part_k = k.flatten(3).view(2, 7, 2, 7, 2, 32).permute(0, 1, 3, 2, 4, 5).reshape(2, 49, 4, 32).mean(2)
-    want = torch.topk((part.detach() * 32 ** -0.5) @ part_k.transpose(-1, -2), 4, dim=-1).indices
+    want = routing_official(q, k, 7, 4, 32 ** -0.5)
     assert torch.equal(idx, want)
 
 

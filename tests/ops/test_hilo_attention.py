@@ -1,9 +1,9 @@
 """Tests for `ops.hilo_attention` (LITv2's HiLo attention) and its Lo-Fi op `ops.hilo_attention.lofi_attention`.
 
 * the Lo-Fi reference against a naive fp64 formulation (one (batch, head) at a time, explicit exp / sum);
-  `hilo_attention` against the official HiLo math restated in fp64 (the window partition of ``HiLo.hifi``, the
-  pooled-key attention of ``HiLo.lofi``, Hi-Fi channels first), and its Hi-Fi path against `ops.window_attention`
-  on maps that are not multiples of the window;
+  `hilo_attention` against the official HiLo math in fp64 (``ops/hilo_attention/official.py``: the window
+  partition of ``HiLo.hifi``, the pooled-key attention of ``HiLo.lofi``), and its Hi-Fi path against
+  `ops.window_attention` on maps that are not multiples of the window;
 * the Lo-Fi Triton backend against the reference: the output and the gradients of q, k, v on odd shapes (one
   key, one query, head_dim 8 / 16 / 24 / 32, several query and key blocks, a global key set as LITv2's last stage
   uses), strided inputs, fp32 / fp16 / bf16, forced small blocks, with every kernel output NaN-prefilled;
@@ -36,6 +36,7 @@ import ops
 from ops import hilo_attention
 from ops._backend import ENV_BACKEND
 from ops.hilo_attention import hilo_head_split, lofi_attention
+from ops.hilo_attention.official import hilo_attention_official
 from ops.hilo_attention.reference import lofi_attention_reference
 from tests.utils import assert_close
 
@@ -104,25 +105,9 @@ def naive_lofi_fp64(q, k, v, scale=None):
 
 
 def official_hilo_fp64(hq, hk, hv, lq, lk, lv, ws):
-    """The official HiLo attention (``HiLo.hifi`` / ``HiLo.lofi`` before their projections, Hi-Fi channels first) on
-    projected heads of a map divisible by ``ws``, restated in fp64: window partition by reshape, pooled keys as a
-    flat token list, ``(q @ k^T) * scale``."""
-    hq, hk, hv, lq, lk, lv = (t.double() for t in (hq, hk, hv, lq, lk, lv))
-    B, H, W, hh, d = hq.shape
-    scale = d**-0.5
-
-    def windows(t):  # (B, H, W, heads, d) -> (B, nW, heads, ws*ws, d)
-        t = t.reshape(B, H // ws, ws, W // ws, ws, hh, d).permute(0, 1, 3, 5, 2, 4, 6)
-        return t.reshape(B, -1, hh, ws * ws, d)
-
-    attn = (windows(hq) @ windows(hk).transpose(-2, -1)) * scale
-    hifi = attn.softmax(-1) @ windows(hv)
-    hifi = hifi.reshape(B, H // ws, W // ws, hh, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, H, W, hh * d)
-    lh = lq.shape[3]
-    q = lq.reshape(B, H * W, lh, d).transpose(1, 2)
-    k, v = (t.reshape(B, -1, lh, d).transpose(1, 2) for t in (lk, lv))
-    lofi = (((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v).transpose(1, 2).reshape(B, H, W, lh * d)
-    return torch.cat((hifi, lofi), dim=-1)
+    """The official HiLo attention (``ops/hilo_attention/official.py``) in fp64, Hi-Fi channels first."""
+    hifi, lofi = hilo_attention_official(*(t.double() for t in (hq, hk, hv, lq, lk, lv)), ws)
+    return torch.cat((hifi.flatten(3), lofi.flatten(3)), dim=-1)
 
 
 def make_hilo(batch, h, w, hifi_heads, lofi_heads, head_dim, ws, dtype=torch.float32, seed=0):
@@ -203,7 +188,7 @@ def test_one_path_only():
     (12, 1.0, 2, (0, 12)),
 ])
 def test_head_split_is_official(num_heads, alpha, window, expected):
-    """``int(heads * alpha)`` Lo-Fi heads (reference/litv2.md: the alpha sweep's Lo-Fi heads 0/2/4/6/8/10/12)."""
+    """``int(heads * alpha)`` Lo-Fi heads (ziplab/LITv2 README: the alpha sweep's Lo-Fi heads 0/2/4/6/8/10/12)."""
     assert hilo_head_split(num_heads, alpha, window) == expected
 
 

@@ -1,8 +1,8 @@
 """Tests for `ops.neighborhood_attention_2d` (NAT / DiNAT 2-D neighborhood attention, NATTEN 0.14 semantics).
 
 * the reference's neighbour / bias indices against NATTEN's own ``get_window_start`` / ``get_pb_start``
-  (naive CUDA kernels of NATTEN <= 0.17, written out below) for every odd kernel 1..13, dilations 1..9 and axis
-  lengths from k*d up, i.e. dilation groups of unequal length included;
+  (NATTEN <= 0.17's naive kernels, vectorised in ``ops/neighborhood_attention/official.py``) for every odd
+  kernel 1..13, dilations 1..9 and axis lengths from k*d up, i.e. dilation groups of unequal length included;
 * the reference against a naive fp64 per-pixel loop built from those formulas (tiny maps, with and without
   bias), and against plain softmax attention + bias when the window covers the whole map;
 * the Triton backend against the reference: output and the gradients of q, k, v and the bias table, odd shapes,
@@ -26,7 +26,6 @@ The bias gradient is fp32 (an fp32 parameter, as under AMP) and meets the same r
 from __future__ import annotations
 
 import importlib
-import math
 
 import pytest
 import torch
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 import ops
 from ops import neighborhood_attention_2d
+from ops.neighborhood_attention.official import natten_axis
 from ops.neighborhood_attention.reference import neighborhood_attention_2d_reference, neighborhood_indices
 from tests.utils import assert_close
 
@@ -47,62 +47,22 @@ TOL = {
 _GPU_FP32_TOL = dict(atol=1e-4, rtol=1e-3)
 
 
-# --------------------------------------------------------------------------------------------------------
-# NATTEN's index formulas (naive kernels of NATTEN 0.14 - 0.17, `natten/cuda/naive/natten_commons.cuh`), written
-# out as scalar Python: the independent formulation the reference is checked against.
-
-
-def natten_window_start(index: int, length: int, kernel: int, dilation: int) -> int:
-    n = kernel // 2
-    if dilation <= 1:
-        return max(index - n, 0) + (index + n >= length) * (length - index - n - 1)
-    ni = index - n * dilation
-    if ni < 0:
-        return index % dilation
-    if index + n * dilation >= length:
-        imodd = index % dilation
-        a = (length // dilation) * dilation
-        b = length - a
-        if imodd < b:
-            return length - b + imodd - 2 * n * dilation
-        return a + imodd - kernel * dilation
-    return ni
-
-
-def natten_pb_start(index: int, length: int, kernel: int, dilation: int) -> int:
-    n = kernel // 2
-    if dilation <= 1:
-        return n + (index < n) * (n - index) + (index + n >= length) * (length - index - 1 - n)
-    if index - n * dilation < 0:
-        return kernel - 1 - (index // dilation)
-    if index + n * dilation >= length:
-        return (length - index - 1) // dilation
-    return n
-
-
-def natten_neighbours(index: int, length: int, kernel: int, dilation: int) -> tuple[list[int], list[int]]:
-    """(key indices, bias indices) of one query along one axis, NATTEN's way."""
-    start = natten_window_start(index, length, kernel, dilation)
-    pb = natten_pb_start(index, length, kernel, dilation)
-    return [start + a * dilation for a in range(kernel)], [pb + a for a in range(kernel)]
-
-
 def naive_fp64(q, k, v, kernel, dilation, rpb=None, scale=None):
     """Per-pixel loop over (b, y, x, head) in fp64 with NATTEN's formulas."""
     B, H, W, nh, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     q, k, v = q.double(), k.double(), v.double()
+    keys_y, pb_y = (t.tolist() for t in natten_axis(H, kernel[0], dilation[0]))
+    keys_x, pb_x = (t.tolist() for t in natten_axis(W, kernel[1], dilation[1]))
     rows = []
     for y in range(H):
-        keys_y, pb_y = natten_neighbours(y, H, kernel[0], dilation[0])
         row = []
         for x in range(W):
-            keys_x, pb_x = natten_neighbours(x, W, kernel[1], dilation[1])
-            ks = torch.stack([k[:, a, c] for a in keys_y for c in keys_x], dim=1)  # (B, kh*kw, nh, D)
-            vs = torch.stack([v[:, a, c] for a in keys_y for c in keys_x], dim=1)
+            ks = torch.stack([k[:, a, c] for a in keys_y[y] for c in keys_x[x]], dim=1)  # (B, kh*kw, nh, D)
+            vs = torch.stack([v[:, a, c] for a in keys_y[y] for c in keys_x[x]], dim=1)
             logits = torch.einsum("bnd,bjnd->bnj", q[:, y, x] * scale, ks)
             if rpb is not None:
-                bias = torch.stack([rpb.double()[:, a, c] for a in pb_y for c in pb_x], dim=1)  # (nh, kh*kw)
+                bias = torch.stack([rpb.double()[:, a, c] for a in pb_y[y] for c in pb_x[x]], dim=1)  # (nh, kh*kw)
                 logits = logits + bias[None]
             row.append(torch.einsum("bnj,bjnd->bnd", logits.softmax(-1), vs))
         rows.append(torch.stack(row, dim=1))
@@ -131,10 +91,10 @@ def test_indices_match_natten_formulas(kernel):
     for dilation in range(1, 10):
         for length in range(kernel * dilation, kernel * dilation + 2 * dilation + 4):
             keys, bias = neighborhood_indices(length, kernel, dilation)
+            exp_keys, exp_bias = natten_axis(length, kernel, dilation)
             for i in range(length):
-                exp_keys, exp_bias = natten_neighbours(i, length, kernel, dilation)
-                assert keys[i].tolist() == exp_keys, (length, kernel, dilation, i)
-                assert bias[i].tolist() == exp_bias, (length, kernel, dilation, i)
+                assert keys[i].tolist() == exp_keys[i].tolist(), (length, kernel, dilation, i)
+                assert bias[i].tolist() == exp_bias[i].tolist(), (length, kernel, dilation, i)
 
 
 @pytest.mark.parametrize("case", [

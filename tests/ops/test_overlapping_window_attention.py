@@ -3,7 +3,8 @@
 * the reference against an independent naive fp64 formulation (a loop over query windows gathering each key
   window's pixels one by one, zeros outside the map), with and without a bias table, on maps that are not
   multiples of the window, non-square windows and key windows larger than the map; and against the official
-  OCAB formulation (``nn.Unfold`` with zero padding on the projected keys / values);
+  OCAB formulation (``ops/overlapping_window_attention/official.py``: ``nn.Unfold`` with zero padding on the
+  projected keys / values, the official table through its wrapped index);
 * the Triton backend against the reference: the output and the gradients of q, k, v and the bias table, on odd
   shapes (partial windows, one head, head_dim 5 / 8 / 16 / 24 / 40, non-square windows, key windows equal to the
   query window), strided inputs (unbind views of one qkv tensor), fp32 / fp16 / bf16, every kernel path (query
@@ -34,6 +35,7 @@ import torch
 import ops
 from ops import overlapping_window_attention
 from ops._backend import ENV_BACKEND, resolve_backend
+from ops.overlapping_window_attention.official import overlapping_window_attention_official, table_from_official
 from ops.overlapping_window_attention.reference import overlapping_window_attention_reference
 from tests.utils import assert_close
 
@@ -166,49 +168,14 @@ def test_reference_matches_naive_fp64(case):
     compare([None if t is None else t.double() for t in got], want, _FP64_TOL)
 
 
-def official_ocab_attention(q, k, v, ws, wse, table_flat):
-    """The official OCAB attention (hat_arch.py), re-derived: nn.Unfold on the (B, C, H, W) keys / values, a
-    (ws+wse-1)^2 x heads table indexed by its wrapped relative position index. H, W multiples of ws."""
-    batch, h, w, heads, d = q.shape
-    c = heads * d
-    nwh, nww = h // ws, w // ws
-    qw = q.reshape(batch, nwh, ws, nww, ws, heads, d).permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, ws * ws, d)
-    unfold = torch.nn.Unfold(kernel_size=wse, stride=ws, padding=(wse - ws) // 2)
-
-    def windows(t):
-        t = unfold(t.reshape(batch, h, w, c).permute(0, 3, 1, 2))  # (B, C*wse*wse, nW)
-        t = t.view(batch, c, wse * wse, -1).permute(0, 3, 2, 1).reshape(-1, wse * wse, heads, d)
-        return t.transpose(1, 2)
-
-    kw, vw = windows(k), windows(v)
-    # the official index: (ext - ori) + ws - wse + 1 per axis, row * (ws + wse - 1) + col, negative values wrap
-    ori = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
-    ext = torch.stack(torch.meshgrid(torch.arange(wse), torch.arange(wse), indexing="ij")).flatten(1)
-    rel = (ext[:, None, :] - ori[:, :, None]).permute(1, 2, 0) + ws - wse + 1
-    index = rel[..., 0] * (ws + wse - 1) + rel[..., 1]
-    bias = table_flat[index.view(-1)].view(ws * ws, wse * wse, heads).permute(2, 0, 1)
-    attn = ((qw * d**-0.5) @ kw.transpose(-2, -1) + bias).softmax(-1)
-    out = (attn @ vw).transpose(1, 2).reshape(batch, nwh, nww, ws, ws, heads, d)
-    return out.permute(0, 1, 3, 2, 4, 5, 6).reshape(batch, h, w, heads, d)
-
-
-def official_table_to_zoo(table_flat, ws, wse):
-    """(ws+wse-1)^2 x heads official table -> (heads, ws+wse-1, ws+wse-1) for the op (what HAT's converter does)."""
-    n = ws + wse - 1
-    dy = torch.arange(n)[:, None] - (ws - 1)  # table row index i <-> ky - qy = i - (ws - 1)
-    dx = torch.arange(n)[None, :] - (ws - 1)
-    flat = ((dy + ws - wse + 1) * n + (dx + ws - wse + 1)) % (n * n)
-    return table_flat[flat].permute(2, 0, 1)
-
-
 def test_reference_matches_official_ocab_formulation():
     """nn.Unfold zero padding and the official wrapped index, through the table conversion."""
     ws, wse, heads, d = 4, 6, 2, 8
     gen = torch.Generator().manual_seed(3)
     q, k, v = torch.randn(3, 2, 8, 12, heads, d, generator=gen)
     table_flat = torch.randn((ws + wse - 1) ** 2, heads, generator=gen)
-    want = official_ocab_attention(q, k, v, ws, wse, table_flat)
-    table = official_table_to_zoo(table_flat, ws, wse)
+    want = overlapping_window_attention_official(q, k, v, ws, wse, bias_table=table_flat)
+    table = table_from_official(table_flat, ws, wse)
     got = overlapping_window_attention_reference(q, k, v, (ws, ws), (wse, wse), table)
     assert_close(got, want, **TOL[torch.float32])
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ops import rala
 from ops._backend import empty
+from ops.rala.official import rala_official, rope_tables, theta_shift
 from ops.rala.reference import rala_reference
 from tests.utils import assert_close
 
@@ -46,16 +47,6 @@ TOL = {
 }
 _GPU_FP32_TOL = dict(atol=1e-4, rtol=1e-3)
 NAMES = ("out", "dq", "dk", "dv", "dgate", "dresidual", "dsin", "dcos")
-
-
-def rope_tables(h: int, w: int, head_dim: int, dtype=torch.float32):
-    """RAVLT's 2-D RoPE tables (N = h * w, head_dim), as reference/ravlt.md section 4 describes them."""
-    angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4, dtype=torch.float64))
-    angle = angle.repeat_interleave(2)  # d/2 angles, each frequency twice
-    rows = torch.arange(h, dtype=torch.float64)[:, None, None].expand(h, w, 1) * angle
-    cols = torch.arange(w, dtype=torch.float64)[None, :, None].expand(h, w, 1) * angle
-    ang = torch.cat((rows, cols), dim=-1).flatten(0, 1)
-    return ang.sin().to(dtype), ang.cos().to(dtype)
 
 
 def make_inputs(batch, n, heads, head_dim, dtype=torch.float32, device="cpu", seed=0, std=1.0):
@@ -107,25 +98,10 @@ def check_against_reference(qkvo, residual, tables, tol, **kwargs):
 # The reference is the spec: check it against independent formulations.
 
 
-def _theta_shift(x, sin, cos):
-    x1, x2 = x[..., ::2], x[..., 1::2]
-    return x * cos + torch.stack([-x2, x1], dim=-1).flatten(-2) * sin
-
-
 def naive_official_fp64(q, k, v, gate, residual, sin, cos, scale, eps):
-    """The official GateLinearAttentionNoSilu.forward after the qkvo conv, in its (B, heads, L, d) layout."""
-    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))
-    sin, cos = sin.double(), cos.double()
-    n = q.shape[2]
-    q = F.elu(q) + 1.0
-    k = F.elu(k) + 1.0
-    eff = scale * q.mean(dim=-2, keepdim=True) @ k.transpose(-1, -2)
-    k = k * torch.softmax(eff, dim=-1).transpose(-1, -2) * n
-    q_rope, k_rope = _theta_shift(q, sin, cos), _theta_shift(k, sin, cos)
-    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)
-    kv = (k_rope.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
-    out = (q_rope @ kv * z).transpose(1, 2)
-    return (out + residual.double()) * gate.double()
+    """The official GateLinearAttentionNoSilu.forward after the qkvo conv (``ops/rala/official.py``), in fp64."""
+    return rala_official(*(t.double() for t in (q, k, v)), gate=gate.double(), residual=residual.double(),
+                         rope=(sin.double(), cos.double()), scale=scale, eps=eps)
 
 
 def naive_matrix_fp64(q, k, v, gate, residual, sin, cos, scale, eps):
@@ -135,7 +111,7 @@ def naive_matrix_fp64(q, k, v, gate, residual, sin, cos, scale, eps):
     phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
     w = torch.softmax(scale * phi_q.mean(2, keepdim=True) @ phi_k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
     den = (phi_q @ phi_k.transpose(-1, -2) * w).sum(-1, keepdim=True) + eps  # (B, h, N, 1)
-    attn = _theta_shift(phi_q, sin, cos) @ _theta_shift(phi_k, sin, cos).transpose(-1, -2) * w / den
+    attn = theta_shift(phi_q, sin, cos) @ theta_shift(phi_k, sin, cos).transpose(-1, -2) * w / den
     return (attn @ v).transpose(1, 2) * gate.double() + residual.double() * gate.double()
 
 

@@ -42,6 +42,7 @@ from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention, 
 import ops
 from ops import window_attention
 from ops._backend import ENV_BACKEND, empty, resolve_backend
+from ops.window_attention.official import swin_shift_mask
 from ops.window_attention.reference import window_attention_reference
 from tests.utils import assert_close
 
@@ -123,20 +124,6 @@ def check_against_reference(qkv, window, table, mask, tol, scale=None, d_out=Non
     compare(run_with_grads(fn("triton"), qkv, table, d_out), run_with_grads(fn("reference"), qkv, table, d_out), tol)
 
 
-def swin_shift_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
-    """Swin's shifted-window mask, built from scratch: region ids of the rolled (padded) map, -100 across regions."""
-    wh, ww = window
-    hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
-    region = torch.zeros(hp, wp)
-    rows = (slice(0, hp - wh), slice(hp - wh, hp - shift[0]), slice(hp - shift[0], hp))
-    cols = (slice(0, wp - ww), slice(wp - ww, wp - shift[1]), slice(wp - shift[1], wp))
-    for i, rs in enumerate(rows):
-        for j, cs in enumerate(cols):
-            region[rs, cs] = 3 * i + j
-    ids = region.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
-    return (ids[:, :, None] != ids[:, None, :]).float() * -100.0
-
-
 def naive_fp64(q, k, v, window, bias_table=None, mask=None, scale=None):
     """Window attention one window at a time in fp64: gather the window's pixels that exist, attend, scatter."""
     q, k, v = (t.double() for t in (q, k, v))
@@ -199,7 +186,8 @@ def test_reference_matches_naive_fp64(case):
 
 
 def test_swin_mask_matches_timm():
-    """The test's own shifted-window mask is Swin's (timm's SwinTransformerBlock builds the official one)."""
+    """The official shifted-window mask (ops/window_attention/official.py) is Swin's (timm's SwinTransformerBlock
+    builds the official one)."""
     for size, window in (((14, 14), 7), ((10, 13), 4)):
         block = SwinTransformerBlock(16, size, num_heads=2, window_size=window, shift_size=window // 2)
         want = block.get_attn_mask()

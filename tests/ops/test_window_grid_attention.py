@@ -2,8 +2,8 @@
 
 * the reference against an independent naive fp64 formulation (a loop over groups gathering each group's
   pixels explicitly) for both partitions, their sum and maps that are not multiples of the window, outputs and
-  gradients; and against EMOv2's own formulation (einops partitions ``(n1 h1)`` / ``(h1 n1)``, attention per
-  partition, summed) on maps the official code pads to whole windows;
+  gradients; and against EMOv2's own formulation (``ops/window_grid_attention/official.py``: the einops
+  partitions ``(n1 h1)`` / ``(h1 n1)``, attention per partition, summed) on maps of whole windows;
 * the Triton backend against the reference: the output and the gradients of q, k, v, on odd shapes (partial
   windows, a window larger than the map, one head, head widths 8 / 20 / 32 with value widths 12 / 60 / 70 / 128,
   non-square windows, 10x10 windows of 100 tokens), strided inputs, fp32 / fp16 / bf16, each partition alone
@@ -36,11 +36,11 @@ import os
 
 import pytest
 import torch
-from einops import rearrange
 
 import ops
 from ops import window_grid_attention
 from ops._backend import ENV_BACKEND, empty, resolve_backend
+from ops.window_grid_attention.official import window_grid_attention_official
 from ops.window_grid_attention.reference import window_grid_attention_reference
 from tests.utils import assert_close
 
@@ -128,24 +128,6 @@ def naive_fp64(q, k, v, window, partition="both", scale=None):
     return out
 
 
-def official_hybrid(q, k, v, ws, heads):
-    """EMOv2's ``EW_MHSA_Hybrid`` attention step, written from its description (reference/emov2.md §4) in its NCHW
-    einops formulation: maps already padded to multiples of ``ws``; q, k, v as (B, heads * D, H, W) channel blocks.
-    Returns (B, heads * Dv, H, W): remote (grid) + close (window) partitions."""
-    B, _, H, W = q.shape
-    n1, n2 = H // ws, W // ws
-    scale = (q.shape[1] // heads) ** -0.5
-    out = 0
-    for part in ("b c (h1 n1) (w1 n2) -> (b n1 n2) c h1 w1", "b c (n1 h1) (n2 w1) -> (b n1 n2) c h1 w1"):
-        back = part.split(" -> ")[1] + " -> " + part.split(" -> ")[0]
-        qg, kg, vg = (rearrange(rearrange(t, part, n1=n1, n2=n2), "b (nh d) h w -> b nh (h w) d", nh=heads)
-                      for t in (q, k, v))
-        o = ((qg @ kg.transpose(-2, -1)) * scale).softmax(-1) @ vg
-        o = rearrange(o, "b nh (h w) d -> b (nh d) h w", h=ws, w=ws)
-        out = out + rearrange(o, back, n1=n1, n2=n2)
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------
 # The reference is the spec: check it against independent formulations.
 
@@ -179,10 +161,12 @@ def test_reference_matches_emo2_formulation(size):
     gen = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 1, heads * d_qk, *size, generator=gen, dtype=torch.float64)
     v = torch.randn(1, heads * d_v, *size, generator=gen, dtype=torch.float64)
-    want = official_hybrid(q, k, v, ws, heads)
 
     def to_ops(t, d):  # (B, heads * d, H, W) -> (B, H, W, heads, d)
         return t.permute(0, 2, 3, 1).unflatten(-1, (heads, d))
+
+    want = window_grid_attention_official(to_ops(q, d_qk), to_ops(k, d_qk), to_ops(v, d_v), ws)
+    want = want.flatten(3).permute(0, 3, 1, 2)
 
     for backend in ("reference", "triton"):
         got = window_grid_attention(to_ops(q, d_qk).float(), to_ops(k, d_qk).float(), to_ops(v, d_v).float(), ws,

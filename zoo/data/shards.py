@@ -125,7 +125,7 @@ def write_shards(dataset, out_dir: str | Path, split: str, *, samples_per_shard:
                  image_format: str = "png") -> list[Path]:
     """Write `dataset` (items ``(PIL image, label)``, e.g. torchvision's ImageFolder without transform) as tar
     shards ``out_dir/<split>-NNNNNN.tar``, plus ``classes.txt`` when it has ``classes``."""
-    from zoo.engine.files import atomic_write
+    from zoo.files import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.engine.files import atomic_write
+from zoo.files import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT", "LAST_CHECKPOINT", "PREVIOUS_CHECKPOINT", "CheckpointError",

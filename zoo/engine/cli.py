@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from zoo.engine.seg import is_seg_config
+from zoo.engine.tasks import TASKS
+
 __all__ = ["eval_main", "train_main"]
 
 _TRAIN_EPILOG = """\
@@ -60,9 +63,8 @@ def train_main(argv: list[str] | None = None) -> int:
     )
 
     args = _train_parser().parse_args(argv)
-    if args.config and args.config.endswith(".py"):  # an mmsegmentation config: mmengine's Runner trains it
-        from zoo.engine.seg import train_cli
-        return train_cli(args)
+    if is_seg_config(args.config):  # an mmsegmentation config: mmengine's Runner trains it
+        return TASKS["seg"].train_cli(args)
     main_process = os.environ.get("RANK", "0") in ("0", "")  # torchrun: only rank 0 reports
     try:
         recipe = load_recipe(args.config or DEFAULT_RECIPE, args.overrides)
@@ -99,17 +101,11 @@ def train_main(argv: list[str] | None = None) -> int:
 
     if not main_process:
         return 0
-    m = result.metrics
+    task = TASKS[recipe.task]
     weights = "EMA weights" if result.weights == "ema" else "final weights"
-    if recipe.task == "sr":
-        print(f"held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (Y channel, border {recipe.sr.scale}) on "
-              f"{m['count']} images never trained on, x{recipe.sr.scale}, {weights}, {result.seconds:.0f} s")
-    else:
-        print(f"held-out top-1: {m['top1']:.2f} % (top-5 {m['top5']:.2f} %, loss {m['loss']:.4f}) on "
-              f"{m['count']} images never trained on, {weights}, {result.seconds:.0f} s")
+    print(task.summary(recipe, result.metrics, weights, result.seconds))
     if result.export_dir is not None:
-        score = f"python eval.py --checkpoint {result.export_dir}" + (
-            " --data-dir HR_FOLDER" if recipe.task == "sr" and recipe.data.name != "sr_skimage" else "")
+        score = f"python eval.py --checkpoint {result.export_dir}{task.eval_hint(recipe)}"
         print(f"exported: {result.export_dir} (model.safetensors + config.json); load it with "
               f"`import zoo, timm; timm.create_model('local-dir:{result.export_dir}', pretrained=True)` "
               f"or score it with `{score}`")
@@ -146,7 +142,7 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="training checkpoint: EMA or raw weights (auto: EMA when present)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     sr = p.add_argument_group("super-resolution")
-    sr.add_argument("--task", choices=("auto", "cls", "sr"), default="auto",
+    sr.add_argument("--task", choices=("auto", *_EVALUATE), default="auto",
                     help="auto: from the model's config / recipe (default)")
     sr.add_argument("--lr-dir", metavar="DIR", help="LR images paired with the HR images of --data-dir "
                     "(default: bicubic LR made from the HR)")
@@ -160,64 +156,52 @@ def _eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _detect_task(path: str) -> str:
-    """'sr' or 'cls' from an export's config.json or a training checkpoint's recipe."""
-    from zoo.engine.checkpoint import load_checkpoint
-    from zoo.engine.export import read_export_config
-
-    if Path(path).is_dir():
-        if not (Path(path) / "config.json").is_file():
-            return "cls"  # not an export: the classification path reports what is missing
-        cfg = read_export_config(path)
-        info = cfg.get("attnzoo") if isinstance(cfg.get("attnzoo"), dict) else {}
-        notes = (cfg.get("pretrained_cfg") or {}).get("notes") or ()
-        return info.get("task") or ("sr" if "task: super-resolution" in notes else "cls")
-    return (load_checkpoint(path).get("recipe") or {}).get("task", "cls")
-
-
-def _eval_sr(args) -> int:
+def _eval_sr(args) -> tuple[dict, str]:
     from zoo.engine.evaluate import evaluate_sr_checkpoint
 
     m = evaluate_sr_checkpoint(
         args.checkpoint, data_dir=args.data_dir, lr_dir=args.lr_dir, filename_tmpl=args.filename_tmpl,
         scale=args.scale, tile=args.tile, tile_overlap=args.tile_overlap, model_name=args.model, device=args.device,
         weights=args.weights, bicubic=args.bicubic, progress=not args.json)
-    if args.json:
-        print(json.dumps(m))
-        return 0
     tiles = f", tiles {m['tile']} + {m['tile_overlap']} overlap" if m["tile"] else ""
-    print(f"PSNR {m['psnr']:.4f} dB  SSIM {m['ssim']:.4f}  (Y channel, border {m['scale']}, x{m['scale']}, "
-          f"{m['count']} images, {m['data']}{tiles}; {m['kind']} {args.checkpoint}, {m['weights']} weights)")
+    text = (f"PSNR {m['psnr']:.4f} dB  SSIM {m['ssim']:.4f}  (Y channel, border {m['scale']}, x{m['scale']}, "
+            f"{m['count']} images, {m['data']}{tiles}; {m['kind']} {args.checkpoint}, {m['weights']} weights)")
     if args.bicubic:
-        print(f"bicubic upscaling: PSNR {m['bicubic_psnr']:.4f} dB  SSIM {m['bicubic_ssim']:.4f}")
-    return 0
+        text += f"\nbicubic upscaling: PSNR {m['bicubic_psnr']:.4f} dB  SSIM {m['bicubic_ssim']:.4f}"
+    return m, text
+
+
+def _eval_cls(args) -> tuple[dict, str]:
+    from zoo.engine.evaluate import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split, batch_size=args.batch_size,
+                            num_workers=args.workers, device=args.device, weights=args.weights,
+                            progress=not args.json)
+    return m, (f"top-1 {m['top1']:.2f} %  top-5 {m['top5']:.2f} %  loss {m['loss']:.4f}  "
+               f"({m['count']} images, {m['data']}, {m['kind']} {args.checkpoint}, {m['weights']} weights)")
+
+
+# eval.py's scoring of a saved model per recipe task: (metrics, report); the saved-model readers of
+# zoo.engine.evaluate validate the stored recipe, so they sit above the task registry, not in it
+_EVALUATE = {"cls": _eval_cls, "sr": _eval_sr}
 
 
 def eval_main(argv: list[str] | None = None) -> int:
     from zoo.engine.checkpoint import CheckpointError
     from zoo.engine.config import RecipeError
-    from zoo.engine.evaluate import evaluate_checkpoint
+    from zoo.engine.evaluate import saved_task
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--config" or a.startswith("--config=") for a in argv):  # segmentation: mmseg config + Runner
-        from zoo.engine.seg import eval_cli
-        return eval_cli(argv)
+        return TASKS["seg"].eval_cli(argv)
     args = _eval_parser().parse_args(argv)
     try:
         task = args.task
         if task == "auto":
-            task = "sr" if args.model else _detect_task(args.checkpoint)
-        if task == "sr":
-            return _eval_sr(args)
-        m = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split,
-                                batch_size=args.batch_size, num_workers=args.workers, device=args.device,
-                                weights=args.weights, progress=not args.json)
+            task = "sr" if args.model else saved_task(args.checkpoint)
+        metrics, report = _EVALUATE.get(task, _eval_cls)(args)
     except (RecipeError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(f"top-1 {m['top1']:.2f} %  top-5 {m['top5']:.2f} %  loss {m['loss']:.4f}  "
-              f"({m['count']} images, {m['data']}, {m['kind']} {args.checkpoint}, {m['weights']} weights)")
+    print(json.dumps(metrics) if args.json else report)
     return 0

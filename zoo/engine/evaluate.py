@@ -1,101 +1,33 @@
-"""Classification evaluation: top-1 / top-5 / loss of a model on a loader, and of a saved model on a data set;
-super-resolution: PSNR / SSIM of a saved SR model (:func:`evaluate_sr_checkpoint`, metrics in :mod:`zoo.engine.sr`).
+"""Scores of saved models: top-1 / top-5 / loss of a classifier (:func:`evaluate_checkpoint`), PSNR / SSIM of a
+super-resolution model (:func:`evaluate_sr_checkpoint`), with the tasks' metrics (:func:`zoo.engine.tasks.cls.evaluate`,
+:func:`zoo.engine.sr.evaluate_sr`).
 
-:func:`evaluate` is what training calls every epoch. :func:`evaluate_checkpoint` is what ``eval.py`` calls: it
-takes an export folder (``model.safetensors`` + ``config.json``, loaded through
-``timm.create_model('local-dir:...')``) or a training checkpoint (model rebuilt from its recipe through
-``timm.create_model``), builds the evaluation transform from the model's data config and scores it on the
-digits held-out split (with the split parameters the model was trained with) or an ImageFolder tree.
+:func:`evaluate_checkpoint` is what ``eval.py`` calls: it takes an export folder (``model.safetensors`` +
+``config.json``, loaded through ``timm.create_model('local-dir:...')``) or a training checkpoint (model rebuilt
+from its recipe through ``timm.create_model``), builds the evaluation transform from the model's data config and
+scores it on the digits held-out split (with the split parameters the model was trained with) or an ImageFolder
+tree.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate", "evaluate_checkpoint", "evaluate_sr_checkpoint", "load_model", "model_scale", "model_task"]
+from zoo.data import create_dataset
+from zoo.data.sr import SRPairs, skimage_photos
+from zoo.engine.checkpoint import CheckpointError, load_checkpoint
+from zoo.engine.config import recipe_from_dict
+from zoo.engine.export import WEIGHTS_NAME, load_export, read_export_config
+from zoo.engine.setup import create_model, ema_weights, load_init_weights, resolve_device
+from zoo.engine.sr import Bicubic, evaluate_sr
+from zoo.engine.tasks import get_task
+from zoo.engine.tasks.cls import evaluate
 
-
-def _autocast(device: torch.device, amp: str | None):
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-@torch.no_grad()
-def evaluate(
-        model: nn.Module,
-        loader,
-        device: torch.device | str = "cpu",
-        *,
-        amp: str | None = None,
-        channels_last: bool = False,
-        progress: bool = False,
-        env=None,
-        collective_forward: bool = False,
-) -> dict[str, float]:
-    """``{'top1', 'top5', 'loss', 'count'}`` of `model` over `loader` (accuracies in percent; top-5 is top-k
-    with k = min(5, classes); loss is plain cross-entropy).
-
-    Several processes (`env`, a :class:`zoo.engine.distributed.DistEnv`): each process passes a loader over its
-    own disjoint part of the data set (:func:`zoo.data.sampler.shard_range`); the counts are summed over
-    processes, so the metrics are exactly those of the whole set. `collective_forward` (FSDP: every forward
-    gathers parameters from all processes): processes with fewer batches repeat their last batch, uncounted, so
-    that all run the same number of forwards."""
-    from tqdm.auto import tqdm
-
-    from zoo.engine.distributed import all_reduce_max, all_reduce_sum
-
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = 0
-    loss_sum = 0.0
-    count = 0
-    n_batches = len(loader)
-    if collective_forward and env is not None and env.distributed:
-        n_batches = all_reduce_max(n_batches, env, device)
-    try:
-        last = None
-        batches = iter(tqdm(loader, desc="eval", leave=False, disable=not progress))
-        for b in range(n_batches):
-            counted = True
-            try:
-                images, targets = last = next(batches)
-            except StopIteration:
-                if last is None:
-                    raise ValueError("evaluation under FSDP needs at least one sample per process") from None
-                (images, targets), counted = last, False
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                logits = model(images)
-            if not counted:
-                continue
-            logits = logits.float()
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-            k = min(5, logits.shape[-1])
-            top = logits.topk(k, dim=-1).indices
-            hit = top.eq(targets[:, None])
-            correct1 += hit[:, 0].sum().item()
-            correct5 += hit.any(dim=-1).sum().item()
-            count += targets.numel()
-    finally:
-        model.train(was_training)
-    if env is not None and env.distributed:
-        correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], env, device)
-        correct1, correct5, count = int(correct1), int(correct5), int(count)
-    if count == 0:
-        raise ValueError("evaluation data set is empty")
-    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
-            "count": count}
+__all__ = ["evaluate_checkpoint", "evaluate_sr_checkpoint", "load_model", "model_scale", "model_task", "saved_task"]
 
 
 def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
@@ -106,9 +38,6 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
     the checkpoint has it); an export holds one set of weights and records which in its config.
     """
     import timm.data
-
-    from zoo.engine.checkpoint import CheckpointError, load_checkpoint
-    from zoo.engine.export import WEIGHTS_NAME, load_export, read_export_config
 
     if weights not in ("auto", "model", "ema"):
         raise ValueError(f"weights {weights!r} is not one of 'auto', 'model', 'ema'")
@@ -132,14 +61,12 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
             "task": info.get("task") or model_task(model),
         }
 
-    from zoo.engine.config import recipe_from_dict
-    from zoo.engine.train import create_model, resolve_data_config
-
     state = load_checkpoint(path)
     recipe = recipe_from_dict(state["recipe"], f"the recipe stored in {str(path)!r}")
+    task = get_task(recipe.task)
     label_names = state.get("label_names")
     num_classes = state.get("num_classes") or len(label_names or ())
-    if not num_classes and recipe.task != "sr":
+    if not num_classes and task.classes:
         raise CheckpointError(f"checkpoint {str(path)!r} does not record its number of classes")
     # the checkpoint holds every weight: never fetch the recipe's pretrained starting point again
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, pretrained=False))
@@ -148,28 +75,35 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
     if weights == "ema" and not has_ema:
         raise ValueError(f"checkpoint {str(path)!r} has no EMA weights (ema.enabled was false)")
     use = "ema" if weights == "ema" or (weights == "auto" and has_ema) else "model"
-    sd = state["ema"] if use == "ema" else state["model"]
-    if use == "ema":  # ModelEmaV3 keeps the averaged copy under `module.`
-        sd = {k[len("module."):]: v for k, v in sd.items() if k.startswith("module.")}
+    sd = ema_weights(state["ema"]) if use == "ema" else state["model"]
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model its recipe builds: {e}") from None
-    if recipe.task == "sr":
-        from zoo.engine.train import _sr_data_config
-        data_config = _sr_data_config(recipe, model)
-    else:
-        data_config = resolve_data_config(recipe, model)
     return model.eval(), {
         "kind": "checkpoint", "weights": use, "recipe": state["recipe"], "label_names": label_names,
-        "data_config": data_config, "task": recipe.task,
+        "data_config": task.data_config(recipe, model), "task": recipe.task,
     }
 
 
 def model_task(model: nn.Module) -> str:
     """'sr' for a super-resolution model (its pretrained_cfg notes say ``task: super-resolution``), else 'cls'."""
-    notes = (getattr(model, "pretrained_cfg", None) or {}).get("notes") or ()
-    return "sr" if "task: super-resolution" in notes else "cls"
+    return _task_from_notes((getattr(model, "pretrained_cfg", None) or {}).get("notes"))
+
+
+def _task_from_notes(notes) -> str:
+    return "sr" if "task: super-resolution" in (notes or ()) else "cls"
+
+
+def saved_task(path: str | Path) -> str:
+    """The task of an export (its config.json) or a training checkpoint (its recipe): 'cls' or 'sr'."""
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            return "cls"  # not an export: the classification path reports what is missing
+        cfg = read_export_config(path)
+        info = cfg.get("attnzoo") if isinstance(cfg.get("attnzoo"), dict) else {}
+        return info.get("task") or _task_from_notes((cfg.get("pretrained_cfg") or {}).get("notes"))
+    return (load_checkpoint(path).get("recipe") or {}).get("task", "cls")
 
 
 def model_scale(model: nn.Module) -> int | None:
@@ -207,10 +141,6 @@ def evaluate_sr_checkpoint(
     (the model pads to its window and the output is cropped back); `tile` runs the LR input in tiles of that many
     pixels with `tile_overlap` pixels of context (large images). `bicubic`: also score bicubic upscaling.
     """
-    from zoo.data.sr import SRPairs, skimage_photos
-    from zoo.engine.sr import Bicubic, evaluate_sr
-    from zoo.engine.train import load_init_weights, resolve_device
-
     if model_name is not None:
         import timm
 
@@ -275,9 +205,6 @@ def evaluate_checkpoint(
     ``test_fraction`` / ``split_seed`` / ``img_size`` of the model's recipe (digits defaults when unknown).
     """
     import timm.data
-
-    from zoo.data import create_dataset
-    from zoo.engine.train import resolve_device
 
     model, info = load_model(path, weights=weights)
     dev = resolve_device(device)

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.engine.files import atomic_write
+from zoo.files import atomic_write
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_model", "load_export", "read_export_config", "unwrap_model"]
 

@@ -100,7 +100,7 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from zoo.engine.files import atomic_write
+    from zoo.files import atomic_write
 
     records = read_log(log_path)
     steps = [r for r in records if r.get("kind") == "step"]

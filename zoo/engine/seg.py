@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from zoo.engine.schema import RecipeError, parse_override
+
 __all__ = ["MMSegNotInstalled", "SegTrainResult", "check_checkpoint", "eval_cli", "evaluate_seg", "is_seg_config",
            "load_seg_config", "seg_safe_global_types", "seg_safe_globals", "train_cli", "train_seg"]
 
@@ -131,7 +133,6 @@ def load_seg_config(config_path: str | os.PathLike, overrides: Sequence[str] = (
     _require_mmseg()
     from mmengine.config import Config
 
-    from zoo.engine.config import _parse_override
 
     path = Path(config_path)
     if not path.is_file():
@@ -139,7 +140,7 @@ def load_seg_config(config_path: str | os.PathLike, overrides: Sequence[str] = (
     cfg = Config.fromfile(str(path))
     options = {}
     for item in overrides:
-        keys, value = _parse_override(item)
+        keys, value = parse_override(item)
         if isinstance(value, dict) and not isinstance(_lookup(cfg, keys), (dict, type(_lookup))):
             value = dict(value, _delete_=True)  # a mapping replaces a null / scalar (mmengine would refuse to merge)
         options[".".join(keys)] = value
@@ -279,7 +280,7 @@ def evaluate_seg(config_path: str | os.PathLike, checkpoint: str | os.PathLike, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command lines (zoo/engine/cli.py hands an mmseg config here)
+# Command lines (zoo/engine/cli.py hands an mmseg config here, through the task registry)
 
 _SEG_ERRORS = (MMSegNotInstalled, FileNotFoundError, ValueError)
 
@@ -287,8 +288,6 @@ _SEG_ERRORS = (MMSegNotInstalled, FileNotFoundError, ValueError)
 def train_cli(args) -> int:
     """``train.py --config CONFIG.py``: `args` as parsed by ``train.py``'s parser (config, overrides, output,
     resume, print_config)."""
-    from zoo.engine.config import RecipeError
-
     main_process = os.environ.get("RANK", "0") in ("0", "")
     try:
         if args.print_config:
@@ -331,8 +330,6 @@ def _eval_parser():
 def eval_cli(argv: Sequence[str]) -> int:
     """``eval.py --config CONFIG.py --checkpoint CKPT.pth [--set KEY=VALUE ...] [--output DIR] [--json]``."""
     import json
-
-    from zoo.engine.config import RecipeError
 
     parser = _eval_parser()
     args = parser.parse_args(list(argv))

@@ -215,7 +215,7 @@ def evaluate_sr(model: torch.nn.Module, loader, device, *, scale: int, tile: Opt
     from tqdm.auto import tqdm
 
     from zoo.engine.distributed import all_reduce_sum
-    from zoo.engine.evaluate import _autocast
+    from zoo.engine.setup import autocast
 
     device = torch.device(device)
     was_training = model.training
@@ -225,7 +225,7 @@ def evaluate_sr(model: torch.nn.Module, loader, device, *, scale: int, tile: Opt
     try:
         for lr, hr in tqdm(loader, desc="eval", leave=False, disable=not progress):
             lr = lr.to(device)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 out = sr_inference(model, lr, scale, window_size=window_size, tile=tile, overlap=overlap)
             out, hr = out.float().cpu(), hr.float()
             if out.shape != hr.shape:

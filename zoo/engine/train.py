@@ -1,5 +1,6 @@
-"""Classification training loop, built from timm's factories; super-resolution (``task: sr``) runs through the same
-loop with its own data (:mod:`zoo.data.sr`), L1 loss and PSNR / SSIM evaluation (:mod:`zoo.engine.sr`).
+"""The training loop of every recipe task (classification, super-resolution), built from timm's factories; what
+differs between tasks (data sets, loss, held-out metrics, log lines, export extras) is the task object's
+(:mod:`zoo.engine.tasks`), the shared set-up is :mod:`zoo.engine.setup`.
 
 The model comes from ``timm.create_model`` (the engine knows models only by name), the optimizer from
 ``timm.optim.create_optimizer_v2`` (weight decay off for the model's ``no_weight_decay()`` parameters, optional
@@ -19,33 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from zoo.data.sampler import GlobalBatchSampler, SeededSamples, derive_seed, shard_range
 from zoo.engine.checkpoint import (
     LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, CheckpointError, get_rng_state, load_checkpoint, save_checkpoint,
     set_rng_state,
 )
-from zoo.engine.config import IMPLEMENTED_TASKS, Recipe, RecipeError, recipe_from_dict, recipe_to_dict, recipe_to_yaml
-from zoo.data.sampler import GlobalBatchSampler, SeededSamples, derive_seed, shard_range
+from zoo.engine.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from zoo.engine.distributed import DistEnv, all_reduce_sum, init_distributed, shutdown, wrap_model
-from zoo.engine.evaluate import _autocast, evaluate
-from zoo.engine.export import unwrap_model
+from zoo.engine.export import export_model, unwrap_model
 from zoo.engine.observe import CURVES_NAME, RunLog, memory_mb, plot_curves
+from zoo.engine.setup import autocast, create_model, load_init_weights, resolve_device, seed_everything
+from zoo.engine.tasks import get_task
 
-__all__ = [
-    "TrainResult", "create_model", "create_optimizer", "create_transforms", "resolve_data_config", "resolve_device",
-    "seed_everything", "train",
-]
+__all__ = ["TrainResult", "create_optimizer", "export_run", "train"]
 
 EXPORT_DIR = "export"
 
@@ -58,180 +55,10 @@ class TrainResult:
     epoch: int  # epochs completed
     finished: bool
     weights: str  # 'model' or 'ema': the weights evaluated in `metrics` and exported
-    metrics: dict[str, float] = field(default_factory=dict)  # held-out top1 / top5 / loss of those weights
+    metrics: dict[str, float] = field(default_factory=dict)  # the task's held-out metrics of those weights
     seconds: float = 0.0
     log: Path | None = None  # log.jsonl (rank 0)
     curves: Path | None = None  # curves.png, when matplotlib is installed
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Building blocks (importable: eval and tests build models and transforms the same way)
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError(f"device {name!r} was asked for, but this machine has no CUDA device; use 'auto' or 'cpu'")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def create_model(recipe: Recipe, num_classes: int) -> nn.Module:
-    """``timm.create_model(recipe.model.name, num_classes=..., **recipe.model.kwargs)``, errors in recipe terms."""
-    import timm
-
-    import zoo  # noqa: F401  (registers the zoo models with timm)
-
-    cfg = recipe.model
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.kwargs.items()}
-    reserved = sorted({"num_classes", "pretrained", "drop_rate", "drop_path_rate"} & kwargs.keys())
-    if reserved:
-        raise RecipeError(
-            f"model.kwargs must not set {', '.join(reserved)}: the number of classes comes from the data set, "
-            f"the others have their own keys (model.pretrained, model.drop_rate, model.drop_path_rate)")
-    try:
-        return timm.create_model(
-            cfg.name, pretrained=cfg.pretrained, num_classes=num_classes,
-            drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate, **kwargs)
-    except RuntimeError as e:
-        if str(e).startswith("Unknown model"):
-            raise RecipeError(
-                f"model.name {cfg.name!r} is not a registered timm or zoo model; zoo models: "
-                f"{', '.join(zoo.list_models()) or '(none)'}") from None
-        raise
-    except TypeError as e:
-        raise RecipeError(f"model.kwargs {cfg.kwargs} are not accepted by {cfg.name!r}: {e}") from None
-
-
-def resolve_data_config(recipe: Recipe, model: nn.Module) -> dict[str, Any]:
-    """Input size / interpolation / mean / std / crop of the recipe, the model's pretrained_cfg filling gaps."""
-    import timm.data
-
-    d = recipe.data
-    args = {"input_size": (3, d.img_size, d.img_size), "interpolation": d.interpolation,
-            "mean": d.mean, "std": d.std, "crop_pct": d.crop_pct}
-    cfg = timm.data.resolve_data_config(args={k: v for k, v in args.items() if v is not None}, model=model)
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-
-
-def create_transforms(recipe: Recipe, data_config: dict[str, Any]):
-    """(train, eval) transforms from `timm.data.create_transform`."""
-    from timm.data import create_transform
-
-    a = recipe.aug
-    common = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std")}
-    train_tf = create_transform(
-        **common, is_training=True, scale=a.scale, ratio=a.ratio, hflip=a.hflip, vflip=0.0,
-        color_jitter=a.color_jitter or None, auto_augment=a.auto_augment, re_prob=a.re_prob,
-        re_mode=a.re_mode)
-    eval_tf = create_transform(**common, is_training=False, crop_pct=data_config["crop_pct"],
-                               crop_mode=data_config.get("crop_mode"))
-    return train_tf, eval_tf
-
-
-def _create_sr_datasets(recipe: Recipe, global_batch: int):
-    """(train, eval) :class:`zoo.data.sr.SRPairs` of an SR recipe; with ``sr.iters_per_epoch`` the training set
-    holds ``iters_per_epoch x global_batch`` items (cycling through the images)."""
-    from zoo.data.sr import SRPairs, skimage_photos
-
-    d, sr = recipe.data, recipe.sr
-    length = None if sr.iters_per_epoch is None else sr.iters_per_epoch * global_batch
-    train_kw = dict(gt_size=sr.gt_size, use_hflip=sr.use_hflip, use_rot=sr.use_rot, length=length)
-    if d.name == "sr_skimage":
-        train_ds = SRPairs(sr.scale, images=skimage_photos(sr.skimage_train), names=sr.skimage_train, **train_kw)
-        eval_ds = SRPairs(sr.scale, images=skimage_photos(sr.skimage_val), names=sr.skimage_val)
-        return train_ds, eval_ds
-
-    def path(p: str | None) -> str | None:
-        return None if p is None else str(Path(d.root) / p) if d.root else p
-
-    try:
-        train_ds = SRPairs(sr.scale, hr_dir=path(sr.train_hr), lr_dir=path(sr.train_lr),
-                           filename_tmpl=sr.filename_tmpl, **train_kw)
-        eval_ds = SRPairs(sr.scale, hr_dir=path(sr.val_hr), lr_dir=path(sr.val_lr), filename_tmpl=sr.filename_tmpl)
-    except FileNotFoundError as e:
-        raise RecipeError(f"super-resolution data of recipe {recipe.name!r}: {e} (sr.train_hr / sr.train_lr / "
-                          f"sr.val_hr / sr.val_lr, relative to data.root when it is set)") from None
-    return train_ds, eval_ds
-
-
-def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
-    """Load starting weights into `model`: an export folder (model.safetensors), a training checkpoint of this
-    engine (EMA weights when present) or another checkpoint file (e.g. BasicSR's ``params_ema`` / ``params``,
-    converted by the model's ``checkpoint_filter_fn`` when its module has one). Returns (missing, unexpected)."""
-    import importlib
-
-    path = Path(path)
-    if path.is_dir():
-        from safetensors.torch import load_file
-
-        from zoo.engine.export import WEIGHTS_NAME
-        if not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} is a folder without {WEIGHTS_NAME}")
-        sd = load_file(str(path / WEIGHTS_NAME))
-    elif path.is_file():
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "recipe" in sd and "model" in sd:  # this engine's training checkpoint
-            if sd.get("ema") is not None:
-                sd = {k[len("module."):]: v for k, v in sd["ema"].items() if k.startswith("module.")}
-            else:
-                sd = sd["model"]
-        module = importlib.import_module(type(model).__module__)
-        filter_fn = getattr(module, "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            sd = filter_fn(sd, model)
-    else:
-        raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} does not exist")
-    try:
-        result = model.load_state_dict(sd, strict=strict)
-    except RuntimeError as e:
-        raise CheckpointError(f"model.init_checkpoint {str(path)!r} does not fit the model "
-                              f"(model.init_strict {strict}): {e}") from None
-    return list(result.missing_keys), list(result.unexpected_keys)
-
-
-def _create_datasets(recipe: Recipe):
-    from zoo.data import create_dataset
-
-    d = recipe.data
-    common = dict(root=d.root, test_fraction=d.test_fraction, seed=d.split_seed, img_size=d.img_size)
-    train_ds = create_dataset(d.name, "train", folder_split=d.train_split, subset=d.train_subset, **common)
-    eval_ds = create_dataset(d.name, "eval", folder_split=d.val_split, **common)
-    if list(train_ds.classes) != list(eval_ds.classes):
-        raise RecipeError(
-            f"the training and evaluation splits of data set {d.name!r} have different classes "
-            f"({len(train_ds.classes)} vs {len(eval_ds.classes)}); they must list the same class folders")
-    return train_ds, eval_ds
-
-
-def _set_transform(dataset, transform) -> None:
-    while isinstance(dataset, (torch.utils.data.Subset, SeededSamples)):
-        dataset = dataset.dataset
-    dataset.transform = transform
-
-
-def _create_loss(recipe: Recipe, num_classes: int):
-    """(mixup_fn or None, train loss) from timm.data.Mixup and timm.loss; SR: L1 (mean), BasicSR's pixel loss."""
-    if recipe.task == "sr":
-        return None, nn.L1Loss()
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    a = recipe.aug
-    if a.mixup > 0 or a.cutmix > 0:
-        mixup = Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob,
-                      switch_prob=a.mixup_switch_prob, mode="batch", label_smoothing=a.smoothing,
-                      num_classes=num_classes)
-        return mixup, SoftTargetCrossEntropy()
-    if a.smoothing > 0:
-        return None, LabelSmoothingCrossEntropy(smoothing=a.smoothing)
-    return None, nn.CrossEntropyLoss()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,9 +86,6 @@ def train(
     :mod:`zoo.engine.distributed`), only rank 0 writes files and logs, and every process returns the same
     metrics.
     """
-    if recipe.task not in IMPLEMENTED_TASKS:
-        raise RecipeError(
-            f"task {recipe.task!r} is not implemented yet; implemented tasks: {', '.join(IMPLEMENTED_TASKS)}")
     threads = torch.get_num_threads()
     if recipe.train.threads is not None:
         torch.set_num_threads(recipe.train.threads)
@@ -344,24 +168,15 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
                 f"--set train.parallel={stored_parallel}")
 
     # Data first: the number of classes sizes the model's head.
-    sr_task = recipe.task == "sr"
-    if sr_task:
-        train_ds, eval_ds = _create_sr_datasets(
-            recipe, recipe.data.batch_size * env.world_size * recipe.optim.accum_steps)
-    else:
-        train_ds, eval_ds = _create_datasets(recipe)
+    task = get_task(recipe.task)
+    train_ds, eval_ds = task.datasets(recipe, recipe.data.batch_size * env.world_size * recipe.optim.accum_steps)
     label_names = [str(c) for c in train_ds.classes]
     num_classes = len(label_names)
 
     seed_everything(recipe.seed)  # the same initial weights on every process
     model = create_model(recipe, num_classes)
-    if sr_task:
-        data_config = _sr_data_config(recipe, model)
-    else:
-        data_config = resolve_data_config(recipe, model)
-        train_tf, eval_tf = create_transforms(recipe, data_config)
-        _set_transform(train_ds, train_tf)
-        _set_transform(eval_ds, eval_tf)
+    data_config = task.data_config(recipe, model)
+    task.set_transforms(recipe, data_config, train_ds, eval_ds)
     if recipe.model.init_checkpoint and state is None:
         missing, unexpected = load_init_weights(model, recipe.model.init_checkpoint, recipe.model.init_strict)
         log(f"initial weights from {recipe.model.init_checkpoint}"
@@ -405,8 +220,7 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
     if recipe.ema.enabled:
         ema = timm.utils.ModelEmaV3(model, decay=recipe.ema.decay, use_warmup=recipe.ema.warmup)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.amp == "fp16")
-    mixup_fn, train_loss = _create_loss(recipe, num_classes)
-    eval_kw = dict(amp=recipe.train.amp, channels_last=recipe.model.channels_last)
+    mixup_fn, train_loss = task.loss(recipe, num_classes)
     ddp_model = model if fsdp else wrap_model(model, "ddp", env, device)
     train_model = torch.compile(ddp_model) if recipe.model.compile else ddp_model
 
@@ -481,11 +295,8 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
     n_params = sum(p.numel() for p in unwrap_model(model).parameters())  # FSDP's DTensors count globally
     procs = f", {world} processes ({recipe.train.parallel}), global batch {global_batch}" if world > 1 or fsdp \
         else ""
-    what = (f"x{recipe.sr.scale} super-resolution, {len(train_ds.items)} train images ({len(train_ds)} "
-            f"{recipe.sr.gt_size}px crops per epoch) / {len(eval_ds)} held-out images" if sr_task else
-            f"{len(train_ds)} train / {len(eval_ds)} held-out images, {num_classes} classes")
     log(f"{recipe.name}: {recipe.model.name} ({n_params / 1e6:.2f} M parameters) on {recipe.data.name} "
-        f"({what}), {device}{procs}, {epochs} epochs -> {output_dir}")
+        f"({task.describe(recipe, train_ds, eval_ds)}), {device}{procs}, {epochs} epochs -> {output_dir}")
 
     def checkpoint(epoch: int, batch: int) -> Path | None:
         """`epoch` epochs complete, plus `batch` global batches of the next one."""
@@ -505,21 +316,15 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
         })
 
     def run_eval(net: nn.Module) -> dict[str, float]:
-        if sr_task:
-            from zoo.engine.sr import evaluate_sr
-            return evaluate_sr(net, eval_loader, device, scale=recipe.sr.scale, tile=recipe.sr.val_tile,
-                               overlap=recipe.sr.val_tile_overlap, env=env, amp=recipe.train.amp)
-        return evaluate(net, eval_loader, device, env=env, collective_forward=fsdp, **eval_kw)
+        return task.evaluate(net, eval_loader, device, recipe, env=env, collective_forward=fsdp)
 
     last_epoch = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
     eval_part = torch.utils.data.Subset(eval_ds, shard_range(len(eval_ds), env.rank, world))
-    eval_loader = torch.utils.data.DataLoader(  # SR: whole images of different sizes, one at a time
-        eval_part, batch_size=1 if sr_task else recipe.data.eval_batch_size, shuffle=False,
-        num_workers=recipe.data.num_workers)
-    if sr_task and state is None:
-        from zoo.engine.sr import Bicubic, evaluate_sr
-        base = evaluate_sr(Bicubic(recipe.sr.scale), eval_loader, device, scale=recipe.sr.scale, env=env)
-        log(f"bicubic upscaling of the held-out images: {metric_line('sr', base)}")
+    eval_loader = torch.utils.data.DataLoader(
+        eval_part, batch_size=task.eval_batch_size(recipe), shuffle=False, num_workers=recipe.data.num_workers)
+    baseline = task.baseline(recipe, eval_loader, device, env) if state is None else None
+    if baseline:
+        log(baseline)
     seeded_train = SeededSamples(train_ds, recipe.seed)
     total_batches = (last_epoch - start_epoch) * batches_per_epoch - (start_batch if last_epoch > start_epoch else 0)
     bar = tqdm(total=total_batches, desc=recipe.name, unit="step", disable=not progress, dynamic_ncols=True,
@@ -558,7 +363,7 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
                     model.set_requires_gradient_sync(update)
                 ctx = sync() if (sync is not None and env.distributed and not update) else contextlib.nullcontext()
                 with ctx:
-                    with _autocast(device, recipe.train.amp):
+                    with autocast(device, recipe.train.amp):
                         loss = train_loss(train_model(images), targets)
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):
@@ -604,12 +409,12 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
             train_loss_value = all_reduce_sum(epoch_loss, env, device)
             train_loss_value = train_loss_value[0] / max(train_loss_value[1], 1)
             if done % recipe.train.eval_every == 0 or done == last_epoch:
-                key = "psnr" if sr_task else "top1"
+                key = task.metric
                 metrics = run_eval(model)
-                line = metric_line(recipe.task, metrics)
+                line = task.metric_line(metrics)
                 if ema is not None:
                     ema_metrics = run_eval(ema.module)
-                    line += ", EMA " + metric_line(recipe.task, ema_metrics)
+                    line += ", EMA " + task.metric_line(ema_metrics)
                     metrics = dict(ema_metrics, **{f"model_{key}": metrics[key]})
                 runlog.write({"kind": "eval", "epoch": done, "step": step, "train_loss": train_loss_value,
                               **metrics, "time": time.perf_counter() - t0})
@@ -657,37 +462,11 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
 def export_run(recipe: Recipe, model: nn.Module, export_dir: Path, *, data_config: dict[str, Any],
                label_names: list[str], weights: str, metrics: dict[str, float], epochs: int) -> Path:
     """Export `model` (the run's final weights) with the recipe and its held-out metrics in config.json."""
-    from zoo.engine.export import export_model
-
+    task = get_task(recipe.task)
     return export_model(
         model, export_dir, model_args=recipe_to_dict(recipe)["model"]["kwargs"],
         data_config={k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct")},
         label_names=label_names, weights=weights,
         pretrained_cfg={"tag": recipe.name},  # not the tag of the weights the architecture's entry describes
-        extra={"recipe": recipe_to_dict(recipe), "epochs": epochs, "task": recipe.task,
-               **({"scale": recipe.sr.scale} if recipe.task == "sr" else {}),
-               "held_out": {k: metrics[k] for k in ("top1", "top5", "loss", "count", "psnr", "ssim") if k in metrics}})
-
-
-def metric_line(task: str, metrics: dict[str, float]) -> str:
-    """The held-out metric of a task in words (progress lines)."""
-    if task == "sr":
-        return f"PSNR {metrics['psnr']:.2f} dB / SSIM {metrics['ssim']:.4f} (Y)"
-    return f"top-1 {metrics['top1']:.2f} %"
-
-
-def _sr_data_config(recipe: Recipe, model: nn.Module) -> dict[str, Any]:
-    """The exported data config of an SR model: the LR training patch as input size, the model's mean / std."""
-    import timm.data
-
-    lr_patch = recipe.sr.gt_size // recipe.sr.scale
-    upscale = getattr(model, "upscale", None)
-    if upscale is not None and upscale != recipe.sr.scale:
-        raise RecipeError(f"model {recipe.model.name!r} upscales x{upscale}, but sr.scale is {recipe.sr.scale}")
-    cfg = timm.data.resolve_data_config(args={"input_size": (3, lr_patch, lr_patch), "crop_pct": 1.0}, model=model)
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-
-
-def recipe_from_checkpoint(path: str | Path) -> Recipe:
-    """The recipe a training checkpoint was written with (validated against the current schema)."""
-    return recipe_from_dict(load_checkpoint(path)["recipe"], f"the recipe stored in checkpoint {str(path)!r}")
+        extra={"recipe": recipe_to_dict(recipe), "epochs": epochs, "task": recipe.task, **task.export_extra(recipe),
+               "held_out": {k: metrics[k] for k in task.held_out if k in metrics}})

@@ -17,8 +17,12 @@ plumbing around the op.
 * `AgentAttention`: projections (one ``qkv`` Linear, or PVT's ``q`` + ``kv``), ``dwc``, ``proj``; on a
   ``(B, H, W, C)`` map, or on ``[prefix, patches]`` tokens (Agent-DeiT's class token) with the grid given.
 * `AgentBlock`: the pre-norm agent-attention + MLP block of Agent-PVT / Agent-DeiT / Agent-Swin.
-* Checkpoint helpers for the official layout: `unwrap_checkpoint`, `resize_agent_bias`, `resize_pos_embed`, and
-  `parse_attn_type` for the official ``attn_type`` layout strings.
+* What the families' constructors and checkpoint filters share: `parse_attn_type` for the official ``attn_type``
+  layout strings, `per_stage_agent_grids`, `resize_agent_bias`, `resize_pos_embed` and `fit_agent_checkpoint` (the
+  official ``load_pretrained``'s resizing), `AGENT_PAPER` (the pretrained-cfg fields of the paper).
+
+FX: the ops and the shape-dependent steps are leaves of ``torch.fx`` traces (see `_FX_LEAVES`), so every family
+traces.
 """
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,19 +30,54 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, register_notrace_function, trunc_normal_
 
-import ops
+from ops import agent_attention, agent_bias_maps
 
 __all__ = [
-    'AGENT_BIASES', 'AgentAttention', 'AgentAttentionBase', 'AgentBlock', 'parse_attn_type', 'resize_agent_bias',
-    'resize_pos_embed', 'unwrap_checkpoint',
+    'AGENT_BIASES', 'AGENT_PAPER', 'AgentAttention', 'AgentAttentionBase', 'AgentBlock', 'fit_agent_checkpoint',
+    'parse_attn_type', 'per_stage_agent_grids', 'resize_agent_bias', 'resize_pos_embed',
 ]
 
 # The official position-bias parameters of every agent-attention module, in the official registration order.
 AGENT_BIASES = ('an_bias', 'na_bias', 'ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
 # The token axis of each separable bias (sized by the training grid).
 _BIAS_TOKEN_AXIS = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}
+
+# The pretrained-cfg fields every Agent-Attention family shares.
+AGENT_PAPER = dict(
+    license='unknown',  # LeapLabTHU/Agent-Attention declares no license
+    paper_ids='arXiv:2312.08874',
+    paper_name='Agent Attention: On the Integration of Softmax and Linear Attention',
+    origin_url='https://github.com/LeapLabTHU/Agent-Attention',
+)
+
+
+def patch_query_map(q: torch.Tensor, grid: Tuple[int, int], num_prefix_tokens: int, owner: str) -> torch.Tensor:
+    """The patch tokens of ``(B, prefix + H*W, C)`` queries as a ``(B, C, H, W)`` map."""
+    B, N, C = q.shape
+    H, W = grid
+    if N != num_prefix_tokens + H * W:
+        raise ValueError(f'{owner}: {N} tokens do not match grid {H}x{W} with {num_prefix_tokens} prefix token(s)')
+    return q[:, num_prefix_tokens:].reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def flatten_map(x: torch.Tensor, owner: str) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """A ``(B, H, W, C)`` map as ``(B, H*W, C)`` tokens, and its grid ``(H, W)``."""
+    if x.ndim != 4:
+        raise ValueError(
+            f'{owner}: expected a (B, H, W, C) map; a (B, N, C) token input needs grid=(H, W), got shape '
+            f'{tuple(x.shape)}')
+    B, H, W, C = x.shape
+    return x.reshape(B, H * W, C), (H, W)
+
+
+# FX leaves called from this module. timm's notrace registry only reaches the globals of a module whose forward FX
+# calls, and `AgentAttentionBase.attend` also runs inside other files' modules (Agent-CSWin's branches), so the
+# names are wrapped here for every trace.
+_FX_LEAVES = ('agent_attention', 'agent_bias_maps', 'flatten_map', 'patch_query_map')
+for _name in _FX_LEAVES:
+    torch.fx.wrap(_name)
 
 
 class AgentAttentionBase(nn.Module):
@@ -108,19 +147,14 @@ class AgentAttentionBase(nn.Module):
         """Agent attention of projected ``(B, N, C)`` tokens (``N = num_prefix_tokens + H * W``, patches row-major
         over ``grid = (H, W)``) -> ``(B, N, C)``, without the depth-wise conv and output projection."""
         B, N, C = q.shape
-        H, W = grid
-        if N != self.num_prefix_tokens + H * W:
-            raise ValueError(
-                f'{type(self).__name__}: {N} tokens do not match grid {H}x{W} with {self.num_prefix_tokens} '
-                f'prefix token(s)')
-        patch_q = q[:, self.num_prefix_tokens:].reshape(B, H, W, C).permute(0, 3, 1, 2)
+        patch_q = patch_query_map(q, grid, self.num_prefix_tokens, type(self).__name__)
         agents = F.adaptive_avg_pool2d(patch_q, self.agent_grid or self.pool_size).flatten(2).transpose(1, 2)
         agents = agents.reshape(B, -1, self.num_heads, self.head_dim)
         cls = dict(cls_agent_bias=self.ac_bias, cls_query_bias=self.ca_bias) if self.num_prefix_tokens else {}
-        agent_bias, query_bias = ops.agent_bias_maps(
-            *(getattr(self, n) for n in AGENT_BIASES), (H, W), agent_grid=self.agent_grid, **cls)
+        agent_bias, query_bias = agent_bias_maps(
+            *(getattr(self, n) for n in AGENT_BIASES), grid, agent_grid=self.agent_grid, **cls)
         split = lambda t: t.reshape(B, N, self.num_heads, self.head_dim)  # noqa: E731
-        out = ops.agent_attention(
+        out = agent_attention(
             split(q), split(k), split(v), agents, agent_bias=agent_bias, query_bias=query_bias, scale=self.scale)
         return out.reshape(B, N, C)
 
@@ -168,14 +202,10 @@ class AgentAttention(AgentAttentionBase):
     def forward(self, x: torch.Tensor, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """``(B, H, W, C)`` map -> map; or ``(B, prefix + H*W, C)`` tokens with ``grid=(H, W)`` -> tokens (the
         prefix tokens get no depth-wise conv term)."""
-        spatial = x.ndim == 4
+        spatial = grid is None
         if spatial:
-            B, H, W, C = x.shape
-            x = x.reshape(B, H * W, C)
-        elif grid is None:
-            raise ValueError(f'AgentAttention: a (B, N, C) token input needs grid=(H, W), got shape {tuple(x.shape)}')
-        else:
-            H, W = grid
+            x, grid = flatten_map(x, type(self).__name__)
+        H, W = grid
         B, N, C = x.shape
         if self.fused_qkv:
             q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
@@ -264,16 +294,18 @@ def parse_attn_type(attn_type: str, depths: Sequence[int]) -> List[str]:
     ]
 
 
-def unwrap_checkpoint(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """The state dict inside an official container (``{'model': ...}``, ``state_dict_ema`` for EMA runs), without a
-    DDP ``module.`` prefix."""
-    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
-    return state_dict
+def per_stage_agent_grids(
+        agent_grids: Optional[Sequence[Optional[Tuple[int, int]]]],
+        num_stages: int,
+        owner: str,
+) -> Tuple[Optional[Tuple[int, int]], ...]:
+    """One agent grid (or None: the ``sqrt(agent_num)`` square) per stage."""
+    if agent_grids is None:
+        return (None,) * num_stages
+    agent_grids = tuple(agent_grids)
+    if len(agent_grids) != num_stages:
+        raise ValueError(f'{owner}: agent_grids {agent_grids} must have {num_stages} entries (one per stage)')
+    return agent_grids
 
 
 def resize_agent_bias(bias: torch.Tensor, name: str, shape: Sequence[int]) -> torch.Tensor:
@@ -297,6 +329,7 @@ def resize_agent_bias(bias: torch.Tensor, name: str, shape: Sequence[int]) -> to
     return out.reshape(*moved.shape[:-1], shape[axis]).movedim(-1, axis).to(bias.dtype)
 
 
+@register_notrace_function
 def resize_pos_embed(
         pos: torch.Tensor,
         size: Tuple[int, int],
@@ -317,3 +350,27 @@ def resize_pos_embed(
     grid = grid.reshape(1, *old_size, -1).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=size, mode='bicubic', align_corners=False).permute(0, 2, 3, 1).flatten(1, 2)
     return torch.cat([prefix, grid.to(pos.dtype)], dim=1)
+
+
+def fit_agent_checkpoint(
+        state_dict: Dict[str, Any],
+        model: nn.Module,
+        resize_other: Optional[Callable[[str, torch.Tensor, torch.Size], torch.Tensor]] = None,
+) -> Dict[str, Any]:
+    """Fit a checkpoint in the model's naming to `model`'s shapes, as the official ``load_pretrained`` does.
+
+    Every ``ah/aw/ha/wa`` bias whose training grid differs from the model's is linearly resized
+    (`resize_agent_bias`); any other tensor whose shape differs goes through ``resize_other(key, tensor, shape)``
+    when given (the families' position embeddings / tables), or passes unchanged (the load then reports it).
+    """
+    target = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        if k in target and v.shape != target[k].shape:
+            name = k.rsplit('.', 1)[-1]
+            if name in _BIAS_TOKEN_AXIS:
+                v = resize_agent_bias(v, name, target[k].shape)
+            elif resize_other is not None:
+                v = resize_other(k, v, target[k].shape)
+        out[k] = v
+    return out

@@ -21,15 +21,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._features import feature_take_indices
 
 import ops
 
 __all__ = [
-    'StagedBackbone', 'build_backbone', 'check_image_input', 'feature_take_indices', 'pad_to_multiple',
-    'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
+    'ChannelsLastStage', 'StagedBackbone', 'architecture_name', 'build_backbone', 'check_image_input',
+    'feature_take_indices', 'forward_blocks', 'imagenet_cfg', 'init_linear_trunc_normal', 'pad_to_multiple',
+    'prune_isotropic', 'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
 ]
 
 
@@ -77,6 +79,13 @@ def pad_to_multiple(
 _CONTAINERS = ('state_dict', 'model', 'model_ema', 'state_dict_ema')
 
 
+def architecture_name(model: nn.Module) -> str:
+    """The name a model's errors go by: its registered architecture (``pretrained_cfg['architecture']``, set by timm's
+    builder), else its class name."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return cfg.get('architecture', type(model).__name__)
+
+
 def unwrap_checkpoint(state_dict: Dict[str, Any], containers: Sequence[str] = _CONTAINERS) -> Dict[str, Any]:
     """The state dict inside a training-checkpoint container (the first of `containers` present: ``{'model': ...}``,
     ``state_dict_ema`` of EMA runs, ...), without a DDP ``module.`` prefix."""
@@ -109,11 +118,15 @@ def build_backbone(
         pretrained: bool = False,
         *,
         filter_fn: Optional[Callable] = None,
-        num_stages: int = 4,
+        num_stages: Optional[int] = None,
         **kwargs: Any,
 ) -> nn.Module:
     """``build_model_with_cfg`` with the zoo's defaults: every stage a feature level (``features_only`` takes
-    ``stages.i``, or whatever ``feature_info`` names), the family's checkpoint filter for pretrained weights."""
+    ``stages.i``, or whatever ``feature_info`` names), the family's checkpoint filter for pretrained weights.
+
+    `num_stages` defaults to one per entry of the ``depths`` kwarg (4 without one)."""
+    if num_stages is None:
+        num_stages = len(kwargs['depths']) if 'depths' in kwargs else 4
     out_indices = kwargs.pop('out_indices', tuple(range(num_stages)))
     return build_model_with_cfg(
         model_cls,
@@ -123,6 +136,91 @@ def build_backbone(
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
+
+
+def imagenet_cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+    """A pretrained cfg with the usual ImageNet-1k classifier values (224x224 input and a 7x7 final map, crop 0.875,
+    bicubic, ImageNet mean / std, ``stem.conv``, ``head.fc``); `kwargs` add the family's fields (license, paper) and
+    replace what differs."""
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+        **kwargs,
+    }
+
+
+def init_linear_trunc_normal(module: nn.Module) -> None:
+    """The init most official repositories apply with ``model.apply``: truncated-normal (std .02) Linear weights,
+    zero Linear biases; every other module keeps PyTorch's default init."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def forward_blocks(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A stage's ``blocks`` (an ``nn.Sequential``) on `x`, through timm's ``checkpoint_seq`` while the stage's
+    ``grad_checkpointing`` is on (`StagedBackbone.set_grad_checkpointing` sets it on every stage)."""
+    if stage.grad_checkpointing and not torch.jit.is_scripting():
+        return checkpoint_seq(stage.blocks, x)
+    return stage.blocks(x)
+
+
+def prune_isotropic(
+        model: nn.Module,
+        blocks_name: str,
+        indices: Union[int, List[int]],
+        prune_norm: bool,
+        prune_head: bool,
+) -> List[int]:
+    """``prune_intermediate_layers`` of an isotropic model (a ViT-like ``nn.Sequential`` of blocks at one width, in
+    attribute `blocks_name`): drop the blocks after the last one selected; the final ``norm`` fits every block's
+    output, so it goes only with `prune_norm`; the head goes with `prune_head` (``reset_classifier(0, '')``)."""
+    blocks = getattr(model, blocks_name)
+    take_indices, max_index = feature_take_indices(len(blocks), indices)
+    setattr(model, blocks_name, blocks[:max_index + 1])
+    if prune_norm:
+        model.norm = nn.Identity()
+    if prune_head:
+        model.reset_classifier(0, '')
+    return take_indices
+
+
+class ChannelsLastStage(nn.Module):
+    """A stage that takes and returns NCHW maps and runs its blocks on channels-last ``(B, H, W, C)`` maps.
+
+    ``downsample`` (None: the stage keeps the resolution) takes and returns NCHW maps, or NHWC ones with
+    `downsample_channels_last`; with `contiguous` its output is copied once to contiguous channels-last, so that
+    norms, projections and the ops read dense rows (a family without that copy keeps its float rounding by leaving
+    it off); the ``blocks`` run in order, each recomputed in backward when ``grad_checkpointing`` is set. The caller
+    builds the modules, so their parameters are created (and initialised) in its order.
+    """
+
+    def __init__(
+            self,
+            downsample: Optional[nn.Module],
+            blocks: Iterable[nn.Module],
+            downsample_channels_last: bool = False,
+            contiguous: bool = True,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample_channels_last = downsample_channels_last
+        self.contiguous = contiguous
+        self.downsample = nn.Identity() if downsample is None else downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
+        if self.downsample_channels_last:
+            x = self.downsample(x.permute(0, 2, 3, 1))
+        else:
+            x = self.downsample(x).permute(0, 2, 3, 1)
+        if self.contiguous:
+            x = x.contiguous()
+        return forward_blocks(self, x).permute(0, 3, 1, 2)
 
 
 class StagedBackbone(nn.Module):
@@ -137,6 +235,8 @@ class StagedBackbone(nn.Module):
 
     stem_name: Optional[str] = 'stem'  # the stem module's attribute; None: the first stage embeds the image
     stages_name: str = 'stages'
+    # The module(s) each stage starts with, a regex (its downsample; e.g. PVT's ``(patch_embed|pos_embed)``).
+    downsample_name: str = 'downsample'
     # The final norm (attribute ``norm``, if any) is a LayerNorm over channels applied to an NCHW map by permuting.
     norm_channels_last: bool = False
     # Gradient checkpointing: each stage checkpoints its own blocks (stages have a ``grad_checkpointing`` flag);
@@ -160,8 +260,7 @@ class StagedBackbone(nn.Module):
 
     @property
     def model_name(self) -> str:
-        cfg = getattr(self, 'pretrained_cfg', None) or {}
-        return cfg.get('architecture', type(self).__name__)
+        return architecture_name(self)
 
     @property
     def min_input_size(self) -> int:
@@ -186,12 +285,12 @@ class StagedBackbone(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        stages = re.escape(self.stages_name)
-        blocks = [(rf'^{stages}\.(\d+)\.downsample', (0,)), (rf'^{stages}\.(\d+)\.blocks\.(\d+)', None)]
+        stages, down = re.escape(self.stages_name), self.downsample_name
+        blocks = [(rf'^{stages}\.(\d+)\.{down}', (0,)), (rf'^{stages}\.(\d+)\.blocks\.(\d+)', None)]
         if getattr(self, 'norm', None) is not None:
             blocks.append((r'^norm', (99999,)))
         return dict(
-            stem=rf'^{re.escape(self.stem_name)}' if self.stem_name else rf'^{stages}\.0\.downsample',
+            stem=rf'^{re.escape(self.stem_name)}' if self.stem_name else rf'^{stages}\.0\.{down}',
             blocks=rf'^{stages}\.(\d+)' if coarse else blocks,
         )
 

@@ -46,22 +46,34 @@ code would split it into two stripe branches if ``CSWIN_LA_SPLIT_SIZE`` differed
 non-final B stage always has two stripe branches (the official code switches to one full-map branch when the
 stripe width equals the training resolution).
 """
-import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, to_2tuple, \
-    trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, \
+    register_notrace_function, to_2tuple
+from timm.models import generate_default_cfgs, register_model
 
-import ops
-from zoo.layers.agent import AgentAttentionBase, parse_attn_type, resize_agent_bias, unwrap_checkpoint
+from ops import window_attention
+from zoo.layers.agent import AGENT_PAPER, AgentAttentionBase, fit_agent_checkpoint, parse_attn_type, \
+    per_stage_agent_grids
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+    init_linear_trunc_normal, rename_keys, unwrap_checkpoint
 
 __all__ = ['AgentCSWinTransformer']
+
+
+@register_notrace_function
+def pad_centered(x: torch.Tensor, multiple: Tuple[int, int]) -> torch.Tensor:
+    """Zero-pad a ``(B, H, W, C)`` map to multiples of `multiple`, half of the padding before and the rest after
+    (the official CSWin segmentation backbone's stripe padding); `x` itself when nothing is padded."""
+    H, W = x.shape[1], x.shape[2]
+    pad_h, pad_w = (-H) % multiple[0], (-W) % multiple[1]
+    if not (pad_h or pad_w):
+        return x
+    top, left = pad_h // 2, pad_w // 2
+    return F.pad(x, (0, 0, left, pad_w - left, top, pad_h - top))
 
 
 class AgentBranch(AgentAttentionBase):
@@ -140,15 +152,12 @@ class StripeBranch(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) each
         B, H, W, C = q.shape
         window = self._window(H, W)
-        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
-        top, left = pad_h // 2, pad_w // 2
-        if pad_h or pad_w:
-            pad = (0, 0, left, pad_w - left, top, pad_h - top)
-            q, k, v = F.pad(q, pad), F.pad(k, pad), F.pad(v, pad)
-        Hp, Wp = H + pad_h, W + pad_w
+        q, k, v = pad_centered(q, window), pad_centered(k, window), pad_centered(v, window)
+        Hp, Wp = q.shape[1], q.shape[2]
         heads = lambda t: t.reshape(B, Hp, Wp, self.num_heads, -1)  # noqa: E731
-        out = ops.window_attention(heads(q), heads(k), heads(v), window).reshape(B, Hp, Wp, C)
+        out = window_attention(heads(q), heads(k), heads(v), window).reshape(B, Hp, Wp, C)
         out = out + self._lepe(v, window)
+        top, left = (Hp - H) // 2, (Wp - W) // 2
         return out[:, top:top + H, left:left + W]
 
 
@@ -225,49 +234,6 @@ class ConvNorm(nn.Module):
         return self.norm(self.conv(x))
 
 
-class AgentCSWinStage(nn.Module):
-    """Optional merge block, then the stage's blocks; NCHW in and out, the blocks run channels-last."""
-
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            layout: str,
-            bias_grid: Tuple[int, int],
-            downsample: bool = True,
-            last_stage: bool = False,
-            num_heads: int = 2,
-            split_size: int = 7,
-            agent_num: int = 49,
-            agent_grid: Optional[Tuple[int, int]] = None,
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            drop_path: Sequence[float] = (0.,),
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = ConvNorm(in_chs, out_chs, 3, 2, 1, **dd) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            AgentCSWinBlock(
-                out_chs, num_heads, kind, split_size=split_size, last_stage=last_stage, agent_num=agent_num,
-                bias_grid=bias_grid, agent_grid=agent_grid, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                proj_drop=proj_drop, drop_path=drop_path[i], norm_layer=norm_layer, **dd)
-            for i, kind in enumerate(layout)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
 def _cswin_grids(img_size: Tuple[int, int], num_stages: int) -> List[Tuple[int, int]]:
     """Token grid per stage: stem conv 7 / 4 / pad 2, then 3 / 2 / pad 1 convs."""
     h, w = (img_size[0] - 3) // 4 + 1, (img_size[1] - 3) // 4 + 1
@@ -278,11 +244,13 @@ def _cswin_grids(img_size: Tuple[int, int], num_stages: int) -> List[Tuple[int, 
     return grids
 
 
-class AgentCSWinTransformer(nn.Module):
+class AgentCSWinTransformer(StagedBackbone):
     """Agent-CSWin: CSWin Transformer whose blocks are agent attention (A) or LePE stripe attention (B).
 
     ``forward_features`` and the intermediates are NCHW maps at strides 4, 8, 16, 32.
     """
+
+    norm_channels_last = True
 
     def __init__(
             self,
@@ -323,9 +291,7 @@ class AgentCSWinTransformer(nn.Module):
             raise ValueError(
                 f'AgentCSWinTransformer: depths {depths}, num_heads {num_heads}, split_size {split_size} and '
                 f'agent_num {agent_num} must have one length')
-        agent_grids = tuple(agent_grids) if agent_grids is not None else (None,) * num_stages
-        if len(agent_grids) != num_stages:
-            raise ValueError(f'AgentCSWinTransformer: agent_grids {agent_grids} must have {num_stages} entries')
+        agent_grids = per_stage_agent_grids(agent_grids, num_stages, 'AgentCSWinTransformer')
         layouts = parse_attn_type(attn_type, depths)
         img_size = to_2tuple(img_size)
 
@@ -343,132 +309,22 @@ class AgentCSWinTransformer(nn.Module):
         in_chs = embed_dim
         for i in range(num_stages):
             out_chs = embed_dim * 2 ** i
-            stages.append(AgentCSWinStage(
-                in_chs, out_chs, layouts[i], grids[i],
-                downsample=i > 0,
-                last_stage=i == num_stages - 1,
-                num_heads=num_heads[i],
-                split_size=split_size[i],
-                agent_num=agent_num[i],
-                agent_grid=agent_grids[i],
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                proj_drop=proj_drop_rate,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                **dd,
-            ))
+            # merge block (NCHW), then the stage's blocks (channels-last)
+            downsample = ConvNorm(in_chs, out_chs, 3, 2, 1, **dd) if i else None
+            blocks = [
+                AgentCSWinBlock(
+                    out_chs, num_heads[i], kind, split_size=split_size[i], last_stage=i == num_stages - 1,
+                    agent_num=agent_num[i], bias_grid=grids[i], agent_grid=agent_grids[i], mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=dpr[i][j], norm_layer=norm_layer, **dd)
+                for j, kind in enumerate(layouts[i])]
+            stages.append(ChannelsLastStage(downsample, blocks))
             in_chs = out_chs
             self.feature_info.append(dict(num_chs=out_chs, reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
 
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights and zero biases; convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # the official CSWin trainer (timm's optimizer factory) exempts 1-D parameters only
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:  # the final LayerNorm on an NCHW map
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the NCHW maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final norm to the last stage's map when it is taken.
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(
-                f"AgentCSWinTransformer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        last = len(self.stages) - 1
-
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self._norm(x) if norm and i == last else x)
-        if intermediates_only:
-            return intermediates
-        return self._norm(x), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for the last stage; without it the map of the new last stage passes as is
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.apply(init_linear_trunc_normal)  # the official init
 
 
 # Official (agent_transformer/models/agent_cswin.py) -> zoo names, applied in order to every key.
@@ -489,48 +345,19 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     model's shapes passes unchanged.
     """
     state_dict = unwrap_checkpoint(state_dict)
-
-    official = 'stage1_conv_embed.0.weight' in state_dict
-    target = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        if official:
-            for pattern, repl in _OFFICIAL_RULES:
-                k = re.sub(pattern, repl, k)
-        name = k.rsplit('.', 1)[-1]
-        if k in target and v.shape != target[k].shape and name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-            v = resize_agent_bias(v, name, target[k].shape)
-        out[k] = v
-    return out
+    if 'stage1_conv_embed.0.weight' in state_dict:
+        state_dict = rename_keys(state_dict, _OFFICIAL_RULES)
+    return fit_agent_checkpoint(state_dict, model)
 
 
 def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (1, 1, 1, 1)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        AgentCSWinTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(
+        AgentCSWinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        num_stages=len(kwargs.get('depths', (1, 1, 1, 1))), **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.9, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv', 'classifier': 'head.fc',
-        # the repository declares no license
-        'license': 'unknown',
-        'paper_ids': 'arXiv:2312.08874',
-        'paper_name': 'Agent Attention: On the Integration of Softmax and Linear Attention',
-        'origin_url': 'https://github.com/LeapLabTHU/Agent-Attention',
-        **kwargs,
-    }
+    return imagenet_cfg(url, **{**AGENT_PAPER, 'crop_pct': 0.9, **kwargs})
 
 
 # The official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive (links in the official README), not on

@@ -40,25 +40,37 @@ Variants (official cfgs; depth 12, mlp ratio 4, qkv bias):
 | agent_deit_s_448 | 384 / 6 | 49 | 0-11 | 448 | 23,070,472 | 17.64 |
 | agent_deit_b | 768 / 12 | 81 | 0-3 | 224 | 87,204,904 | 17.53 |
 
-Parameter counts are the official code's (reference/agent.md §3); they depend on ``img_size`` (the position
-embedding and ``ah/aw/ha/wa`` are sized by the training grid).
+Parameter counts are the official code's (LeapLabTHU/Agent-Attention agent_transformer/models/agent_deit.py); they
+depend on ``img_size`` (the position embedding and ``ah/aw/ha/wa`` are sized by the training grid).
 """
-import re
 from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, calculate_drop_path_rates, register_notrace_function, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from zoo.layers.agent import AgentBlock, resize_agent_bias, resize_pos_embed, unwrap_checkpoint
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, resize_pos_embed
+from zoo.layers.backbone import architecture_name, check_image_input, imagenet_cfg, init_linear_trunc_normal, \
+    prune_isotropic, unwrap_checkpoint
 
 __all__ = ['AgentDeiT']
+
+
+@register_notrace_function
+def patch_grid(x: torch.Tensor, in_chans: int, patch_size: Tuple[int, int], model_name: str) -> Tuple[int, int]:
+    """The patch grid of a ``(B, in_chans, H, W)`` batch whose sides are multiples of `patch_size`; a ValueError
+    naming the shape and what was expected otherwise."""
+    check_image_input(x, in_chans, max(patch_size), model_name)
+    H, W = x.shape[-2:]
+    ph, pw = patch_size
+    if H % ph or W % pw:
+        raise ValueError(f'{model_name}: input {H}x{W} is not a multiple of the patch size {ph}x{pw}')
+    return H // ph, W // pw
 
 
 class AgentDeiT(nn.Module):
@@ -147,14 +159,7 @@ class AgentDeiT(nn.Module):
 
         trunc_normal_(self.pos_embed, std=.02)
         trunc_normal_(self.cls_token, std=.02)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official (timm 0.4 ViT) init: truncated-normal Linear weights, zero biases; norms and convs PyTorch's
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_trunc_normal)  # the official (timm 0.4 ViT) init; norms and convs PyTorch's
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -182,15 +187,10 @@ class AgentDeiT(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch tokens with the class token prepended and the position embedding (resized to the grid) added."""
-        B, _, H, W = x.shape
-        ph, pw = self.patch_embed.patch_size
-        if H % ph or W % pw:
-            raise ValueError(f'AgentDeiT: input {H}x{W} is not a multiple of the patch size {ph}x{pw}')
+        B = x.shape[0]
+        grid = patch_grid(x, self.in_chans, self.patch_embed.patch_size, architecture_name(self))
         x = self.patch_embed(x)
-        grid = (H // ph, W // pw)
-        pos = self.pos_embed
-        if grid != tuple(self.grid_size):
-            pos = resize_pos_embed(pos, grid, num_prefix_tokens=1, old_size=tuple(self.grid_size))
+        pos = resize_pos_embed(self.pos_embed, grid, num_prefix_tokens=1, old_size=tuple(self.grid_size))
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos
         return self.pos_drop(x), grid
 
@@ -250,13 +250,7 @@ class AgentDeiT(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drop the blocks (and the final norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return prune_isotropic(self, 'blocks', indices, prune_norm, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, grid = self._embed(x)
@@ -284,18 +278,10 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     as the official ``load_pretrained`` does: the position embedding bicubically (class token kept), the
     ``ah/aw/ha/wa`` biases linearly along their spatial axis (e.g. a 224 checkpoint into `agent_deit_s_448`).
     """
-    state_dict = unwrap_checkpoint(state_dict)
-    live = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        name = k.rsplit('.', 1)[-1]
-        if k in live and v.shape != live[k].shape:
-            if k == 'pos_embed':
-                v = resize_pos_embed(v, tuple(model.grid_size), num_prefix_tokens=1)
-            elif re.fullmatch(r'(ah|aw|ha|wa)_bias', name):
-                v = resize_agent_bias(v, name, live[k].shape)
-        out[k] = v
-    return out
+    def resize_pos(key: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return resize_pos_embed(v, tuple(model.grid_size), num_prefix_tokens=1) if key == 'pos_embed' else v
+
+    return fit_agent_checkpoint(unwrap_checkpoint(state_dict), model, resize_pos)
 
 
 def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> AgentDeiT:
@@ -312,18 +298,8 @@ def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> Agen
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head',
-        'license': 'unknown',  # LeapLabTHU/Agent-Attention declares no license
-        'paper_ids': 'arXiv:2312.08874',
-        'paper_name': 'Agent Attention: On the Integration of Softmax and Linear Attention',
-        'origin_url': 'https://github.com/LeapLabTHU/Agent-Attention',
-        **kwargs,
-    }
+    return imagenet_cfg(
+        url, pool_size=None, first_conv='patch_embed.proj', classifier='head', **AGENT_PAPER, **kwargs)
 
 
 # Weights: the official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive share links (no direct file

@@ -40,25 +40,35 @@ Variants (official cfgs; embed 64/128/320/512, heads 1/2/5/8, mlp ratios 8/8/4/4
 | agent_pvt_m_256 | 3,4,18,3 | 256 | 36,083,682 | 9.14 |
 | agent_pvt_l | 3,8,27,3 | 224 | 48,738,180 | 10.34 |
 
-Parameter counts are the official code's (reference/agent.md §3); they depend on ``img_size`` (position embeddings
-and ``ah/aw/ha/wa`` are sized by the training grid). `agent_pvt_l` is the official ``agent_pvt_large``
-(cfg ``agent_pvt_b.yaml``).
+Parameter counts are the official code's (LeapLabTHU/Agent-Attention agent_transformer/models/agent_pvt.py); they
+depend on ``img_size`` (position embeddings and ``ah/aw/ha/wa`` are sized by the training grid). `agent_pvt_l` is
+the official ``agent_pvt_large`` (cfg ``agent_pvt_b.yaml``).
 """
-import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, calculate_drop_path_rates, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, calculate_drop_path_rates, register_notrace_function, to_2tuple, \
+    trunc_normal_
+from timm.models import generate_default_cfgs, register_model
 
-from zoo.layers.agent import AgentBlock, resize_agent_bias, resize_pos_embed, unwrap_checkpoint
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, per_stage_agent_grids, resize_pos_embed
+from zoo.layers.backbone import StagedBackbone, build_backbone, forward_blocks, imagenet_cfg, \
+    init_linear_trunc_normal, rename_keys, unwrap_checkpoint
 
 __all__ = ['AgentPVT']
+
+
+@register_notrace_function
+def resize_pos_map(pos: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """A ``(1, h, w, C)`` position map bilinearly resized to `size` (the official forward's rule off the training
+    grid); `pos` itself at its own size."""
+    if tuple(pos.shape[1:3]) == tuple(size):
+        return pos
+    pos = F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode='bilinear', align_corners=False)
+    return pos.permute(0, 2, 3, 1)
 
 
 class PatchEmbed(nn.Module):
@@ -105,23 +115,15 @@ class AgentPvtStage(nn.Module):
 
     def _pos_embed(self, H: int, W: int) -> torch.Tensor:
         """(1, H, W, C): the official forward resizes it bilinearly when the map is not the training grid."""
-        pos = self.pos_embed.reshape(1, *self.grid_size, -1)
-        if (H, W) != self.grid_size:
-            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(H, W), mode='bilinear', align_corners=False)
-            pos = pos.permute(0, 2, 3, 1)
-        return pos
+        return resize_pos_map(self.pos_embed.reshape(1, *self.grid_size, -1), (H, W))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
         x = self.patch_embed(x)
         x = self.pos_drop(x + self._pos_embed(x.shape[1], x.shape[2]))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
+        return forward_blocks(self, x).permute(0, 3, 1, 2)
 
 
-class AgentPVT(nn.Module):
+class AgentPVT(StagedBackbone):
     """Agent-PVT: four stages of agent-attention blocks, mean pool -> Linear (no final norm, as the official).
 
     Args:
@@ -141,6 +143,12 @@ class AgentPVT(nn.Module):
         drop_rate: Dropout after the position embeddings, in the MLPs / projections (official) and before the head.
         drop_path_rate: Stochastic depth, increasing linearly over all blocks (official).
     """
+
+    stem_name = None  # each stage embeds its input
+    downsample_name = '(patch_embed|pos_embed)'
+    # the official trainer exempts position embeddings and every 1-D parameter; the agent biases are not exempt in
+    # classification training (the segmentation recipe exempts them via its own paramwise cfg)
+    no_weight_decay_suffixes = ('pos_embed',)
 
     def __init__(
             self,
@@ -167,9 +175,7 @@ class AgentPVT(nn.Module):
             raise ValueError(
                 f'AgentPVT: embed_dims {embed_dims}, num_heads {num_heads}, mlp_ratios {mlp_ratios}, depths {depths} '
                 f'and agent_num {agent_num} must have one length')
-        agent_grids = tuple(agent_grids) if agent_grids is not None else (None,) * num_stages
-        if len(agent_grids) != num_stages:
-            raise ValueError(f'AgentPVT: agent_grids {agent_grids} must have {num_stages} entries (one per stage)')
+        agent_grids = per_stage_agent_grids(agent_grids, num_stages, 'AgentPVT')
         img_size = to_2tuple(img_size)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -202,108 +208,12 @@ class AgentPVT(nn.Module):
             ))
             in_chs = embed_dims[i]
             self.feature_info.append(dict(num_chs=in_chs, reduction=stride, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the official model has no final norm
+        self.stages = nn.Sequential(*stages)  # the official model has no final norm
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
 
         for stage in self.stages:
             trunc_normal_(stage.pos_embed, std=.02)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights, zero biases; LayerNorms 1 / 0, convs PyTorch's
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stages\.0\.(patch_embed|pos_embed)',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.(patch_embed|pos_embed)', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # the official trainer exempts position embeddings and every 1-D parameter; the agent biases are not
-        # exempt in classification training (the segmentation recipe exempts them via its own paramwise cfg)
-        return {f'stages.{i}.pos_embed' for i in range(len(self.stages))}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the NCHW maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Unused (the model has no final norm); kept for timm's signature.
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"AgentPVT.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')
-            self.num_classes = 0
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.apply(init_linear_trunc_normal)  # the official init; LayerNorms 1 / 0, convs PyTorch's
 
 
 # Official agent_pvt.py -> zoo names (stage numbers are 1-based there).
@@ -311,7 +221,7 @@ _OFFICIAL_RULES = (
     (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.patch_embed.'),
     (r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.pos_embed'),
     (r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.'),
-    (r'^head\.', lambda m: 'head.fc.'),
+    (r'^head\.', 'head.fc.'),
 )
 
 
@@ -326,48 +236,23 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     state_dict = unwrap_checkpoint(state_dict)
     if any(k.startswith('stages.') for k in state_dict):
         return state_dict  # zoo layout
-    live = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        for pattern, repl in _OFFICIAL_RULES:
-            k = re.sub(pattern, repl, k)
-        name = k.rsplit('.', 1)[-1]
-        if k in live and v.shape != live[k].shape:
-            if name.endswith('pos_embed'):
-                stage = model.stages[int(k.split('.')[1])]
-                v = resize_pos_embed(v, stage.grid_size)
-            elif name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-                v = resize_agent_bias(v, name, live[k].shape)
-        out[k] = v
-    return out
+
+    def resize_pos(key: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if not key.endswith('pos_embed'):
+            return v
+        return resize_pos_embed(v, model.stages[int(key.split('.')[1])].grid_size)
+
+    return fit_agent_checkpoint(rename_keys(state_dict, _OFFICIAL_RULES), model, resize_pos)
 
 
 def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> AgentPVT:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (2, 2, 2, 2)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        AgentPVT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(
+        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        num_stages=len(kwargs.get('depths', (2, 2, 2, 2))), **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stages.0.patch_embed.proj', 'classifier': 'head.fc',
-        'license': 'unknown',  # LeapLabTHU/Agent-Attention declares no license
-        'paper_ids': 'arXiv:2312.08874',
-        'paper_name': 'Agent Attention: On the Integration of Softmax and Linear Attention',
-        'origin_url': 'https://github.com/LeapLabTHU/Agent-Attention',
-        **kwargs,
-    }
+    return imagenet_cfg(url, first_conv='stages.0.patch_embed.proj', **AGENT_PAPER, **kwargs)
 
 
 # Weights: the official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive share links (no direct file

@@ -52,22 +52,23 @@ configurations: A-blocks are global at any `img_size` (the official classificati
 map exceeds `window_size`), and `window_size` here is the B-block window itself.
 """
 import math
-import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_norm_layer, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_norm_layer, \
+    register_notrace_function, to_2tuple
+from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
-import ops
-from zoo.layers.agent import AgentBlock, parse_attn_type, resize_agent_bias, unwrap_checkpoint
+from ops import window_attention
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, parse_attn_type, per_stage_agent_grids
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['AgentSwinTransformer']
+
 
 def stage_grids(img_size: Tuple[int, int], patch_size: int, num_stages: int) -> List[Tuple[int, int]]:
     """Token grid of every stage for an `img_size` input (the stem pads to the patch size, merges pad to even)."""
@@ -80,16 +81,39 @@ def stage_grids(img_size: Tuple[int, int], patch_size: int, num_stages: int) -> 
     return grids
 
 
-def _shift_mask(
+@register_notrace_function
+def window_and_shift(
+        size: Tuple[int, int],
+        window_size: Tuple[int, int],
+        shift_size: Tuple[int, int],
+) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """The window and shift of a block on a ``size`` map: a side that fits in one window takes the map's length and
+    no shift (the official classification rule)."""
+    window = tuple(min(n, w) for n, w in zip(size, window_size))
+    shift = tuple(0 if n <= w else s for n, w, s in zip(size, window_size, shift_size))
+    return window, shift
+
+
+@register_notrace_function
+def roll_map(x: torch.Tensor, shift: Tuple[int, int]) -> torch.Tensor:
+    """A ``(B, H, W, C)`` map rolled by `shift` along H and W; `x` itself for no shift."""
+    return torch.roll(x, shifts=shift, dims=(1, 2)) if any(shift) else x
+
+
+@register_notrace_function
+def shift_mask(
         size: Tuple[int, int],
         window: Tuple[int, int],
         shift: Tuple[int, int],
         device: torch.device,
-) -> torch.Tensor:
+) -> Optional[torch.Tensor]:
     """Swin's shifted-window mask over a padded ``size`` map: -100 between tokens from different regions.
 
-    Returns ``(num_windows, wh*ww, wh*ww)`` over the row-major window grid (the layout `ops.window_attention` takes).
+    Returns ``(num_windows, wh*ww, wh*ww)`` over the row-major window grid (the layout `ops.window_attention` takes),
+    or None when nothing is shifted.
     """
+    if not any(shift):
+        return None
     H, W = size
     (wh, ww), (sh, sw) = window, shift
 
@@ -119,9 +143,7 @@ class SwinWindowBlock(SwinTransformerBlock):
         super().__init__(*args, always_partition=True, dynamic_mask=True, **kwargs)
 
     def _window_shift(self, H: int, W: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-        window = tuple(min(n, w) for n, w in zip((H, W), self.window_size))
-        shift = tuple(0 if n <= w else s for n, w, s in zip((H, W), self.window_size, self.shift_size))
-        return window, shift
+        return window_and_shift((H, W), self.window_size, self.shift_size)
 
     def _bias_table(self, window: Tuple[int, int]) -> torch.Tensor:
         """The ``(heads, 2*wh-1, 2*ww-1)`` bias table of `ops.window_attention` from timm's ``((2*ws-1)**2, heads)``."""
@@ -133,18 +155,13 @@ class SwinWindowBlock(SwinTransformerBlock):
     def _attn(self, x: torch.Tensor) -> torch.Tensor:  # normed (B, H, W, C)
         B, H, W, C = x.shape
         window, shift = self._window_shift(H, W)
-        x = F.pad(x, (0, 0, 0, (-W) % window[1], 0, (-H) % window[0]))
+        x = pad_to_multiple(x, window, channels_last=True)
         Hp, Wp = x.shape[1], x.shape[2]
-        has_shift = any(shift)
-        if has_shift:
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        x = roll_map(x, (-shift[0], -shift[1]))
         q, k, v = self.attn.qkv(x).reshape(B, Hp, Wp, 3, self.attn.num_heads, -1).unbind(3)
-        mask = _shift_mask((Hp, Wp), window, shift, x.device) if has_shift else None
-        x = ops.window_attention(q, k, v, window, bias_table=self._bias_table(window), mask=mask)
-        x = x.reshape(B, Hp, Wp, -1)
-        if has_shift:
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        x = x[:, :H, :W]
+        mask = shift_mask((Hp, Wp), window, shift, x.device)
+        x = window_attention(q, k, v, window, bias_table=self._bias_table(window), mask=mask)
+        x = roll_map(x.reshape(B, Hp, Wp, -1), shift)[:, :H, :W]
         return self.attn.proj_drop(self.attn.proj(x))
 
 
@@ -155,63 +172,17 @@ class PatchEmbedNCHW(PatchEmbed):
         return super().forward(x).permute(0, 3, 1, 2)
 
 
-class AgentSwinStage(nn.Module):
-    """Optional patch merging, then the stage's A / B blocks.
-
-    Takes and returns NCHW maps; the merging and the blocks run channels-last ``(B, H, W, C)``, the layout of the ops.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            out_dim: int,
-            layout: str,
-            bias_grid: Tuple[int, int],
-            downsample: bool = True,
-            num_heads: int = 4,
-            window_size: int = 7,
-            agent_num: int = 49,
-            agent_grid: Optional[Tuple[int, int]] = None,
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            proj_drop: float = 0.,
-            drop_path: Sequence[float] = (0.,),
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = PatchMerging(dim, out_dim, norm_layer=norm_layer, **dd) if downsample else nn.Identity()
-        blocks = []
-        for i, kind in enumerate(layout):
-            common = dict(
-                num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop,
-                drop_path=drop_path[i], norm_layer=norm_layer, **dd)
-            if kind == 'A':
-                blocks.append(AgentBlock(
-                    out_dim, agent_num=agent_num, bias_grid=bias_grid, agent_grid=agent_grid, **common))
-            else:
-                blocks.append(SwinWindowBlock(
-                    out_dim, input_resolution=bias_grid, window_size=window_size,
-                    shift_size=0 if i % 2 == 0 else window_size // 2, **common))
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        x = self.downsample(x.permute(0, 2, 3, 1)).contiguous()
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
-class AgentSwinTransformer(nn.Module):
+class AgentSwinTransformer(StagedBackbone):
     """Agent-Swin: Swin Transformer whose blocks are agent attention (A) or Swin window attention (B).
 
     Blocks run channels-last; ``forward_features`` and the intermediates are NCHW maps at strides 4, 8, 16, 32.
     """
+
+    stem_name = 'patch_embed'
+    stages_name = 'layers'
+    norm_channels_last = True
+    # the official trainer exempts the relative-position tables (and 1-D parameters) only
+    no_weight_decay_suffixes = ('relative_position_bias_table',)
 
     def __init__(
             self,
@@ -252,9 +223,7 @@ class AgentSwinTransformer(nn.Module):
             raise ValueError(
                 f'AgentSwinTransformer: depths {depths}, num_heads {num_heads} and agent_num {agent_num} must have '
                 f'one length')
-        agent_grids = tuple(agent_grids) if agent_grids is not None else (None,) * num_stages
-        if len(agent_grids) != num_stages:
-            raise ValueError(f'AgentSwinTransformer: agent_grids {agent_grids} must have {num_stages} entries')
+        agent_grids = per_stage_agent_grids(agent_grids, num_stages, 'AgentSwinTransformer')
         layouts = parse_attn_type(attn_type, depths)
         if isinstance(norm_layer, str):
             norm_layer = get_norm_layer(norm_layer)
@@ -279,136 +248,35 @@ class AgentSwinTransformer(nn.Module):
         in_dim = embed_dim
         for i in range(num_stages):
             out_dim = int(embed_dim * 2 ** i)
-            layers.append(AgentSwinStage(
-                in_dim, out_dim, layouts[i], grids[i],
-                downsample=i > 0,
-                num_heads=num_heads[i],
-                window_size=window_size,
-                agent_num=agent_num[i],
-                agent_grid=agent_grids[i],
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                proj_drop=proj_drop_rate,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                **dd,
-            ))
+            # patch merging (channels-last), then the stage's A / B blocks
+            downsample = PatchMerging(in_dim, out_dim, norm_layer=norm_layer, **dd) if i else None
+            common = dict(
+                num_heads=num_heads[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                norm_layer=norm_layer, **dd)
+            blocks = [
+                AgentBlock(
+                    out_dim, agent_num=agent_num[i], bias_grid=grids[i], agent_grid=agent_grids[i],
+                    drop_path=dpr[i][j], **common)
+                if kind == 'A' else
+                SwinWindowBlock(
+                    out_dim, input_resolution=grids[i], window_size=window_size,
+                    shift_size=0 if j % 2 == 0 else window_size // 2, drop_path=dpr[i][j], **common)
+                for j, kind in enumerate(layouts[i])]
+            layers.append(ChannelsLastStage(downsample, blocks, downsample_channels_last=True))
             in_dim = out_dim
             self.feature_info.append(dict(num_chs=out_dim, reduction=patch_size * 2 ** i, module=f'layers.{i}'))
         self.layers = nn.Sequential(*layers)
 
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights and zero biases; convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # the official trainer exempts the relative-position tables (and 1-D parameters) only
-        return {n for n, _ in self.named_parameters() if 'relative_position_bias_table' in n}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^layers\.(\d+)' if coarse else [
-                (r'^layers\.(\d+)\.downsample', (0,)),
-                (r'^layers\.(\d+)\.\w+\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for layer in self.layers:
-            layer.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the NCHW maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final norm to the last stage's map when it is taken.
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(
-                f"AgentSwinTransformer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        layers = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[:max_index + 1]
-        last = len(self.layers) - 1
-
-        x = self.patch_embed(x)
-        for i, layer in enumerate(layers):
-            x = layer(x)
-            if i in take_indices:
-                intermediates.append(self._norm(x) if norm and i == last else x)
-        if intermediates_only:
-            return intermediates
-        return self._norm(x), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        prune_end = max_index < len(self.layers) - 1
-        self.layers = self.layers[:max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for the last stage; without it the map of the new last stage passes as is
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:  # the final LayerNorm on an NCHW map
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.patch_embed(x))
-        return self._norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.apply(init_linear_trunc_normal)  # the official init
 
 
-def _resize_rpb_table(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Bicubic resize of a ``((2w-1)**2, heads)`` relative-position table (the official `load_pretrained`)."""
+def _resize_rpb_table(key: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Bicubic resize of a ``((2w-1)**2, heads)`` relative-position table (the official `load_pretrained`); other
+    tensors pass unchanged."""
+    if not key.endswith('relative_position_bias_table'):
+        return v
     (l_old, heads), (l_new, heads_new) = v.shape, shape
     s_old, s_new = math.isqrt(l_old), math.isqrt(l_new)
     if heads != heads_new or s_old ** 2 != l_old or s_new ** 2 != l_new:
@@ -416,6 +284,14 @@ def _resize_rpb_table(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
                          f'{tuple(shape)}')
     out = F.interpolate(v.t().reshape(1, heads, s_old, s_old).float(), size=(s_new, s_new), mode='bicubic')
     return out.reshape(heads, l_new).t().to(v.dtype)
+
+
+# Official (agent_transformer/models/agent_swin.py) -> zoo names: the downsample at the end of stage i starts
+# stage i + 1, the classifier is timm's head.fc.
+_OFFICIAL_RULES = (
+    (r'^layers\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) + 1}.downsample'),
+    (r'^head\.', 'head.fc.'),
+)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -426,53 +302,21 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     grid differs from the model's. A state dict in the zoo's layout with the model's shapes passes unchanged.
     """
     state_dict = unwrap_checkpoint(state_dict)
-
-    official = 'layers.0.downsample.reduction.weight' in state_dict or 'head.weight' in state_dict
-    target = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        if k.endswith(('relative_position_index', 'attn_mask')):
-            continue  # buffers, rebuilt by the model
-        if official:
-            k = re.sub(r'^layers\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) + 1}.downsample', k)
-            k = re.sub(r'^head\.', 'head.fc.', k)
-        if k in target and v.shape != target[k].shape:
-            name = k.rsplit('.', 1)[-1]
-            if name in ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias'):
-                v = resize_agent_bias(v, name, target[k].shape)
-            elif name == 'relative_position_bias_table':
-                v = _resize_rpb_table(v, target[k].shape)
-        out[k] = v
-    return out
+    # buffers, rebuilt by the model
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(('relative_position_index', 'attn_mask'))}
+    if 'layers.0.downsample.reduction.weight' in state_dict or 'head.weight' in state_dict:
+        state_dict = rename_keys(state_dict, _OFFICIAL_RULES)
+    return fit_agent_checkpoint(state_dict, model, _resize_rpb_table)
 
 
 def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (1, 1, 1, 1)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        AgentSwinTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(
+        AgentSwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        num_stages=len(kwargs.get('depths', (1, 1, 1, 1))), **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
-        # the repository declares no license
-        'license': 'unknown',
-        'paper_ids': 'arXiv:2312.08874',
-        'paper_name': 'Agent Attention: On the Integration of Softmax and Linear Attention',
-        'origin_url': 'https://github.com/LeapLabTHU/Agent-Attention',
-        **kwargs,
-    }
+    return imagenet_cfg(url, first_conv='patch_embed.proj', **AGENT_PAPER, **kwargs)
 
 
 # The official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive (links in the official README), not on

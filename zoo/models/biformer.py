@@ -40,10 +40,10 @@ topk 1 / 4 / 16 per BRA stage):
 | biformer_stl | 2,2,6,2 | 96,192,384,768 | 28,372,552 | 4.57 |
 | biformer_stl_nchw | 2,2,6,2 | 96,192,384,768 | 28,372,552 | 4.57 |
 
-Parameter counts equal the official code's, GMACs its torch FlopCounterMode figures / 2 (reference/biformer.md
-§3). `biformer_stl` is the paper's ablation
-model in Swin-T's layout (conv4x4/4 -> BN stem, BN -> conv2x2/2 downsampling, no CPE, mlp ratio 4, legacy BRA); its
-stride-4 / stride-2 patch convs floor sizes that are not multiples of 32, as the official model does.
+Parameter counts equal the official code's (rayleizhu/BiFormer models/biformer.py), GMACs its torch FlopCounterMode
+figures / 2. `biformer_stl` is the paper's ablation model in Swin-T's layout (conv4x4/4 -> BN stem, BN -> conv2x2/2
+downsampling, no CPE, mlp ratio 4, legacy BRA); its stride-4 / stride-2 patch convs floor sizes that are not
+multiples of 32, as the official model does.
 
 `biformer_stl_nchw` is the same ablation model with the official refactored BRA (`models/biformer_stl_nchw.py`,
 `ops/bra_nchw.py`, `ops/torch/rrsda.py`), kept channels-last here: its 1x1-conv qkv (C -> 3C, so qk_dim = C, scale
@@ -71,29 +71,18 @@ grids at such sizes; feed it multiples of 112 (or pad inputs to them) for the of
 """
 import re
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates
+from timm.models import generate_default_cfgs, register_model
 
-import ops
+from ops import bilevel_routing_attention, window_attention
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['BiFormer']
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad a (B, H, W, C) map at the bottom / right to multiples of `multiple` (the official ``auto_pad``)."""
-    H, W = x.shape[1], x.shape[2]
-    pad_b = (multiple - H % multiple) % multiple
-    pad_r = (multiple - W % multiple) % multiple
-    if not (pad_b or pad_r):
-        return x
-    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
 
 
 def _dwconv_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -193,11 +182,11 @@ class BiLevelRoutingAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         if self.pad == 'input':
-            x = _pad_to_multiple(x, self.n_win)
+            x = pad_to_multiple(x, self.n_win, channels_last=True)  # the official ``auto_pad``
         Hp, Wp = x.shape[1], x.shape[2]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         nh = self.num_heads
-        out = ops.bilevel_routing_attention(
+        out = bilevel_routing_attention(
             q.reshape(B, Hp, Wp, nh, self.qk_dim // nh),
             k.reshape(B, Hp, Wp, nh, self.qk_dim // nh),
             v.reshape(B, Hp, Wp, nh, self.dim // nh),
@@ -240,7 +229,7 @@ class GlobalAttentionLePE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        out = ops.window_attention(q, k, v, (H, W), scale=self.head_dim ** -0.5)
+        out = window_attention(q, k, v, (H, W), scale=self.head_dim ** -0.5)
         lepe_in = v.reshape(B, H, W, C) if self.lepe_on_v else x
         return self.proj(out.reshape(B, H, W, C) + _dwconv_cl(self.lepe, lepe_in))
 
@@ -299,41 +288,7 @@ class Block(nn.Module):
         return x
 
 
-class BiFormerStage(nn.Module):
-    """Optional downsample, then `depth` blocks. Takes and returns NCHW maps; the blocks run channels-last."""
-
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            depth: int,
-            downsample: bool = True,
-            downsample_norm_first: bool = False,
-            drop_path_rates: Tuple[float, ...] = (),
-            device=None,
-            dtype=None,
-            **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        if downsample:
-            self.downsample = Downsample(in_chs, out_chs, norm_first=downsample_norm_first, **dd)
-        else:
-            self.downsample = nn.Identity()
-        self.blocks = nn.Sequential(*[
-            Block(out_chs, drop_path=drop_path_rates[i], **block_kwargs, **dd) for i in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
-class BiFormer(nn.Module):
+class BiFormer(StagedBackbone):
     """BiFormer: conv stem, four stages of routed / global attention blocks, BatchNorm -> mean pool -> Linear.
 
     Any input size works (legacy BRA: the regions are padded as the official ``auto_pad`` does; ``bra_pad='mask'``:
@@ -419,140 +374,34 @@ class BiFormer(nn.Module):
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.feature_info = []
         stages = []
-        in_chs = embed_dims[0]
-        for i in range(num_stages):
+        for i, dim in enumerate(embed_dims):
             first = sum(depths[:i])
-            stages.append(BiFormerStage(
-                in_chs,
-                embed_dims[i],
-                depth=depths[i],
-                downsample=i > 0,
-                downsample_norm_first=layout == 'swin',
-                drop_path_rates=dpr[first:first + depths[i]],
-                num_heads=qk_dims[i] // head_dim,
-                n_win=n_win,
-                topk=topks[i],
-                qk_dim=qk_dims[i],
-                qk_scale=qk_scale,
-                global_num_heads=global_num_heads,
-                mlp_ratio=mlp_ratios[i],
-                side_dwconv=side_dwconv,
-                cpe_kernel_size=cpe_kernel_size,
-                bra_pad=bra_pad,
-                global_lepe_on_v=global_lepe_on_v,
-                **dd,
+            # each stage: optional downsample, then its blocks, channels-last
+            stages.append(ChannelsLastStage(
+                Downsample(embed_dims[i - 1], dim, norm_first=layout == 'swin', **dd) if i else None,
+                [Block(
+                    dim,
+                    num_heads=qk_dims[i] // head_dim,
+                    n_win=n_win,
+                    topk=topks[i],
+                    qk_dim=qk_dims[i],
+                    qk_scale=qk_scale,
+                    global_num_heads=global_num_heads,
+                    mlp_ratio=mlp_ratios[i],
+                    side_dwconv=side_dwconv,
+                    cpe_kernel_size=cpe_kernel_size,
+                    bra_pad=bra_pad,
+                    global_lepe_on_v=global_lepe_on_v,
+                    drop_path=dpr[first + j],
+                    **dd,
+                ) for j in range(depths[i])],
             ))
-            in_chs = embed_dims[i]
-            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
 
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights, zero biases; norms and convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # no position embeddings or tokens; norms and biases are 1-D, which timm's optimizer factory already skips
-        return set()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final BatchNorm to the last stage's map when it is taken (the maps are un-normed
-                otherwise, as the official segmentation backbone takes them).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"BiFormer.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        last_idx = len(self.stages) - 1
-
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for the last stage
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')
-            self.num_classes = 0
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.apply(init_linear_trunc_normal)  # the official init
 
 
 # Official repository (rayleizhu/BiFormer, models/biformer.py) -> zoo names, applied in order to every key.
@@ -598,53 +447,31 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     released files are ``{'model': ...}``, training checkpoints add ``model_ema`` and optimizer state) and a DDP
     ``module.`` prefix.
     """
-    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
 
     if 'stem.conv1.weight' in state_dict or 'stem.conv.weight' in state_dict:
         return state_dict  # zoo layout, with or without the classifier
     # the STL model nests its blocks (`stages.s.blocks.b`), biformer.py's stages are the block lists
     rules = _OFFICIAL_STL_RULES if any(k.startswith('stages.0.blocks.') for k in state_dict) else _OFFICIAL_RULES
-    out = {}
-    for k, v in state_dict.items():
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        if v.ndim == 4 and v.shape[2:] == (1, 1) and _LINEAR_AS_CONV.search(k):
-            v = v.flatten(1)  # biformer_stl_nchw's 1x1 convs are the zoo's Linears: (out, in, 1, 1) -> (out, in)
-        out[k] = v
-    return out
+    # biformer_stl_nchw's 1x1 convs are the zoo's Linears: (out, in, 1, 1) -> (out, in)
+    return {
+        k: v.flatten(1) if v.ndim == 4 and v.shape[2:] == (1, 1) and _LINEAR_AS_CONV.search(k) else v
+        for k, v in rename_keys(state_dict, rules).items()}
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (2, 2, 8, 2)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        BiFormer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.9, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv1', 'classifier': 'head.fc',
+    return imagenet_cfg(url, **{
+        'crop_pct': 0.9, 'first_conv': 'stem.conv1',
         'license': 'mit',
         'paper_ids': 'arXiv:2303.08810',
         'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
         'origin_url': 'https://github.com/rayleizhu/BiFormer',
         **kwargs,
-    }
+    })
 
 
 # Weights: the official ImageNet-1k checkpoints were shared through OneDrive links that no longer resolve

@@ -42,26 +42,26 @@ Variants (official names ``EMO2_<size>_k5_hybrid[_256|_512]``; ``_256`` / ``_512
 | emo2_20m[_256] | 3,3,13,3 | 64,128,320,448 | 2,3,4,4 | 16,32,32,32 | 20,195,208 | 3.997 @ 224 |
 | emo2_50m | 5,8,20,7 | 64,128,384,512 | 2,3,4,4 | 16,32,32,32 | 49,815,560 | 8.767 @ 224 |
 
-Parameter counts equal the official code's (reference/emov2.md §3). GMACs: torch's FlopCounterMode / 2, equal for
-this model (measured on the reference path, window padding included) and the official code (also 1.394 for
-emo2_5m_256 @ 256); the README quotes fvcore's 285 M / 487 M / 1035 M / 5627 M. Window-size variants share weights'
-shapes; the window only changes which tokens meet. ``depths`` count the stride-2 first block of each stage.
+Parameter counts equal the official code's (zhangzjn/EMOv2 model/lib_emo/emo2.py). GMACs: torch's
+FlopCounterMode / 2, equal for this model (measured on the reference path, window padding included) and the
+official code (also 1.394 for emo2_5m_256 @ 256); the README quotes fvcore's 285 M / 487 M / 1035 M / 5627 M.
+Window-size variants share weights' shapes; the window only changes which tokens meet. ``depths`` count the stride-2
+first block of each stage.
 """
 import re
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, ConvNormAct, DropPath, LayerScale2d, calculate_drop_path_rates, \
-    get_act_layer, get_norm_layer, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+    get_act_layer, get_norm_layer
+from timm.models import generate_default_cfgs, register_model
 
-import ops
+from ops import window_grid_attention
 from ops.window_grid_attention import PARTITIONS
+from zoo.layers.backbone import StagedBackbone, build_backbone, imagenet_cfg, init_linear_trunc_normal, \
+    pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['EMO2']
 
@@ -131,12 +131,12 @@ class WindowGridAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
         B, _, H, W = x.shape
         ws = self.window_size
-        x = F.pad(x, (0, (ws - W % ws) % ws, 0, (ws - H % ws) % ws))
-        Hp, Wp = x.shape[-2:]
+        x = pad_to_multiple(x, ws)
+        Hp, Wp = x.shape[-2], x.shape[-1]
         # channels-last views: (B, Hp, Wp, heads, D); the op reads them through their strides
         q, k = self.qk(x).permute(0, 2, 3, 1).reshape(B, Hp, Wp, 2, self.num_heads, self.dim_head).unbind(3)
         v = self.act(self.v(x)).permute(0, 2, 3, 1).reshape(B, Hp, Wp, self.num_heads, self.v_head)
-        x = ops.window_grid_attention(q, k, v, ws, partition=self.partition, scale=self.dim_head ** -0.5)
+        x = window_grid_attention(q, k, v, ws, partition=self.partition, scale=self.dim_head ** -0.5)
         return x[:, :H, :W].flatten(3).permute(0, 3, 1, 2)
 
 
@@ -225,7 +225,6 @@ class EMO2Stage(nn.Module):
             dtype=None,
     ):
         super().__init__()
-        self.grad_checkpointing = False
         common = dict(
             dw_kernel_size=dw_kernel_size, qkv_bias=qkv_bias, norm_layer=norm_layer, act_layer=act_layer,
             dw_norm_layer=dw_norm_layer, dw_act_layer=dw_act_layer, ls_init_value=ls_init_value, device=device,
@@ -239,10 +238,7 @@ class EMO2Stage(nn.Module):
         ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        return self.blocks(self.downsample(x))
 
 
 def _per_stage(value, n: int, name: str) -> tuple:
@@ -252,9 +248,13 @@ def _per_stage(value, n: int, name: str) -> tuple:
     return values
 
 
-class EMO2(nn.Module):
+class EMO2(StagedBackbone):
     """EMOv2: a conv stem, then four stages of i2RMBs (strides 4, 8, 16, 32); windowed attention in the stages
     listed by ``attn_stages``. Any input size works; feature maps are NCHW of ``ceil(H / stride)``."""
+
+    checkpoint_per_stage = False  # gradient checkpointing recomputes whole stages, stride-2 first block included
+    # the official trainer also exempts the LayerScale gammas (keyword 'gamma')
+    no_weight_decay_suffixes = ('.ls.gamma',)
 
     def __init__(
             self,
@@ -350,116 +350,7 @@ class EMO2(nn.Module):
         # official order: norm (per token) -> global average -> classifier
         self.norm = norm_layers[-1](self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # official init: truncated-normal Linear weights, zero biases; norms at 1 / 0; convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # the official trainer also exempts the LayerScale gammas (keyword 'gamma'); norms and biases are 1-D,
-        # which timm's optimizer factory already skips
-        return {n for n, _ in self.named_parameters() if n.endswith('.ls.gamma')}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final LayerNorm to the last stage's map when it is taken (the maps are un-normed
-                otherwise, as the official detection / segmentation backbone takes them).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"EMO2.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        last_idx = len(self.stages) - 1
-
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()  # sized for the last stage
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')
-            self.num_classes = 0
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.stages, x, flatten=False)
-        else:
-            x = self.stages(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.apply(init_linear_trunc_normal)  # the official init (norms at 1 / 0, convs PyTorch's)
 
 
 def _stage_block(match: re.Match) -> str:
@@ -494,12 +385,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     DDP ``module.`` prefix, and mmdet / mmseg checkpoints of the official downstream backbone (``backbone.*`` keys,
     the rest dropped). LayerScale gammas go from the official (1, C, 1, 1) to (C,).
     """
-    for key in ('net', 'net_E', 'state_dict', 'model'):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, containers=('net', 'net_E', 'state_dict', 'model'))
     if any(k.startswith('backbone.') for k in state_dict):
         # an mmdet / mmseg checkpoint of the official downstream backbone: its weights only (it has no final norm or
         # classifier, so load those non-strict into a model built with dw_norm_layer='layernorm2d', dw_act_layer='gelu')
@@ -507,42 +393,23 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     if 'stem.0.conv.weight' in state_dict:
         return state_dict  # zoo layout, with or without the classifier
 
-    out = {}
-    for k, v in state_dict.items():
-        for pattern, repl in _OFFICIAL_RULES:
-            k = re.sub(pattern, repl, k)
-        if k.endswith('.ls.gamma'):
-            v = v.reshape(-1)
-        out[k] = v
-    return out
+    return {k: v.reshape(-1) if k.endswith('.ls.gamma') else v
+            for k, v in rename_keys(state_dict, _OFFICIAL_RULES).items()}
 
 
 def _create_emo2(variant: str, pretrained: bool = False, **kwargs) -> EMO2:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (3, 3, 9, 3)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        EMO2,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0.conv', 'classifier': 'head.fc',
+    return imagenet_cfg(url, **{
+        'first_conv': 'stem.0.conv',
         'license': 'unknown',  # zhangzjn/EMOv2 declares no license
         'paper_ids': 'arXiv:2412.06674',
         'paper_name': 'EMOv2: Pushing 5M Vision Model Frontier',
         'origin_url': 'https://github.com/zhangzjn/EMOv2',
         **kwargs,
-    }
+    })
 
 
 _CFG_256 = dict(input_size=(3, 256, 256), pool_size=(8, 8))

@@ -22,11 +22,15 @@ What this implementation adds:
   the plain-PyTorch reference elsewhere. The CAB (convolutions and a global pool) stays in the model.
 * Any input size: the model itself reflect-pads the right / bottom to a multiple of the window and crops the
   output back, as the official ``HATModel.pre_process`` / ``post_process`` do around the arch (the official arch
-  alone requires multiples of 16). The shifted-window mask is built from the padded size on the input's device.
+  alone requires multiples of 16); reflect padding needs sides longer than half the window. The shifted-window
+  mask is built from the padded size on the input's device. The input must be a ``(B, in_chans, H, W)`` batch:
+  a grey image is an error, not broadcast against the RGB mean into a colour one.
 * Relative-position tables are stored as ``(heads, 2*ws-1, 2*ws-1)`` and ``(heads, ws+wse-1, ws+wse-1)``
   (the ops' layout); ``checkpoint_filter_fn`` converts the official flat tables -- including the OCAB table's
-  wrapped-around index (reference §4.5) -- and drops the derivable ``relative_position_index_*`` buffers. All
-  other keys keep the official names, so BasicSR checkpoints (``params_ema`` preferred, then ``params``) load.
+  wrapped-around index (``calculate_rpi_oca`` in XPixelGroup/HAT hat/archs/hat_arch.py), with the ops' own
+  converters (``ops.<op>.official.table_from_official``) -- and drops the derivable ``relative_position_index_*``
+  buffers. All other keys keep the official names, so BasicSR checkpoints (``params_ema`` preferred, then
+  ``params``) load.
 * Registered with timm (``timm.create_model('hat_s_x4')``); ``pretrained_cfg['notes']`` states
   ``'task: super-resolution'`` and ``'scale: <s>'`` (timm's cfg has no task field and rejects unknown ones), its
   ``description`` starts with ``super-resolution x<s>``; ``input_size`` is the LR training patch (64x64), ``mean``
@@ -37,9 +41,9 @@ another is an error), pooling, ``features_only`` / ``forward_intermediates`` fea
 the input resolution).
 
 Variants (window 16, overlap 0.5 -> 24x24 key windows, mlp_ratio 2, 6 heads per group; parameter counts are the
-official arch's, measured, reference/hat.md §3; GMACs: torch FlopCounterMode / 2 at a 64x64 LR input, the official
-arch's, which this implementation reproduces: 54.620 / 103.880 / 202.989 measured on the meta device; fvcore, which
-the README quotes, gives 54.89 / 104.22 / 203.67):
+official arch's (XPixelGroup/HAT hat/archs/hat_arch.py), measured; GMACs: torch FlopCounterMode / 2 at a 64x64 LR
+input, the official arch's, which this implementation reproduces: 54.620 / 103.880 / 202.989 measured on the meta
+device; fvcore, which the README quotes, gives 54.89 / 104.22 / 203.67):
 
 | model | embed | RHAGs x HABs | CAB compress / squeeze | params x2 / x3 / x4 | GMACs x4 |
 |---|---|---|---|---|---|
@@ -61,7 +65,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-import ops
+from ops import overlapping_window_attention, window_attention
+from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
+from ops.window_attention.official import table_from_official as window_table_from_official
+from zoo.layers.backbone import architecture_name, check_image_input, init_linear_trunc_normal, unwrap_checkpoint
 
 __all__ = ['HAT']
 
@@ -140,7 +147,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        x = ops.window_attention(q, k, v, self.window_size, bias_table=self.relative_position_bias_table, mask=mask)
+        x = window_attention(q, k, v, self.window_size, bias_table=self.relative_position_bias_table, mask=mask)
         return self.proj(x.reshape(B, H, W, C))
 
 
@@ -222,7 +229,7 @@ class OCAB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         q, k, v = self.qkv(self.norm1(x)).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        y = ops.overlapping_window_attention(
+        y = overlapping_window_attention(
             q, k, v, self.window_size, self.overlap_win_size, bias_table=self.relative_position_bias_table)
         x = x + self.proj(y.reshape(B, H, W, C))
         return x + self.mlp(self.norm2(x))
@@ -420,11 +427,8 @@ class HAT(nn.Module):
 
     def _init_weights(self, m: nn.Module) -> None:
         # the official init: truncated-normal Linear weights, zero biases, unit LayerNorms; convs keep PyTorch's
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
+        init_linear_trunc_normal(m)
+        if isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -474,6 +478,8 @@ class HAT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features ``(B, embed_dim, Hp, Wp)`` of an image (centred, scaled and padded to the window
         multiple here): conv_after_body(body(f0)) + f0 with f0 the shallow features -- the reconstruction's input."""
+        # before the mean is subtracted: a grey image would broadcast against the RGB mean into a colour one
+        x = check_image_input(x, self.in_chans, 1, architecture_name(self))
         x = self.pad_input((x - self.mean) * self.img_range)
         f0 = self.conv_first(x)
         Hp, Wp = f0.shape[-2:]
@@ -497,32 +503,16 @@ class HAT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` LR image (any H, W that can be reflect-padded) -> ``(B, C, scale*H, scale*W)``."""
+        out = self.forward_head(self.forward_features(x))  # checks the input's shape
         H, W = x.shape[-2:]
-        out = self.forward_head(self.forward_features(x))
         return out[..., :H * self.upscale, :W * self.upscale]
 
 
-def official_ocab_table_index(window_size: int, overlap_win_size: int) -> torch.Tensor:
-    """``(n, n)`` flat row (``n = ws + wse - 1``) of the official OCAB table for every entry of the zoo table.
-
-    Zoo entry ``[i, j]`` is the key-minus-query offset ``(i - ws + 1, j - ws + 1)`` in window-local coordinates;
-    the official ``relative_position_index_OCA`` maps that offset to ``((dy + ws - wse + 1) * n + (dx + ws - wse +
-    1))``, which is negative for most offsets and so wraps around (PyTorch indexing) -- reproduced by the modulo.
-    """
-    n = window_size + overlap_win_size - 1
-    off = torch.arange(n) - (window_size - 1) + window_size - overlap_win_size + 1
-    return (off[:, None] * n + off[None, :]) % (n * n)
-
-
 def _convert_official_table(table: torch.Tensor, name: str, model: HAT) -> torch.Tensor:
-    heads = table.shape[1]
+    ws = model.window_size
     if name.endswith('overlap_attn.relative_position_bias_table'):
-        n = model.window_size + model.overlap_win_size - 1
-        index = official_ocab_table_index(model.window_size, model.overlap_win_size)
-        return table[index.view(-1)].view(n, n, heads).permute(2, 0, 1).contiguous()
-    n = 2 * model.window_size - 1
-    # official index (dy + ws - 1) * (2ws - 1) + (dx + ws - 1), dy = y_query - y_key: the zoo table's row-major order
-    return table.t().reshape(heads, n, n).contiguous()
+        return ocab_table_from_official(table, ws, model.overlap_win_size).contiguous()
+    return window_table_from_official(table, (ws, ws)).contiguous()
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -533,12 +523,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     (recomputed from the window sizes); reshapes the flat ``((2ws-1)^2, heads)`` / ``((ws+wse-1)^2, heads)``
     bias tables into the ops' ``(heads, ...)`` layout, the OCAB one through its wrapped official index.
     """
-    for key in ('params_ema', 'params'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, containers=('params_ema', 'params'))
     out = {}
     for k, v in state_dict.items():
         if re.match(r'^relative_position_index_(SA|OCA)$', k):

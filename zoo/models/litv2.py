@@ -41,39 +41,29 @@ s = (-, -, 2, 1)):
 | litv2_base (in1k_384 tag, 384x384) | as base, fine-tuned at 384 | | | 86,520,704 | 38.740 | 39.7 | 84.7 |
 
 Parameter counts equal the official model's. GMACs: torch's FlopCounterMode / 2 at 224 (384), equal to the
-official model's measured the same way (reference/litv2.md §3). The paper's figures come from the repository's
-analytic ``flops()`` (3.734 / 7.479 / 13.194 / 39.709 G), which also counts the deformable conv and the offset
-convs (FlopCounterMode sees neither in the official model nor here) and some element-wise work. The released alpha sweep of LITv2-S (alpha 0.0 ... 1.0) is
-``timm.create_model('litv2_small', alpha=a)`` (its parameter count changes with alpha: the Hi-Fi and Lo-Fi output
-projections are separate).
+official model's (ziplab/LITv2 classification/models/litv2.py) measured the same way. The paper's figures come from
+the repository's analytic ``flops()`` (3.734 / 7.479 / 13.194 / 39.709 G), which also counts the deformable conv and
+the offset convs (FlopCounterMode sees neither in the official model nor here) and some element-wise work. The
+released alpha sweep of LITv2-S (alpha 0.0 ... 1.0) is ``timm.create_model('litv2_small', alpha=a)`` (its parameter
+count changes with alpha: the Hi-Fi and Lo-Fi output projections are separate).
 """
 import math
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.models import generate_default_cfgs, register_model
 from torchvision.ops import DeformConv2d
 
-import ops
+from ops import hilo_attention
 from ops.hilo_attention import hilo_head_split
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['LITv2']
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad a (B, H, W, C) map at the bottom / right to multiples of `multiple` (official dense HiLo)."""
-    H, W = x.shape[1], x.shape[2]
-    pad_b = (multiple - H % multiple) % multiple
-    pad_r = (multiple - W % multiple) % multiple
-    if not (pad_b or pad_r):
-        return x
-    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
 
 
 class PatchEmbed(nn.Module):
@@ -86,9 +76,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(out_chs, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        p = self.patch_size
-        H, W = x.shape[-2:]
-        x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
+        x = pad_to_multiple(x, self.patch_size)
         return self.norm(self.proj(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -185,7 +173,7 @@ class HiLo(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, _ = x.shape
         s, d = self.ws, self.head_dim
-        x = _pad_to_multiple(x, s)
+        x = pad_to_multiple(x, s, channels_last=True)  # the official dense-prediction HiLo
         Hp, Wp = x.shape[1], x.shape[2]
         hq = hk = hv = lq = lk = lv = None
         if self.h_heads:
@@ -194,12 +182,13 @@ class HiLo(nn.Module):
             lq = self.l_q(x).reshape(B, Hp, Wp, self.l_heads, d)
             pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1) if s > 1 else x
             lk, lv = self.l_kv(pooled).reshape(B, Hp // s, Wp // s, 2, self.l_heads, d).unbind(3)
-        hifi, lofi = ops.hilo_attention(hq, hk, hv, lq, lk, lv, s, scale=self.scale)
-        # the projections are per token: cropping before them is the official crop after them
+        hifi, lofi = hilo_attention(hq, hk, hv, lq, lk, lv, s, scale=self.scale)
+        # the projections are per token: cropping before them is the official crop after them; which paths exist
+        # is decided by the head split, not by the outputs (FX traces them as proxies, never None)
         outs = []
-        if hifi is not None:
+        if self.h_heads:
             outs.append(self.h_proj(hifi.reshape(B, Hp, Wp, self.h_dim)[:, :H, :W]))
-        if lofi is not None:
+        if self.l_heads:
             outs.append(self.l_proj(lofi.reshape(B, Hp, Wp, self.l_dim)[:, :H, :W]))
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
@@ -246,37 +235,7 @@ class Block(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-class LITv2Stage(nn.Module):
-    """Optional DTM (from the previous stage's width), then `depth` blocks. NCHW in and out; blocks run NHWC."""
-
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            depth: int,
-            downsample: bool = True,
-            drop_path_rates: Tuple[float, ...] = (),
-            device=None,
-            dtype=None,
-            **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = DeformableTokenMerging(in_chs, out_chs, **dd) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            Block(out_chs, drop_path=drop_path_rates[i], **block_kwargs, **dd) for i in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        x = self.downsample(x.permute(0, 2, 3, 1))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
-class LITv2(nn.Module):
+class LITv2(StagedBackbone):
     """LITv2: patch embedding, MLP-only stages, HiLo stages, deformable token merging; LayerNorm -> mean -> Linear.
 
     Any input size works (padded / floored as the official dense-prediction backbone does); feature maps are NCHW
@@ -301,6 +260,8 @@ class LITv2(nn.Module):
         drop_path_rate: Stochastic depth, increasing linearly over all blocks (official).
         img_size: Nominal input size, recorded by timm for recipes / export; the network is size-agnostic.
     """
+
+    stem_name = 'patch_embed'
 
     def __init__(
             self,
@@ -347,25 +308,28 @@ class LITv2(nn.Module):
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.feature_info = []
         stages = []
-        for i in range(num_stages):
+        for i, dim in enumerate(dims):
             first = sum(depths[:i])
-            stages.append(LITv2Stage(
-                dims[i - 1] if i else dims[0],
-                dims[i],
-                depth=depths[i],
-                downsample=i > 0,
-                drop_path_rates=dpr[first:first + depths[i]],
-                num_heads=num_heads[i],
-                attention=bool(has_msa[i]),
-                window_size=local_ws[i],
-                alpha=alpha,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                proj_drop=proj_drop_rate,
-                **dd,
+            # each stage: a DTM from the previous stage's width (channels-last in and out), then its blocks
+            stages.append(ChannelsLastStage(
+                DeformableTokenMerging(dims[i - 1], dim, **dd) if i else None,
+                [Block(
+                    dim,
+                    num_heads=num_heads[i],
+                    attention=bool(has_msa[i]),
+                    window_size=local_ws[i],
+                    alpha=alpha,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    proj_drop=proj_drop_rate,
+                    drop_path=dpr[first + j],
+                    **dd,
+                ) for j in range(depths[i])],
+                downsample_channels_last=True,
+                contiguous=False,
             ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
 
         self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
@@ -375,133 +339,29 @@ class LITv2(nn.Module):
     def _init_weights(self, m: nn.Module) -> None:
         # official: truncated-normal Linear weights with zero biases; DWMlp's depth-wise convs N(0, 2 / fan_out);
         # LayerNorms ones / zeros, the patch conv and BatchNorms PyTorch's init, DTM its own
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, DWMlp):
+        init_linear_trunc_normal(m)
+        if isinstance(m, DWMlp):
             conv = m.dwconv
             fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
             nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / fan_out))
             nn.init.zeros_(conv.bias)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # no position embeddings or tokens (the official set names an absolute_pos_embed LITv2 never builds)
-        return set()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final LayerNorm to the last stage's map when it is taken (the maps are un-normed
-                otherwise; the official segmentation backbone adds its own norm per output).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"LITv2.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        last_idx = len(self.stages) - 1
-
-        x = self.patch_embed(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()  # sized for the last stage
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')
-            self.num_classes = 0
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        return self.norm(self.stages(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+_DTM_NAMES = {'dconv.conv_offset': 'conv_offset', 'dconv': 'conv', 'norm_layer': 'norm'}
 
 
-# Official repository (ziplab/LITv2, classification/models) -> zoo names. `layers.i.downsample` is the DTM at the
-# END of official stage i, which is the start of zoo stage i + 1 (the index shift is done in _rename).
+def _rename_dtm(m: re.Match) -> str:
+    return f'stages.{int(m.group(1)) + 1}.downsample.{_DTM_NAMES[m.group(2)]}.{m.group(3)}'
+
+
+# Official repository (ziplab/LITv2, classification/models) -> zoo names, applied in order to every key.
+# `layers.i.downsample` is the DTM at the END of official stage i, which is the start of zoo stage i + 1.
 _OFFICIAL_RULES = (
+    (r'^layers\.(\d+)\.downsample\.(dconv\.conv_offset|dconv|norm_layer)\.(.+)$', _rename_dtm),
     (r'^layers\.(\d+)\.blocks\.', r'stages.\1.blocks.'),
     (r'\.mlp\.dwconv\.dwconv\.', '.mlp.dwconv.'),
     (r'^head\.', 'head.fc.'),
 )
-_OFFICIAL_DTM = re.compile(r'^layers\.(\d+)\.downsample\.(dconv\.conv_offset|dconv|norm_layer)\.(.+)$')
-_DTM_NAMES = {'dconv.conv_offset': 'conv_offset', 'dconv': 'conv', 'norm_layer': 'norm'}
-
-
-def _rename(key: str) -> str:
-    m = _OFFICIAL_DTM.match(key)
-    if m:
-        stage, module, leaf = int(m.group(1)) + 1, _DTM_NAMES[m.group(2)], m.group(3)
-        return f'stages.{stage}.downsample.{module}.{leaf}'
-    for pattern, repl in _OFFICIAL_RULES:
-        key = re.sub(pattern, repl, key)
-    return key
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -510,43 +370,25 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     Unwraps checkpoint containers (the official ``utils.save_checkpoint`` files are ``{'model': ...,
     'optimizer': ..., ...}``; also ``state_dict`` / ``model_ema``) and a DDP ``module.`` prefix.
     """
-    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
     if any(k.startswith('stages.') for k in state_dict):
         return state_dict  # zoo layout, with or without the classifier
-    return {_rename(k): v for k, v in state_dict.items()}
+    return rename_keys(state_dict, _OFFICIAL_RULES)
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (2, 2, 6, 2)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        LITv2,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
+    return imagenet_cfg(url, **{
+        'first_conv': 'patch_embed.proj',
         'license': 'apache-2.0',
         'paper_ids': 'arXiv:2205.13213',
         'paper_name': 'Fast Vision Transformers with HiLo Attention',
         'origin_url': 'https://github.com/ziplab/LITv2',
         **kwargs,
-    }
+    })
 
 
 # Weights: the official ImageNet-1k checkpoints are GitHub release assets of ziplab/LITv2 (v1.0); they are not

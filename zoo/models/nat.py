@@ -26,9 +26,10 @@ What this implementation adds:
 * The official forward reproduced exactly, including NATTEN 0.14's handling of small maps: when a map is smaller
   than kernel x dilation, the block input is zero-padded at the right / bottom before the qkv projection (padded
   tokens take part as keys with q / k / v equal to the qkv bias; they are not masked), and the output is cropped.
-  So any input size works, e.g. DiNAT at 64x64 or segmentation at 512x683 (later NATTEN versions reject such maps,
-  official issue #106). Inputs that are not multiples of the stride are handled as the official code does (convs
-  with padding 1 for NAT / DiNAT; zero padding to multiples of 4 / 16 and to even sizes for DiNAT_s / isotropic).
+  So any input of at least the total stride per side (32; isotropic: 16) works, e.g. DiNAT at 64x64 or
+  segmentation at 512x683 (later NATTEN versions reject such maps, official issue #106). Inputs that are not
+  multiples of the stride are handled as the official code does (convs with padding 1 for NAT / DiNAT; zero
+  padding to multiples of 4 / 16 and to even sizes for DiNAT_s / isotropic).
 * timm conventions: ``features_only``, ``forward_intermediates`` (NCHW maps, stride 4..32 or 16), grad
   checkpointing, ``group_matcher``, ``no_weight_decay`` (the relative position biases, official
   ``no_weight_decay_keywords``). Blocks run channels-last (B, H, W, C), the ops' layout; stages and isotropic blocks
@@ -78,23 +79,22 @@ Variants (params = ``sum(p.numel())``, equal to the official models' as built by
 Dilations per stage and block: A = [1,8,1] / [1,4,1,4] / [1,2] repeated / all 1; B = [1,13,1] / [1,6,1,6] / [1,3]
 repeated / all 1 (384x384); C = [1,8] / [1,4] / [1,2] repeated / [1,1]; D = [1,13] / [1,6] / [1,3] repeated / [1,1].
 The official `*_21k` entry points build a 1000-way head unless given ``num_classes=21841``, which their ImageNet-22k
-checkpoints need; the zoo's default cfg sets 21841 (the counts above are with it). FLOPs (README / reference: NAT-Mini
+checkpoints need; the zoo's default cfg sets 21841 (the counts above are with it). FLOPs (the official README: NAT-Mini
 2.7G ... DiNAT-L 384 89.7G) follow from the same layers; NA adds 2 * heads * H * W * k^2 * head_dim MACs per block.
 """
 import math
-import re
-from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import DropPath, Mlp, register_notrace_function, to_2tuple, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-import ops
+from ops import neighborhood_attention_2d, window_attention
+from zoo.layers.backbone import (
+    StagedBackbone, architecture_name, build_backbone, check_image_input, feature_take_indices, imagenet_cfg,
+    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint)
 
 __all__ = ['NAT', 'NATIsotropic']
 
@@ -105,7 +105,10 @@ _DILATIONS_C = lambda s3: ((1, 8), (1, 4), (1, 2) * (s3 // 2), (1, 1))  # noqa: 
 _DILATIONS_D = ((1, 13), (1, 6), (1, 3) * 9, (1, 1))
 
 
-def _pad_bottom_right(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+# Shape-dependent helpers are FX leaves, called by a global name without a leading underscore: FX's autowrap skips
+# private names.
+@register_notrace_function
+def pad_to_at_least(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Zero-pad a channels-last (B, H, W, C) map at the bottom / right to at least `height` x `width`."""
     pad_b, pad_r = max(0, height - x.shape[1]), max(0, width - x.shape[2])
     if pad_b or pad_r:
@@ -152,10 +155,10 @@ class NeighborhoodAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         span = self.kernel_size * self.dilation
-        x = _pad_bottom_right(x, span, span)
+        x = pad_to_at_least(x, span, span)
         Hp, Wp = x.shape[1], x.shape[2]
         q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = ops.neighborhood_attention_2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
+        x = neighborhood_attention_2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
         # cropping before the per-token projection is the official crop after it
         x = x[:, :H, :W].reshape(B, H, W, C)
         return self.proj_drop(self.proj(x))
@@ -195,15 +198,22 @@ class GlobalAttentionRPB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
-        L = self.grid_size
-        if H > L or W > L:
-            raise ValueError(
-                f'GlobalAttentionRPB: the {H}x{W} map is larger than the {L}x{L} its relative position bias covers; '
-                f'build the model with img_size={max(H, W) * 16} (or more) to size the table for it')
-        table = self.rpb.flip(-2, -1)[:, L - H:L + H - 1, L - W:L + W - 1]
+        table = centred_bias_table(self.rpb, x, self.grid_size)
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        x = ops.window_attention(q, k, v, (H, W), bias_table=table).reshape(B, H, W, C)
+        x = window_attention(q, k, v, (H, W), bias_table=table).reshape(B, H, W, C)
         return self.proj_drop(self.proj(x))
+
+
+@register_notrace_function
+def centred_bias_table(rpb: torch.Tensor, x: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """The centre of ``vitrpb``'s key-minus-query table that a ``(B, H, W, C)`` map uses, flipped into the
+    query-minus-key table ``window_attention`` reads; maps beyond ``grid_size`` per side are an error."""
+    H, W, L = x.shape[1], x.shape[2], grid_size
+    if H > L or W > L:
+        raise ValueError(
+            f'GlobalAttentionRPB: the {H}x{W} map is larger than the {L}x{L} its relative position bias covers; '
+            f'build the model with img_size={max(H, W) * 16} (or more) to size the table for it')
+    return rpb.flip(-2, -1)[:, L - H:L + H - 1, L - W:L + W - 1]
 
 
 class NATBlock(nn.Module):
@@ -301,8 +311,7 @@ class PatchEmbed(nn.Module):
         self.norm = norm_layer(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW view of channels-last memory
-        p = self.patch_size
-        x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))
+        x = pad_to_multiple(x, self.patch_size)
         return self.norm(self.proj(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -344,7 +353,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
+        x = pad_to_multiple(x, 2, channels_last=True)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 
@@ -390,8 +399,10 @@ class NATStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class _NATBase(nn.Module):
-    """Classifier head, weight init and the timm API the hierarchical and isotropic models share."""
+class _NATHead:
+    """The classifier both NAT layouts end with: final LayerNorm over channels, average pooling, dropout and a Linear
+    ``head`` (the official key; timm's ``ClassifierHead`` would make it ``head.fc``), and the official weight-decay
+    exemptions."""
 
     num_classes: int
     num_features: int
@@ -406,13 +417,6 @@ class _NATBase(nn.Module):
         self.norm = nn.LayerNorm(self.num_features, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights, zero biases; convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -437,21 +441,17 @@ class _NATBase(nn.Module):
         dd = dict(device=w.device, dtype=w.dtype) if w is not None else {}
         self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
-    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:  # NCHW view -> NCHW view
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'avg':
             x = x.mean(dim=(2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
-
-class NAT(_NATBase):
+class NAT(_NATHead, StagedBackbone):
     """NAT, DiNAT and DiNAT_s: hierarchical (dilated) neighborhood attention transformers.
+
+    Any input of at least 32x32 (the total stride) works; feature maps are NCHW at strides 4, 8, 16, 32.
 
     Args:
         in_chans: Number of input image channels.
@@ -470,8 +470,11 @@ class NAT(_NATBase):
         drop_rate: Dropout before the classifier.
         proj_drop_rate: Dropout after the attention projection and in the MLP (official ``drop_rate``).
         drop_path_rate: Stochastic depth, increasing linearly over all blocks.
-        img_size: Nominal input size, recorded by timm; the network takes any size.
+        img_size: Nominal input size, recorded by timm; the network takes any size of at least 32x32.
     """
+
+    stem_name = 'patch_embed'
+    norm_channels_last = True  # the blocks run channels-last; the stages hand NCHW views of that memory on
 
     def __init__(
             self,
@@ -536,88 +539,14 @@ class NAT(_NATBase):
             self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self._init_head(num_classes, global_pool, drop_rate, dd)
-        self.apply(self._init_weights)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the stage outputs selected by `indices` (NCHW, strides 4, 8, 16, 32).
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Apply the final LayerNorm to the last stage's map when it is taken (the maps are un-normed
-                otherwise; the official segmentation backbone adds its own norm per output).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"NAT.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_idx = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-
-        x = self.patch_embed(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self._final_norm(x) if norm and i == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self._final_norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the final norm / head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for the last stage
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._final_norm(self.stages(self.patch_embed(x)))
+        self.apply(init_linear_trunc_normal)  # official
 
 
-class NATIsotropic(_NATBase):
+class NATIsotropic(_NATHead, nn.Module):
     """Isotropic (ViT-like) NAT / DiNAT and ViT+RPB: 16x16 patches, blocks at one resolution.
+
+    Not a staged backbone: every block is a feature level, and ``forward_intermediates(norm=True)`` norms every map
+    taken (ViT's convention), not only the last.
 
     Args:
         in_chans: Number of input image channels.
@@ -673,7 +602,7 @@ class NATIsotropic(_NATBase):
         ])
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'layers.{i}') for i in range(depth)]
         self._init_head(num_classes, global_pool, drop_rate, dd)
-        self.apply(self._init_weights)
+        self.apply(init_linear_trunc_normal)  # official
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -683,10 +612,11 @@ class NATIsotropic(_NATBase):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.layers, x)
-        return self.layers(x)
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return check_image_input(x, self.in_chans, self.feature_info[-1]['reduction'], architecture_name(self))
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:  # NCHW view -> NCHW view
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward_intermediates(
             self,
@@ -713,7 +643,7 @@ class NATIsotropic(_NATBase):
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         layers = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[:max_index + 1]
 
-        x = self.patch_embed(x)
+        x = self.patch_embed(self.check_input(x))
         for i, blk in enumerate(layers):
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
@@ -733,7 +663,8 @@ class NATIsotropic(_NATBase):
             prune_norm: bool = False,
             prune_head: bool = True,
     ) -> List[int]:
-        """Drop the blocks (and the final norm / head) that the selected intermediates do not need."""
+        """Drop the blocks (and the final norm / head) that the selected intermediates do not need; the norm fits
+        every block's map, so it stays unless `prune_norm`."""
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         self.layers = self.layers[:max_index + 1]
         if prune_norm:
@@ -743,11 +674,25 @@ class NATIsotropic(_NATBase):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._final_norm(self._blocks(self.patch_embed(x)))
+        x = self.patch_embed(self.check_input(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.layers, x)
+        else:
+            x = self.layers(x)
+        return self._final_norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Checkpoints
+
+# Official hierarchical layout -> zoo's: each downsampler closes a level there and opens the next stage here.
+_OFFICIAL_RULES = (
+    (r'^(?:levels|layers)\.(\d+)\.downsample\.', lambda m: f'stages.{int(m.group(1)) + 1}.downsample.'),
+    (r'^(?:levels|layers)\.(\d+)\.blocks\.', r'stages.\1.blocks.'),
+)
 
 
 def _resize_table(table: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
@@ -766,54 +711,26 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     moved to the start of the next stage; ``vitrpb``'s ``relative_position_index`` buffer is dropped (recomputed).
     Relative position bias tables whose size differs from the model's are resized bicubically.
     """
-    for key in ('state_dict', 'model', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
-
-    hierarchical = isinstance(model, NAT)
+    state_dict = unwrap_checkpoint(state_dict, containers=('state_dict', 'model', 'state_dict_ema'))
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith('relative_position_index')}
+    if isinstance(model, NAT):
+        state_dict = rename_keys(state_dict, _OFFICIAL_RULES)
     target = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        if k.endswith('relative_position_index'):
-            continue
-        if hierarchical:
-            m = re.match(r'^(?:levels|layers)\.(\d+)\.downsample\.(.*)$', k)
-            if m:
-                k = f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
-            else:
-                k = re.sub(r'^(?:levels|layers)\.(\d+)\.blocks\.', r'stages.\1.blocks.', k)
-        if k.endswith('.rpb') and k in target and target[k].shape != v.shape:
-            v = _resize_table(v, tuple(target[k].shape))
-        out[k] = v
-    return out
+    return {k: _resize_table(v, target[k].shape) if k.endswith('.rpb') and k in target else v
+            for k, v in state_dict.items()}
 
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    default_out_indices = tuple(range(len(kwargs.get('depths', (3, 4, 6, 5)))))
-    out_indices = kwargs.pop('out_indices', default_out_indices)
-    return build_model_with_cfg(
-        NAT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(
+        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=len(kwargs.get('depths', (3, 4, 6, 5))),
+        **kwargs)
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
-    out_indices = kwargs.pop('out_indices', tuple(range(kwargs.get('depth', 12))))
-    return build_model_with_cfg(
-        NATIsotropic,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    # every block is a feature level
+    return build_backbone(
+        NATIsotropic, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=kwargs.get('depth', 12),
+        **kwargs)
 
 
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
@@ -821,18 +738,14 @@ _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+    return imagenet_cfg(url, **{
         'first_conv': 'patch_embed.proj.0', 'classifier': 'head',
         'license': 'mit',
         'paper_ids': 'arXiv:2204.07143',
         'paper_name': 'Neighborhood Attention Transformer',
         'origin_url': 'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer',
         **kwargs,
-    }
+    })
 
 
 def _cfg_dinat(url: str = '', **kwargs) -> Dict[str, Any]:

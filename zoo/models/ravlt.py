@@ -36,10 +36,10 @@ RALA, 3-4 softmax):
 | ravlt_l | 4,7,19,8 | 96,192,448,640 | 1,2,7,10 | 1e-6 x 4 | 95,242,440 | 17.21 | 0.55 |
 
 Parameter counts equal the official code's; GMACs are torch FlopCounterMode figures of the official model
-(reference/ravlt.md §3). The README's FLOPs (2.4 / 4.6 / 9.9 / 16.0 G) are 7-9 % lower than any full count of the
-official code measured (fvcore gives 2.63 / 4.90 / 10.6 / 17.3); the cause is not established, the architecture
-here is the official one (parity figures in tests/models/test_ravlt.py). The official model functions hard-code
-the drop-path rates of the last column; here they default to 0 as in timm and the recipe sets them.
+(qhfan/RALA classfication/RALA.py). The README's FLOPs (2.4 / 4.6 / 9.9 / 16.0 G) are 7-9 % lower than any full
+count of the official code measured (fvcore gives 2.63 / 4.90 / 10.6 / 17.3); the cause is not established, the
+architecture here is the official one (parity figures in tests/models/test_ravlt.py). The official model functions
+hard-code the drop-path rates of the last column; here they default to 0 as in timm and the recipe sets them.
 
 Head and timm's pooling switch: the head is ``1x1 conv -> BN -> SiLU -> pool -> Linear`` and its pre-logits are
 the pooled 1024 features (`head_hidden_size`). As in timm's ``ClassifierHead``, pooling can only be disabled
@@ -47,22 +47,23 @@ without a classifier; ``global_pool=''`` then returns the unpooled last-stage ma
 unchanged -- the 1x1 projection belongs to the pooled pre-logits path.
 """
 import re
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerScale, SelectAdaptivePool2d, apply_rot_embed, calculate_drop_path_rates
-from timm.layers import get_device_dtype, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import get_device_dtype, register_notrace_function, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
 
-import ops
+from ops import rala, window_attention
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, rename_keys, \
+    unwrap_checkpoint
 
 __all__ = ['RAVLT']
 
 
+@register_notrace_function  # sized by the map: FX records the call, the tables are built at run time
 def rope_tables(height: int, width: int, head_dim: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """RAVLT's 2-D RoPE: (sin, cos) fp32 tables (height * width, head_dim), tokens row-major.
 
@@ -150,13 +151,13 @@ class RavltAttention(nn.Module):
         # channel m * C + h * d + j of the projection is role m (q, k, v, o), head h, channel j (official)
         q, k, v, o = qkvo.reshape(B, H * W, 4, self.num_heads, self.head_dim).unbind(2)
         if self.linear:
-            x = ops.rala(q, k, v, gate=o, residual=lepe, rope=(sin, cos))
+            x = rala(q, k, v, gate=o, residual=lepe, rope=(sin, cos))
         else:
             # softmax attention over all tokens: one window covering the map
             sin, cos = sin[:, None], cos[:, None]  # broadcast over heads
             q, k = apply_rot_embed(q, sin, cos), apply_rot_embed(k, sin, cos)
             q, k, v = (t.reshape(B, H, W, self.num_heads, self.head_dim) for t in (q, k, v))
-            x = (ops.window_attention(q, k, v, (H, W)).reshape(B, H * W, self.num_heads, self.head_dim) + lepe) * o
+            x = (window_attention(q, k, v, (H, W)).reshape(B, H * W, self.num_heads, self.head_dim) + lepe) * o
         return self.proj(x.reshape(B, H, W, C))
 
 
@@ -209,30 +210,13 @@ class Block(nn.Module):
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
-class RavltStage(nn.Module):
-    """Optional downsample, then `depth` blocks sharing one pair of RoPE tables. NCHW in and out."""
+class RavltStage(ChannelsLastStage):
+    """Optional downsample, then blocks sharing one pair of RoPE tables (of `head_dim`, sized by the stage's map).
+    NCHW in and out."""
 
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            depth: int,
-            num_heads: int,
-            linear: bool,
-            downsample: bool = True,
-            drop_path_rates: Tuple[float, ...] = (),
-            device=None,
-            dtype=None,
-            **block_kwargs: Any,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.head_dim = out_chs // num_heads
-        self.downsample = Downsample(in_chs, out_chs, **dd) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList([
-            Block(out_chs, num_heads, linear=linear, drop_path=drop_path_rates[i], **block_kwargs, **dd)
-            for i in range(depth)])
+    def __init__(self, downsample: Optional[nn.Module], blocks: Iterable[Block], head_dim: int):
+        super().__init__(downsample, blocks, contiguous=False)
+        self.head_dim = head_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
         x = self.downsample(x).permute(0, 2, 3, 1)
@@ -294,7 +278,7 @@ class RavltHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class RAVLT(nn.Module):
+class RAVLT(StagedBackbone):
     """RAVLT: conv stem, two stages of rank-augmented linear attention, two of softmax attention, conv head.
 
     Any input size works; feature maps are NCHW at strides 4, 8, 16, 32 (each a ceil division of the input).
@@ -353,23 +337,22 @@ class RAVLT(nn.Module):
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.feature_info = []
         stages = []
-        in_chs = embed_dims[0]
-        for i in range(num_stages):
+        for i, dim in enumerate(embed_dims):
             first = sum(depths[:i])
             stages.append(RavltStage(
-                in_chs,
-                embed_dims[i],
-                depth=depths[i],
-                num_heads=num_heads[i],
-                linear=linear_stages[i],
-                downsample=i > 0,
-                drop_path_rates=dpr[first:first + depths[i]],
-                mlp_ratio=mlp_ratio,
-                ls_init_value=ls_init_values[i],
-                **dd,
+                Downsample(embed_dims[i - 1], dim, **dd) if i else None,
+                [Block(
+                    dim,
+                    num_heads[i],
+                    linear=linear_stages[i],
+                    mlp_ratio=mlp_ratio,
+                    ls_init_value=ls_init_values[i],
+                    drop_path=dpr[first + j],
+                    **dd,
+                ) for j in range(depths[i])],
+                head_dim=dim // num_heads[i],
             ))
-            in_chs = embed_dims[i]
-            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.head = RavltHead(
             self.num_features, head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
@@ -384,95 +367,10 @@ class RAVLT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # no position embeddings or tokens (RoPE tables are computed); layer-scale gammas are 1-D, which timm's
-        # optimizer factory already exempts, as the official trainer does
-        return set()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features and return the maps of the stages selected by `indices`.
-
-        Args:
-            x: Input images, NCHW.
-            indices: Take the last n stages if an int, all if None, the listed ones if a sequence.
-            norm: Unused: RAVLT has no norm between the last stage and the head (the official segmentation
-                backbone adds its own LayerNorm per map).
-            stop_early: Stop after the last stage that is needed.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"RAVLT.forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages (and the head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.head = RavltHead(self.num_features, 0, 0, pool_type='')
-            self.num_classes = 0
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _reset_head_for_pruning(self) -> None:
+        # a head without projection: the pruned map is returned as is, and no 1x1 conv sized for a pruned stage stays
+        self.head = RavltHead(self.num_features, 0, 0, pool_type='')
+        self.num_classes = 0
 
 
 # Official repository (qhfan/RALA, classfication/RALA.py) -> zoo names, applied in order to every key.
@@ -515,21 +413,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     of the classification model); reshapes 1x1-conv weights to Linear weights and ``(1, C, 1, 1)`` layer scales
     to ``(C,)``.
     """
-    for key in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
     if 'stem.conv1.weight' in state_dict:
         return state_dict  # zoo layout, with or without the classifier
 
+    state_dict = {
+        k: v for k, v in state_dict.items() if not (k.endswith('.RoPE.angle') or k.startswith('extra_norms.'))}
     out = {}
-    for k, v in state_dict.items():
-        if k.endswith('.RoPE.angle') or k.startswith('extra_norms.'):
-            continue
-        for pattern, repl in _OFFICIAL_RULES:
-            k = re.sub(pattern, repl, k)
+    for k, v in rename_keys(state_dict, _OFFICIAL_RULES).items():
         if _CONV1X1_AS_LINEAR.search(k) and v.ndim == 4:
             v = v.flatten(1)
         elif k.endswith('.gamma') and v.ndim == 4:
@@ -539,31 +430,20 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 6, 2))))))
-    return build_model_with_cfg(
-        RAVLT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs,
-    )
+    return build_backbone(RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',  # official eval: resize 256 (bicubic), center crop 224
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv1', 'classifier': 'head.fc',
+    # imagenet_cfg's crop 0.875, bicubic: the official eval resizes to 256 (bicubic) and center-crops 224
+    return imagenet_cfg(url, **{
+        'first_conv': 'stem.conv1',
         # code: no license file in qhfan/RALA; the ImageNet-1k weights' model card (HF aldjalkdf/RAVLT) says MIT
         'license': 'other',
         'paper_ids': 'arXiv:2411.07635',
         'paper_name': 'Breaking the Low-Rank Dilemma of Linear Attention',
         'origin_url': 'https://github.com/qhfan/RALA',
         **kwargs,
-    }
+    })
 
 
 # Weights: the official ImageNet-1k files (HF aldjalkdf/RAVLT, RAVLT_{T,S,B,L}.pth) hold an unverified container

@@ -6,12 +6,10 @@ table; gradients w.r.t. both (without ``rpb`` for the no-bias cases). Output ``(
 
 Candidates:
 
-* ``official`` -- NATTEN 0.14's unfused computation as NAT's ``NeighborhoodAttention2D`` runs it
-  (``qkv.reshape(B, H, W, 3, heads, D).permute(3, 0, 4, 1, 2, 5)``, ``q * scale``, ``natten2dqkrpb``, softmax,
-  ``natten2dav``, ``permute`` back), with the two NATTEN kernels written out the naive way: the neighbourhood of
-  every query is gathered (``k[:, :, rows, cols]``: ``k x k`` copies of k and v) using NATTEN's own
-  ``get_window_start`` / ``get_pb_start`` formulas (written independently of ``ops``' ``neighborhood_indices``),
-  the bias gathered from ``rpb`` the same way. NATTEN is not needed (and 0.14 does not build on current torch).
+* ``official`` -- :func:`ops.neighborhood_attention.official.neighborhood_attention_2d_official`: NATTEN 0.14's
+  unfused computation as NAT's ``NeighborhoodAttention2D`` runs it, its two kernels written out the naive way
+  (gathered neighbourhoods) with NATTEN's own index formulas. NATTEN is not needed (and 0.14 does not build on
+  current torch).
 * ``flex`` -- ``torch.nn.attention.flex_attention`` over the whole row-major map: a ``create_block_mask``
   whose ``mask_mod`` admits key ``(ky, kx)`` for query ``(qy, qx)`` iff per axis it lies in the query's dilation
   group and window (window starts from ``ops.neighborhood_indices``), and a ``score_mod`` adding
@@ -22,13 +20,6 @@ Candidates:
   ``rpb``) / ``na2d_av``; NATTEN >= 0.20 has no relative-position bias at all (``natten.na2d``), so it runs the
   no-bias cases only (``*_nobias`` presets) and is skipped with that reason on the others.
 * ``reference`` / ``triton`` -- :func:`ops.neighborhood_attention_2d` with that backend.
-
-Cost (``N = H W`` queries, ``K = kh kw`` keys each, ``T = B N heads D``, ``s`` the element size)::
-
-    fwd FLOPs = 4 * B * heads * N * K * D        (q k^T and P v over the neighbourhood)
-    bwd FLOPs = 2.5 * fwd                         (FlashAttention's count: q k^T recomputed)
-    fwd bytes = 4 T s  [+ rpb table]              (read q, k, v; write o)
-    bwd bytes = 8 T s  [+ 2 x rpb table]          (read q, k, v, o, dO; write dq, dk, dv; read rpb, write d rpb)
 """
 from __future__ import annotations
 
@@ -39,20 +30,11 @@ from typing import Callable
 
 import torch
 
-from zoo.engine.benchops import BenchInputs, OpBench, elem_size, packed_qkv
-from zoo.engine.flops import OpCost
+from benchmarks.harness import BenchInputs, OpBench, packed_qkv
+from ops._cost import OpCost, elem_size
+from ops.neighborhood_attention.official import neighborhood_attention_2d_official, neighborhood_attention_cost
 
-__all__ = ["BENCH", "NeighborhoodCase", "na_official", "na_flex", "natten_axis", "neighborhood_attention_cost"]
-
-
-def neighborhood_attention_cost(batch: int, height: int, width: int, heads: int, head_dim: int, kernel: int,
-                                *, elem_size: int, rpb: bool = True) -> OpCost:
-    """Cost of ``ops.neighborhood_attention_2d`` with a ``kernel x kernel`` neighbourhood (module docstring)."""
-    flops_fwd = 4 * batch * heads * height * width * kernel * kernel * head_dim
-    tensor = batch * height * width * heads * head_dim * elem_size
-    table = heads * (2 * kernel - 1) ** 2 * elem_size if rpb else 0
-    return OpCost(flops_fwd=flops_fwd, flops_bwd=flops_fwd * 5 // 2, bytes_fwd=4 * tensor + table,
-                  bytes_bwd=8 * tensor + 2 * table)
+__all__ = ["BENCH", "NeighborhoodCase"]
 
 
 @dataclass(frozen=True)
@@ -88,27 +70,6 @@ def _check_case(case: NeighborhoodCase) -> str | None:
     return None
 
 
-def natten_axis(length: int, kernel: int, dilation: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """NATTEN's ``get_window_start`` and ``get_pb_start`` for every index of one axis, vectorised:
-    ``(keys, bias)``, each ``(length, kernel)``: the neighbours' indices and their rpb indices."""
-    n = kernel // 2
-    i = torch.arange(length, device=device)
-    if dilation <= 1:
-        start = (i - n).clamp_min(0) + (i + n >= length) * (length - i - n - 1)
-        pb = n + (i < n) * (n - i) + (i + n >= length) * (length - i - 1 - n)
-    else:
-        near_start, near_end = i - n * dilation < 0, i + n * dilation >= length
-        imodd = i % dilation
-        a = (length // dilation) * dilation
-        b = length - a
-        end = torch.where(imodd < b, length - b + imodd - 2 * n * dilation, a + imodd - kernel * dilation)
-        start = torch.where(near_start, imodd, torch.where(near_end, end, i - n * dilation))
-        pb = torch.where(near_start, kernel - 1 - i // dilation,
-                         torch.where(near_end, (length - i - 1) // dilation, torch.full_like(i, n)))
-    steps = torch.arange(kernel, device=device)
-    return start[:, None] + steps * dilation, pb[:, None] + steps
-
-
 def _make_inputs(case: NeighborhoodCase, device, dtype, grad: bool) -> BenchInputs:
     B, H, W, nh, D, k = case.batch, case.height, case.width, case.heads, case.head_dim, case.kernel
     qkv = packed_qkv((B, H, W, 3, nh, D), device, dtype, grad)
@@ -117,31 +78,12 @@ def _make_inputs(case: NeighborhoodCase, device, dtype, grad: bool) -> BenchInpu
     if case.rpb:
         rpb = (0.5 * torch.randn(nh, 2 * k - 1, 2 * k - 1, device=device, dtype=dtype)).requires_grad_(grad)
         leaves.append(rpb)
-    key_y, bias_y = natten_axis(H, k, case.dilation, device)
-    key_x, bias_x = natten_axis(W, k, case.dilation, device)
-    # (H, W, k, k) index grids of every query's neighbours and of their bias entries (the kernels' index math)
-    index = dict(rows=key_y[:, None, :, None].expand(H, W, k, k), cols=key_x[None, :, None, :].expand(H, W, k, k),
-                 bias_rows=bias_y[:, None, :, None].expand(H, W, k, k),
-                 bias_cols=bias_x[None, :, None, :].expand(H, W, k, k))
-    return BenchInputs(leaves=leaves, extra=dict(rpb=rpb, index=index))
+    return BenchInputs(leaves=leaves, extra=dict(rpb=rpb))
 
 
 def na_official(inp: BenchInputs, case: NeighborhoodCase) -> torch.Tensor:
-    B, H, W, _, nh, D = inp.leaves[0].shape
-    kk = case.kernel * case.kernel
-    idx = inp.index
-    q, k, v = inp.leaves[0].permute(3, 0, 4, 1, 2, 5)  # (B, heads, H, W, D) each: NATTEN's unfused layout
-    q = q * D ** -0.5
-    # natten2dqkrpb: (B, heads, H, W, k*k) logits over the gathered neighbours, plus the gathered bias
-    k_nb = k[:, :, idx["rows"], idx["cols"]].reshape(B, nh, H, W, kk, D)
-    attn = (q.unsqueeze(-2) @ k_nb.transpose(-2, -1)).squeeze(-2)
-    if inp.rpb is not None:
-        attn = attn + inp.rpb[:, idx["bias_rows"], idx["bias_cols"]].reshape(nh, H, W, kk)
-    attn = attn.softmax(dim=-1)
-    # natten2dav
-    v_nb = v[:, :, idx["rows"], idx["cols"]].reshape(B, nh, H, W, kk, D)
-    out = (attn.unsqueeze(-2) @ v_nb).squeeze(-2)  # (B, heads, H, W, D)
-    return out.permute(0, 2, 3, 1, 4)
+    q, k, v = inp.leaves[0].unbind(3)
+    return neighborhood_attention_2d_official(q, k, v, case.kernel, case.dilation, rpb=inp.rpb)
 
 
 _FLEX_COMPILED: Callable | None = None

@@ -6,8 +6,8 @@ import importlib.util
 import json
 
 import pytest
-import torch
-from engine_helpers import ROOT, TINY_MODEL
+
+from tests.engine.engine_helpers import ROOT, TINY_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,16 +42,3 @@ def test_gpu_training_step_throughput(tmp_path):
     assert set(results) == {"fp32", "bf16", "bf16_cl", "bf16_compile", "bf16_compile_cl"}
     assert results["bf16"]["img_per_s"] > results["fp32"]["img_per_s"]  # tensor cores
 
-
-@pytest.mark.gpu
-def test_fp16_training_with_grad_scaler_on_cuda(tmp_path):
-    from engine_helpers import tiny_recipe
-
-    from zoo.engine.checkpoint import load_checkpoint
-    from zoo.engine.train import train
-
-    assert torch.cuda.is_available()
-    result = train(tiny_recipe(device="cuda", data={"train_subset": 64, "batch_size": 16},
-                               train={"epochs": 1, "amp": "fp16", "plot": False}), tmp_path, progress=False, log=None)
-    state = load_checkpoint(result.checkpoint)
-    assert state["scaler"]["scale"] > 0 and result.metrics["count"] == 360

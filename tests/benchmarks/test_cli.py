@@ -1,6 +1,6 @@
-"""The benchmark harness (zoo.engine.benchmark): it runs on the CPU at tiny sizes, reports every column, checks every
-candidate against the official formulation before timing (and says so loudly when one disagrees), and rejects bad
-arguments with the valid choices."""
+"""The benchmark command (benchmarks.cli, ``eval.py bench``): it runs on the CPU at tiny sizes, reports every
+column, checks every candidate against the official formulation before timing (and says so loudly when one
+disagrees), and rejects bad arguments with the valid choices."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.engine import benchmark
-from zoo.engine.benchmark import MODEL_COLUMNS, OP_COLUMNS, PRESETS, WindowCase, main
-from zoo.engine.flops import _OP_FORMULAS, bilevel_routing_attention_cost, channel_attention_cost, window_attention_cost
+from benchmarks.cli import main
+from benchmarks.harness import rel_err
+from benchmarks.models import MODEL_COLUMNS
+from benchmarks.ops import OP_BENCHES, OP_CANDIDATES, OP_COLUMNS, OPS, PRESETS
+from benchmarks.ops import bilevel_routing_attention as bra
+from benchmarks.ops.window_attention import WindowCase, window_official
+from ops.bilevel_routing_attention.official import bilevel_routing_attention_cost
+from ops.channel_attention.official import channel_attention_cost
+from ops.window_attention.official import window_attention_cost
+from zoo.engine.flops import _OP_FORMULAS
 
 FAST = ["--device", "cpu", "--warmup", "0", "--iters", "1"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +73,7 @@ def test_roofline_from_given_peaks_and_markdown(capsys):
 
 
 def _off_by_one_percent(inp, case):
-    return benchmark.window_official(inp, case) * 1.01
+    return window_official(inp, case) * 1.01
 
 
 def _exploding(inp, case):
@@ -74,8 +81,8 @@ def _exploding(inp, case):
 
 
 def test_a_wrong_candidate_is_reported_loudly(monkeypatch, tmp_path, capsys):
-    candidates = dict(benchmark.OP_CANDIDATES["window_attention"], reference=_off_by_one_percent, sdpa=_exploding)
-    monkeypatch.setitem(benchmark.OP_CANDIDATES, "window_attention", candidates)
+    candidates = dict(OP_CANDIDATES["window_attention"], reference=_off_by_one_percent, sdpa=_exploding)
+    monkeypatch.setitem(OP_CANDIDATES, "window_attention", candidates)
     out_json = tmp_path / "r.json"
     rc, out, err = _run(capsys, "--op", "window_attention", "--shape", "1,7,7,2,8", *FAST,
                         "--candidates", "sdpa,reference", "--json", str(out_json))
@@ -197,12 +204,12 @@ def test_bra_flex_forward_on_cpu_when_asked(tmp_path, capsys):
 
 def test_bra_official_matches_the_op_and_the_check_sees_a_wrong_topk():
     torch.manual_seed(0)
-    case = benchmark.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 2)
-    inp = benchmark._make_qkv_inputs(case, torch.device("cpu"), torch.float32, grad=False)
-    ref = benchmark.OP_CANDIDATES[BRA]["reference"](inp, case)
-    assert torch.allclose(benchmark.bra_official(inp, case), ref, atol=1e-5)
-    wrong = benchmark.bra_official(inp, benchmark.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 1))
-    assert benchmark._rel_err(wrong, ref) > 1e-2  # the check is sensitive to the routing
+    case = bra.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 2)
+    inp = bra.BENCH.make_inputs(case, torch.device("cpu"), torch.float32, grad=False)
+    ref = OP_CANDIDATES[BRA]["reference"](inp, case)
+    assert torch.allclose(bra.bra_official(inp, case), ref, atol=1e-5)
+    wrong = bra.bra_official(inp, bra.BilevelRoutingCase(2, 12, 12, 2, 16, 3, 1))
+    assert rel_err(wrong, ref) > 1e-2  # the check is sensitive to the routing
 
 
 def test_bra_presets_are_listed(capsys):
@@ -240,18 +247,19 @@ def test_bra_cost_formula_and_custom_op_formulas():
     assert (fwd, bwd) == (expected.flops_fwd, expected.flops_bwd) == (4 * 2 * 4 * 2 * 16 * 48 * 16, fwd * 5 // 2)
 
 
-# ---- the ops of zoo/engine/benchops (one module per op) -------------------------------------------------------------
+# ---- every op registers the same way: one module of benchmarks/ops each ----------------------------------------------
 
-PLUGIN_OPS = sorted(benchmark.OP_BENCHES)
+# the ops without tests of their own above
+PLUGIN_OPS = sorted(set(OPS) - {"window_attention", "channel_attention", BRA})
 
 
-def test_every_plugin_op_is_merged_into_the_tables():
-    assert set(PLUGIN_OPS) == {"hilo_attention", "window_grid_attention", "neighborhood_attention_2d",
-                               "agent_attention", "rala", "overlapping_window_attention"}
-    for op in PLUGIN_OPS:
-        bench = benchmark.OP_BENCHES[op]
-        assert op in benchmark.OPS and benchmark.PRESETS[op] is bench.presets
-        assert list(benchmark.OP_CANDIDATES[op])[0] == "official" and "reference" in bench.candidates
+def test_every_op_is_registered_the_same_way():
+    assert set(OPS) == {"window_attention", "channel_attention", BRA, "hilo_attention", "window_grid_attention",
+                        "neighborhood_attention_2d", "agent_attention", "rala", "overlapping_window_attention"}
+    for op in OPS:
+        bench = OP_BENCHES[op]
+        assert PRESETS[op] is bench.presets
+        assert list(OP_CANDIDATES[op])[0] == "official" and "reference" in bench.candidates
         assert "triton" in bench.candidates and "tiny" in bench.presets
         for cases in bench.presets.values():
             for case in cases:
@@ -263,7 +271,7 @@ def test_every_plugin_op_is_merged_into_the_tables():
 def test_plugin_op_tiny_preset_checks_against_official(op, tmp_path, capsys):
     # CPU, fwd and fwd+bwd: every runnable candidate but triton (the interpreter is too slow for a harness test;
     # the kernels have their own tests) agrees with the official formulation on the output(s) and every gradient.
-    names = [c for c in benchmark.OP_CANDIDATES[op] if c != "triton"]
+    names = [c for c in OP_CANDIDATES[op] if c != "triton"]
     out_json = tmp_path / "r.json"
     rc, out, err = _run(capsys, "--op", op, "--preset", "tiny", *FAST, "--candidates", ",".join(names),
                         "--json", str(out_json))
@@ -277,13 +285,13 @@ def test_plugin_op_tiny_preset_checks_against_official(op, tmp_path, capsys):
             assert row["reason"] and row["impl"] not in ("official", "reference"), row
             continue
         if row["status"] == "unchecked":  # another function on purpose, said so
-            assert row["impl"] in benchmark.OP_BENCHES[op].unchecked and row["error"] is None, row
+            assert row["impl"] in OP_BENCHES[op].unchecked and row["error"] is None, row
         else:
             assert row["status"] == "ok" and row["error"] <= 1e-5, row
         assert row["fwd_ms"] > 0 and row["fwdbwd_ms"] > 0 and row["fwdbwd_mem_mib"] is None
         ran.add(row["impl"])
     assert {"official", "reference"} <= ran
-    if "sdpa" in names and "sdpa" not in benchmark.OP_BENCHES[op].skip_reasons:
+    if "sdpa" in names and "sdpa" not in OP_BENCHES[op].skip_reasons:
         assert "sdpa" in ran
 
 
@@ -299,9 +307,9 @@ def test_plugin_triton_candidate_under_the_interpreter(tmp_path, capsys):
 
 
 def test_op_bench_contract():
-    from zoo.engine.benchops import OpBench
+    from benchmarks.harness import OpBench
 
-    official = benchmark.OP_CANDIDATES["hilo_attention"]["official"]
+    official = OP_CANDIDATES["hilo_attention"]["official"]
     kw = dict(make_inputs=lambda *a: None, case_type=object, shape_fields="B")
     with pytest.raises(ValueError, match="first candidate must be 'official'"):
         OpBench("x", {"tiny": []}, {"sdpa": official, "official": official}, **kw)
@@ -314,13 +322,13 @@ def test_op_bench_contract():
 def test_plugin_op_wrong_candidate_is_flagged(monkeypatch, tmp_path, capsys):
     # A candidate with several outputs (HiLo's Hi-Fi and Lo-Fi), one of them 1% off: MISMATCH, exit status 1.
     op = "hilo_attention"
-    official = benchmark.OP_CANDIDATES[op]["official"]
+    official = OP_CANDIDATES[op]["official"]
 
     def lofi_off(inp, case):
         hifi, lofi = official(inp, case)
         return hifi, lofi * 1.01
 
-    monkeypatch.setitem(benchmark.OP_CANDIDATES, op, dict(benchmark.OP_CANDIDATES[op], reference=lofi_off))
+    monkeypatch.setitem(OP_CANDIDATES, op, dict(OP_CANDIDATES[op], reference=lofi_off))
     out_json = tmp_path / "r.json"
     rc, out, err = _run(capsys, "--op", op, "--shape", "1,4,6,1,2,8,2", *FAST, "--candidates", "reference",
                         "--json", str(out_json))
@@ -331,7 +339,8 @@ def test_plugin_op_wrong_candidate_is_flagged(monkeypatch, tmp_path, capsys):
 
 
 def test_hilo_cost_and_shape_arguments(capsys):
-    from zoo.engine.benchops.hilo_attention import HiLoCase, lofi_attention_cost
+    from benchmarks.ops.hilo_attention import HiLoCase
+    from ops.hilo_attention.official import lofi_attention_cost
 
     # LITv2-S stage 3 at 224: Hi-Fi 2 heads in 2x2 windows + Lo-Fi 10 heads against the 7x7 pooled map.
     c = HiLoCase(64, 14, 14, 2, 10, 32, 2).cost(torch.bfloat16)
@@ -346,7 +355,7 @@ def test_hilo_cost_and_shape_arguments(capsys):
 
 
 def test_window_grid_cost():
-    from zoo.engine.benchops.window_grid_attention import window_grid_attention_cost
+    from ops.window_grid_attention.official import window_grid_attention_cost
 
     # EMOv2-5M stage 3 at 224: 14x14, ws 7: 4 windows and 4 grids of 49 positions; q/k 32 wide, v 128.
     c = window_grid_attention_cost(128, 14, 14, 5, 32, 128, 7, elem_size=2)
@@ -363,7 +372,7 @@ NA = "neighborhood_attention_2d"
 
 
 def test_na_flex_forward_on_cpu_and_natten_skip_reasons(monkeypatch, tmp_path, capsys):
-    from zoo.engine.benchops import neighborhood_attention_2d as na
+    from benchmarks.ops import neighborhood_attention_2d as na
 
     out_json = tmp_path / "r.json"
     rc, out, err = _run(capsys, "--op", NA, "--shape", "1,7,8,2,8,3,2", *FAST, "--mode", "fwd", "--allow-interpret",
@@ -381,7 +390,7 @@ def test_na_flex_forward_on_cpu_and_natten_skip_reasons(monkeypatch, tmp_path, c
 
 def test_na_official_index_math_and_arguments(capsys):
     from ops.neighborhood_attention import neighborhood_indices
-    from zoo.engine.benchops.neighborhood_attention_2d import natten_axis, neighborhood_attention_cost
+    from ops.neighborhood_attention.official import natten_axis, neighborhood_attention_cost
 
     for length, kernel, dilation in [(7, 7, 1), (9, 3, 1), (56, 7, 8), (13, 3, 3), (30, 5, 4), (11, 5, 2)]:
         for ours, natten in zip(neighborhood_indices(length, kernel, dilation), natten_axis(length, kernel, dilation)):
@@ -397,7 +406,7 @@ def test_na_official_index_math_and_arguments(capsys):
 
 
 def test_agent_cost():
-    from zoo.engine.benchops.agent_attention import AgentCase
+    from benchmarks.ops.agent_attention import AgentCase
 
     # Agent-Swin-T stage 1 at 224: 3136 tokens, 3 heads of 32, 9 agents; two stages of two products each.
     c = AgentCase(64, 56, 56, 3, 32, 9).cost(torch.bfloat16)
@@ -409,7 +418,7 @@ def test_agent_cost():
 def test_rala_sdpa_is_marked_unchecked_and_fbla_glue(monkeypatch, tmp_path, capsys):
     import types
 
-    from zoo.engine.benchops import rala
+    from benchmarks.ops import rala
 
     out_json = tmp_path / "r.json"
     rc, out, err = _run(capsys, "--op", "rala", "--shape", "1,3,5,2,8", *FAST, "--candidates", "sdpa,fbla",
@@ -441,14 +450,14 @@ def test_rala_sdpa_is_marked_unchecked_and_fbla_glue(monkeypatch, tmp_path, caps
 
 def test_ocab_official_bias_layout_and_arguments(capsys):
     from ops.overlapping_window_attention import overlapping_relative_position_bias
-    from zoo.engine.benchops.overlapping_window_attention import _official_table, hat_rpi_oca
+    from ops.overlapping_window_attention.official import relative_position_index_oca, table_to_official
 
     # HAT: ws 16, wse 24 -> a (1521, heads) table, official index in [-880, 640] (negative entries wrap); the op's
     # (heads, 39, 39) table seen through the official index gives the op's own per-window bias.
-    rpi = hat_rpi_oca(16, 24)
+    rpi = relative_position_index_oca(16, 24)
     assert rpi.shape == (256, 576) and (rpi.min().item(), rpi.max().item()) == (-880, 640)
     table = torch.randn(6, 39, 39)
-    official = _official_table(table, 16, 24)[rpi.view(-1)].view(256, 576, 6).permute(2, 0, 1)
+    official = table_to_official(table, 16, 24)[rpi.view(-1)].view(256, 576, 6).permute(2, 0, 1)
     assert torch.equal(official, overlapping_relative_position_bias(table, (16, 16), (24, 24)))
     rc, _, err = _run(capsys, "--op", "overlapping_window_attention", "--shape", "1,10,8,1,8,4,6")
     assert rc == 2 and "multiples of window=4" in err
@@ -461,12 +470,12 @@ def test_plugin_cost_formulas_match_the_official_formulations_matmuls():
     # of the case (divisible maps: the official code computes nothing on padding there).
     from torch.utils.flop_counter import FlopCounterMode
 
-    from zoo.engine.benchops.agent_attention import AgentCase
-    from zoo.engine.benchops.hilo_attention import HiLoCase
-    from zoo.engine.benchops.neighborhood_attention_2d import NeighborhoodCase
-    from zoo.engine.benchops.overlapping_window_attention import OverlappingWindowCase
-    from zoo.engine.benchops.rala import RalaCase
-    from zoo.engine.benchops.window_grid_attention import WindowGridCase
+    from benchmarks.ops.agent_attention import AgentCase
+    from benchmarks.ops.hilo_attention import HiLoCase
+    from benchmarks.ops.neighborhood_attention_2d import NeighborhoodCase
+    from benchmarks.ops.overlapping_window_attention import OverlappingWindowCase
+    from benchmarks.ops.rala import RalaCase
+    from benchmarks.ops.window_grid_attention import WindowGridCase
 
     cases = {
         "hilo_attention": HiLoCase(2, 8, 12, 2, 3, 16, 2),
@@ -477,9 +486,9 @@ def test_plugin_cost_formulas_match_the_official_formulations_matmuls():
         "overlapping_window_attention": OverlappingWindowCase(2, 8, 12, 3, 8, 4, 6),
     }
     for op, case in cases.items():
-        inp = benchmark.OP_BENCHES[op].make_inputs(case, torch.device("cpu"), torch.float32, grad=False)
+        inp = OP_BENCHES[op].make_inputs(case, torch.device("cpu"), torch.float32, grad=False)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            benchmark.OP_CANDIDATES[op]["official"](inp, case)
+            OP_CANDIDATES[op]["official"](inp, case)
         expected = case.cost(torch.float32).flops_fwd
         if op == "rala":  # the official code takes the normaliser's key sum as k.mean(): not a matmul
             expected -= 2 * case.batch * case.heads * case.tokens * case.head_dim

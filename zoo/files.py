@@ -1,4 +1,5 @@
-"""Atomic file writes: every file the engine leaves behind is either the old one or the complete new one."""
+"""Atomic file writes: every file the zoo leaves behind (checkpoints, exports, tar shards) is either the old one or
+the complete new one."""
 from __future__ import annotations
 
 import os

@@ -6,29 +6,11 @@ Inputs, as the op receives them: the packed query / key projection ``qk`` ``(B, 
 
 Candidates:
 
-* ``official`` -- ``EW_MHSA_Hybrid.forward`` of zhangzjn/EMOv2 (``model/lib_emo/emo2.py``) from its ``qk`` / ``v``
-  convolutions on. The official code is NCHW; it gets free NCHW views of the inputs
-  (``permute``, no copy) and does what the module does: ``F.pad`` to multiples of ``ws``, the einops partitions
-  ``b c (h1 n1) (w1 n2) -> (b n1 n2) c h1 w1`` (remote) and ``b c (n1 h1) (n2 w1) -> (b n1 n2) c h1 w1``
-  (close) with ``.contiguous()`` (written as the view / permute / reshape einops performs; einops is not a
-  dependency), ``b (qk heads dim_head) h w -> qk b heads (h w) dim_head``,
-  ``(q @ k^T) * scale``, softmax, ``@ v`` per partition, the inverse rearranges, the sum, the crop. Maps that
-  are not multiples of ``ws``: the official module zero-pads its *input* (padded positions become keys with
-  k = the conv bias); the op masks them instead, so here the padded keys get ``-inf`` -- the op's function.
+* ``official`` -- :func:`ops.window_grid_attention.official.window_grid_attention_official` (EMOv2's
+  ``EW_MHSA_Hybrid``, NCHW, einops partitions).
 * ``sdpa`` -- ``F.scaled_dot_product_attention`` on the two partitions (``view`` / ``permute`` of the
   channels-last inputs; a float padding mask only when the map is not a multiple of ``ws``), summed.
 * ``reference`` / ``triton`` -- :func:`ops.window_grid_attention` (``partition='both'``) with that backend.
-
-Cost (``s_e`` the element size; per partition, ``sum_g n_g^2`` over its groups of ``n_g`` valid positions --
-for whole windows ``B * G * N^2`` with ``G = H W / N`` groups of ``N = ws^2``)::
-
-    fwd FLOPs = 2 * B * heads * (D + Dv) * (sum_window n^2 + sum_grid n^2)     (q k^T and P v, both partitions)
-    bwd FLOPs = 2 * B * heads * (3 D + 2 Dv) * (sum_window n^2 + sum_grid n^2)  (q k^T recomputed, dV, dP, dQ,
-                                                                                 dK: FlashAttention's count)
-    fwd bytes = (2 T_qk + 2 T_v) * s_e      (read q, k, v; write o -- both partitions in one pass)
-    bwd bytes = (4 T_qk + 4 T_v) * s_e      (read q, k, v, o, dO; write dq, dk, dv)
-
-with ``T_qk = B H W heads D`` and ``T_v = B H W heads Dv``.
 """
 from __future__ import annotations
 
@@ -37,34 +19,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zoo.engine.benchops import BenchInputs, OpBench, elem_size, packed_qkv
-from zoo.engine.flops import OpCost
+from benchmarks.harness import BenchInputs, OpBench, packed_qkv
+from ops._cost import OpCost, elem_size
+from ops.window_grid_attention.official import window_grid_attention_cost, window_grid_attention_official
 
-__all__ = ["BENCH", "WindowGridCase", "window_grid_attention_cost", "window_grid_official", "window_grid_sdpa"]
-
-
-def _valid_sq(length: int, window: int, grid: bool) -> int:
-    """sum over the groups along one axis of (valid positions)^2."""
-    groups = -(-length // window)
-    if grid:  # group a holds positions i * groups + a, i < window
-        counts = [sum(1 for i in range(window) if i * groups + a < length) for a in range(groups)]
-    else:
-        counts = [min(window, length - a * window) for a in range(groups)]
-    return sum(c * c for c in counts)
-
-
-def window_grid_attention_cost(batch: int, height: int, width: int, heads: int, head_dim: int, v_dim: int,
-                               window: int, *, elem_size: int) -> OpCost:
-    """Cost of ``ops.window_grid_attention(..., partition='both')`` (module docstring)."""
-    pairs = sum(_valid_sq(height, window, g) * _valid_sq(width, window, g) for g in (False, True))
-    t_qk = batch * height * width * heads * head_dim * elem_size
-    t_v = batch * height * width * heads * v_dim * elem_size
-    return OpCost(
-        flops_fwd=2 * batch * heads * (head_dim + v_dim) * pairs,
-        flops_bwd=2 * batch * heads * (3 * head_dim + 2 * v_dim) * pairs,
-        bytes_fwd=2 * t_qk + 2 * t_v,
-        bytes_bwd=4 * t_qk + 4 * t_v,
-    )
+__all__ = ["BENCH", "WindowGridCase"]
 
 
 @dataclass(frozen=True)
@@ -123,55 +82,9 @@ def _make_inputs(case: WindowGridCase, device, dtype, grad: bool) -> BenchInputs
     return BenchInputs(leaves=[qk, v], extra=dict(masks=masks))
 
 
-def _partition(x: torch.Tensor, n1: int, n2: int, s: int, grid: bool) -> torch.Tensor:
-    """einops ``b c (h1 n1) (w1 n2) -> (b n1 n2) c h1 w1`` (grid, remote) or ``b c (n1 h1) (n2 w1) -> ...``
-    (window, close) followed by ``.contiguous()``, as view / permute / reshape (einops is not a dependency)."""
-    b, c = x.shape[:2]
-    if grid:
-        x = x.reshape(b, c, s, n1, s, n2).permute(0, 3, 5, 1, 2, 4)
-    else:
-        x = x.reshape(b, c, n1, s, n2, s).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b * n1 * n2, c, s, s)
-
-
-def _unpartition(x: torch.Tensor, n1: int, n2: int, grid: bool) -> torch.Tensor:
-    """The inverse rearranges ``(b n1 n2) c h1 w1 -> b c (h1 n1) (w1 n2)`` / ``-> b c (n1 h1) (n2 w1)``."""
-    _, c, s, _ = x.shape
-    x = x.reshape(-1, n1, n2, c, s, s)
-    x = x.permute(0, 3, 4, 1, 5, 2) if grid else x.permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(-1, c, n1 * s, n2 * s)
-
-
 def window_grid_official(inp: BenchInputs, case: WindowGridCase) -> torch.Tensor:
     qk, v = inp.leaves
-    B, H, W, _, nh, D = qk.shape
-    Dv = case.v_dim
-    s = case.window
-    # the official module's NCHW tensors: free views of the channels-last inputs
-    qk = qk.reshape(B, H, W, 2 * nh * D).permute(0, 3, 1, 2)
-    v = v.reshape(B, H, W, nh * Dv).permute(0, 3, 1, 2)
-    pad_r, pad_b = (s - W % s) % s, (s - H % s) % s
-    if pad_r or pad_b:
-        qk, v = F.pad(qk, (0, pad_r, 0, pad_b)), F.pad(v, (0, pad_r, 0, pad_b))
-    n1, n2 = (H + pad_b) // s, (W + pad_r) // s
-    out = 0
-    for name in ("grid", "window"):  # remote, close
-        grid = name == "grid"
-        qk_p = _partition(qk, n1, n2, s, grid)
-        # 'b (qk heads dim_head) h w -> qk b heads (h w) dim_head'
-        qk_p = qk_p.reshape(-1, 2, nh, D, s * s).permute(1, 0, 2, 4, 3).contiguous()
-        attn = (qk_p[0] @ qk_p[1].transpose(-2, -1)) * D ** -0.5
-        if inp.masks[name] is not None:
-            attn = attn + inp.masks[name]
-        attn = attn.softmax(dim=-1)
-        # 'b (heads dim_head) h w -> b heads (h w) dim_head'
-        v_p = _partition(v, n1, n2, s, grid).reshape(-1, nh, Dv, s * s).transpose(-2, -1).contiguous()
-        # 'b heads (h w) dim_head -> b (heads dim_head) h w'
-        x = (attn @ v_p).transpose(-2, -1).reshape(-1, nh * Dv, s, s)
-        out = out + _unpartition(x, n1, n2, grid)
-    if pad_r or pad_b:
-        out = out[:, :, :H, :W].contiguous()
-    return out.permute(0, 2, 3, 1).reshape(B, H, W, nh, Dv)
+    return window_grid_attention_official(*qk.unbind(3), v, case.window)
 
 
 def window_grid_sdpa(inp: BenchInputs, case: WindowGridCase) -> torch.Tensor:

@@ -7,25 +7,13 @@ Gradients w.r.t. all four. Output ``(B, N, heads, D)``.
 
 Candidates:
 
-* ``official`` -- ``AgentAttention.forward`` of LeapLabTHU/Agent-Attention (Swin / PVT classification code)
-  between its projections and its DWC branch: ``permute`` to ``(B, heads, N, D)``, the biases materialised
-  per sample with ``.repeat(b, 1, 1, 1)`` as the official code does, ``softmax((agents * scale) @ k^T +
-  agent_bias) @ v`` (agent aggregation), ``softmax((q * scale) @ agents^T + query_bias) @ agent_v`` (agent
-  broadcast), ``transpose`` back. Scale ``D ** -0.5`` for both softmaxes.
+* ``official`` -- :func:`ops.agent_attention.official.agent_attention_official` (``AgentAttention.forward`` of
+  the Swin / PVT classification code, the bias maps materialised per sample as the official code does).
 * ``sdpa`` -- the two stages as two ``F.scaled_dot_product_attention`` calls with the bias maps as float
   ``attn_mask`` (broadcast over the batch, not materialised): agents attend to k / v, then q attends to
   (agents, agent_v).
 * ``reference`` / ``triton`` -- :func:`ops.agent_attention` with that backend.
 
-Cost (``T = B N heads D``, ``T_a = B a heads D``, ``s`` the element size; the bias maps ``2 heads a N s``)::
-
-    fwd FLOPs = 8 * B * heads * N * a * D      (agents k^T, P v; q agents^T, P agent_v)
-    bwd FLOPs = 2.5 * fwd                       (FlashAttention's count per stage: scores recomputed)
-    fwd bytes = (4 T + T_a) s + maps            (read q, k, v, agents, the maps; write o)
-    bwd bytes = (8 T + 2 T_a) s + 2 maps        (read q, k, v, agents, o, dO, the maps; write dq, dk, dv,
-                                                 dagents and the maps' gradients)
-
-The ``(B, heads, a, D)`` agent values between the stages are not counted (``a << N``).
 """
 from __future__ import annotations
 
@@ -34,21 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zoo.engine.benchops import BenchInputs, OpBench, elem_size, packed_qkv
-from zoo.engine.flops import OpCost
+from benchmarks.harness import BenchInputs, OpBench, packed_qkv
+from ops._cost import OpCost, elem_size
+from ops.agent_attention.official import agent_attention_cost, agent_attention_official
 
-__all__ = ["BENCH", "AgentCase", "agent_attention_cost", "agent_official", "agent_sdpa"]
-
-
-def agent_attention_cost(batch: int, tokens: int, heads: int, head_dim: int, agents: int, *, elem_size: int,
-                         bias: bool = True) -> OpCost:
-    """Cost of ``ops.agent_attention`` with ``N = tokens`` queries and keys (module docstring)."""
-    flops_fwd = 8 * batch * heads * tokens * agents * head_dim
-    t = batch * tokens * heads * head_dim * elem_size
-    t_a = batch * agents * heads * head_dim * elem_size
-    maps = 2 * heads * agents * tokens * elem_size if bias else 0
-    return OpCost(flops_fwd=flops_fwd, flops_bwd=flops_fwd * 5 // 2, bytes_fwd=4 * t + t_a + maps,
-                  bytes_bwd=8 * t + 2 * t_a + 2 * maps)
+__all__ = ["BENCH", "AgentCase"]
 
 
 @dataclass(frozen=True)
@@ -92,20 +70,8 @@ def _make_inputs(case: AgentCase, device, dtype, grad: bool) -> BenchInputs:
 
 
 def agent_official(inp: BenchInputs, case: AgentCase) -> torch.Tensor:
-    qkv = inp.leaves[0]
-    b = qkv.shape[0]
-    scale = case.head_dim ** -0.5
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, heads, N, D) each
-    agent_tokens = inp.agents.permute(0, 2, 1, 3)  # (B, heads, a, D)
-    agent_attn = (agent_tokens * scale) @ k.transpose(-2, -1)
-    if inp.agent_bias is not None:
-        agent_attn = agent_attn + inp.agent_bias.unsqueeze(0).repeat(b, 1, 1, 1)
-    agent_v = agent_attn.softmax(dim=-1) @ v
-    q_attn = (q * scale) @ agent_tokens.transpose(-2, -1)
-    if inp.query_bias is not None:
-        q_attn = q_attn + inp.query_bias.unsqueeze(0).repeat(b, 1, 1, 1)
-    x = q_attn.softmax(dim=-1) @ agent_v
-    return x.transpose(1, 2)  # (B, N, heads, D)
+    q, k, v = inp.leaves[0].unbind(2)
+    return agent_attention_official(q, k, v, inp.agents, agent_bias=inp.agent_bias, query_bias=inp.query_bias)
 
 
 def agent_sdpa(inp: BenchInputs, case: AgentCase) -> torch.Tensor:

@@ -4,16 +4,13 @@ output rank augmentation ``(attn + lepe) * gate``.
 
 Inputs, as RAVLT's ``qkvo`` projection and LePE convolution hand them over: a packed ``qkv``
 ``(B, N, 3, heads, d)``, the raw gate ``o`` and the LePE output (the op's ``residual``), each ``(B, N, heads, d)``;
-gradients w.r.t. all three. The stage's RoPE tables ``(N, d)`` (built as the official ``RoPE`` module builds
-them, in the input dtype) are constants. Output ``(B, N, heads, d)``.
+gradients w.r.t. all three. The stage's RoPE tables ``(N, d)`` (:func:`ops.rala.official.rope_tables`, as the
+official ``RoPE`` module builds them, in the input dtype) are constants. Output ``(B, N, heads, d)``.
 
 Candidates:
 
-* ``official`` -- ``GateLinearAttentionNoSilu.forward`` of qhfan/RALA (``classfication/RALA.py``) between its
-  ``qkvo`` / ``lepe`` convolutions and ``proj``: NCHW views of the inputs (free ``permute``), einops
-  ``b (m n d) h w -> m b n (h w) d`` (as the view / permute it performs), ``elu + 1``, ``q.mean``, ``softmax(scale * q_mean @ k^T)``, ``k * eff * L``,
-  ``theta_shift`` of q and k, ``z = 1 / (q @ k.mean^T + 1e-6)``, ``kv = (k_rope^T L^-0.5) @ (v L^-0.5)``,
-  ``q_rope @ kv * z``, rearrange back, ``+ lepe``, ``* o``.
+* ``official`` -- :func:`ops.rala.official.rala_official` (``GateLinearAttentionNoSilu.forward`` of qhfan/RALA
+  between its ``qkvo`` / ``lepe`` convolutions and ``proj``).
 * ``fbla`` -- fla-org/flash-bidirectional-linear-attention (``flash_bla``) when it is importable (CUDA): the
   feature map, reweighting and RoPE in PyTorch as its ``RALALinearAttention`` layer does, then its fused Triton
   ``decoupled_la(q, k, q_rope, k_rope, v, scale=1/L)`` (numerator with the rotated features, normaliser with the
@@ -25,15 +22,6 @@ Candidates:
   compared), its speedup is against ``official`` all the same.
 * ``reference`` / ``triton`` -- :func:`ops.rala` with that backend.
 
-Cost (``T = B N heads d``, ``s`` the element size; the RoPE tables ``2 N d s``). Counted: the products
-``qbar . phi(k)``, ``KV``, ``ksum``, the normaliser and ``R phi(q) KV``; not the element-wise work (``elu``,
-RoPE, softmax, epilogue)::
-
-    fwd FLOPs = B * heads * N * (4 d^2 + 6 d)
-    bwd FLOPs = 2 * fwd                           (every product has two gradients; the d x d state is kept)
-    fwd bytes = 6 T s + tables                    (read q, k, v, gate, residual; write o)
-    bwd bytes = 11 T s + tables                   (read q, k, v, gate, residual, dO; write dq, dk, dv, dgate,
-                                                   dresidual; the pre-gate value is recomputed)
 """
 from __future__ import annotations
 
@@ -43,18 +31,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zoo.engine.benchops import BenchInputs, OpBench, elem_size, packed_qkv
-from zoo.engine.flops import OpCost
+from benchmarks.harness import BenchInputs, OpBench, packed_qkv
+from ops._cost import OpCost, elem_size
+from ops.rala import official
+from ops.rala.official import rala_cost, rope_tables, theta_shift
 
-__all__ = ["BENCH", "RalaCase", "rala_cost", "rala_official", "rala_sdpa_softmax", "ravlt_rope"]
-
-
-def rala_cost(batch: int, tokens: int, heads: int, head_dim: int, *, elem_size: int, rope: bool = True) -> OpCost:
-    """Cost of ``ops.rala`` with a gate and a residual (module docstring)."""
-    flops_fwd = batch * heads * tokens * (4 * head_dim * head_dim + 6 * head_dim)
-    t = batch * tokens * heads * head_dim * elem_size
-    tables = 2 * tokens * head_dim * elem_size if rope else 0
-    return OpCost(flops_fwd=flops_fwd, flops_bwd=2 * flops_fwd, bytes_fwd=6 * t + tables, bytes_bwd=11 * t + tables)
+__all__ = ["BENCH", "RalaCase"]
 
 
 @dataclass(frozen=True)
@@ -88,21 +70,6 @@ def _check_case(case: RalaCase) -> str | None:
     return None
 
 
-def ravlt_rope(height: int, width: int, head_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sin, cos)``, each ``(H W, d)`` fp32, as RAVLT's ``RoPE`` module: ``d / 4`` frequencies
-    ``10000 ** -linspace(0, 1, d / 4)``, each repeated twice; the first ``d / 2`` channels turn with the row,
-    the last ``d / 2`` with the column."""
-    angle = (1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4, device=device)).repeat_interleave(2)
-    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None] * angle  # (H, d/2)
-    cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * angle  # (W, d/2)
-    tables = []
-    for fn in (torch.sin, torch.cos):
-        t = torch.cat([fn(rows)[:, None, :].expand(height, width, -1), fn(cols)[None, :, :].expand(height, width, -1)],
-                      dim=-1)
-        tables.append(t.reshape(height * width, head_dim))
-    return tables[0], tables[1]
-
-
 def _make_inputs(case: RalaCase, device, dtype, grad: bool) -> BenchInputs:
     B, N, nh, d = case.batch, case.tokens, case.heads, case.head_dim
     qkv = packed_qkv((B, N, 3, nh, d), device, dtype, grad)
@@ -110,44 +77,13 @@ def _make_inputs(case: RalaCase, device, dtype, grad: bool) -> BenchInputs:
     residual = packed_qkv((B, N, nh, d), device, dtype, grad)
     rope = None
     if case.rope:
-        rope = tuple(t.to(dtype) for t in ravlt_rope(case.height, case.width, d, device))
+        rope = tuple(t.to(dtype) for t in rope_tables(case.height, case.width, d, device))
     return BenchInputs(leaves=[qkv, gate, residual], extra=dict(rope=rope))
-
-
-def _rotate_every_two(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
-
-
-def _theta_shift(x: torch.Tensor, rope) -> torch.Tensor:
-    if rope is None:
-        return x
-    sin, cos = rope
-    return x * cos + _rotate_every_two(x) * sin
-
-
-def _nchw(t: torch.Tensor, case: RalaCase) -> torch.Tensor:
-    """(B, N, ..., ) channels-last -> a (B, C, H, W) view, no copy (the official module's layout)."""
-    return t.reshape(case.batch, case.height, case.width, -1).permute(0, 3, 1, 2)
 
 
 def rala_official(inp: BenchInputs, case: RalaCase) -> torch.Tensor:
     qkv, gate, residual = inp.leaves
-    H, W, L = case.height, case.width, case.tokens
-    # einops 'b (m n d) h w -> m b n (h w) d' (as view / permute: einops is not a dependency)
-    q, k, v = _nchw(qkv, case).reshape(case.batch, 3, case.heads, case.head_dim, L).permute(1, 0, 2, 4, 3)
-    q = F.elu(q) + 1.0
-    k = F.elu(k) + 1.0
-    q_mean = q.mean(dim=-2, keepdim=True)
-    eff = case.head_dim ** -0.5 * q_mean @ k.transpose(-1, -2)
-    eff = torch.softmax(eff, dim=-1).transpose(-1, -2)
-    k = k * eff * L
-    q_rope, k_rope = _theta_shift(q, inp.rope), _theta_shift(k, inp.rope)
-    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
-    kv = (k_rope.transpose(-2, -1) * (L ** -0.5)) @ (v * (L ** -0.5))
-    res = q_rope @ kv * z
-    res = res.transpose(-2, -1).reshape(case.batch, case.heads * case.head_dim, H, W)  # 'b n (h w) d -> b (n d) h w'
-    res = (res + _nchw(residual, case)) * _nchw(gate, case)
-    return res.permute(0, 2, 3, 1).reshape(case.batch, L, case.heads, case.head_dim)
+    return official.rala_official(*qkv.unbind(2), gate=gate, residual=residual, rope=inp.rope)
 
 
 def rala_fbla(inp: BenchInputs, case: RalaCase) -> torch.Tensor:
@@ -160,7 +96,7 @@ def rala_fbla(inp: BenchInputs, case: RalaCase) -> torch.Tensor:
     k = F.elu(k) + 1.0
     eff = torch.softmax(case.head_dim ** -0.5 * q.mean(dim=-2, keepdim=True) @ k.transpose(-1, -2), dim=-1)
     k = k * eff.transpose(-1, -2) * L
-    q_rope, k_rope = _theta_shift(q, inp.rope), _theta_shift(k, inp.rope)
+    q_rope, k_rope = (q, k) if inp.rope is None else (theta_shift(q, *inp.rope), theta_shift(k, *inp.rope))
     x = decoupled_la(q.contiguous(), k.contiguous(), q_rope.contiguous(), k_rope.contiguous(), v.contiguous(),
                      scale=L ** -1.0)
     return (x.transpose(1, 2) + residual) * gate
