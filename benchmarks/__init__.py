@@ -5,6 +5,7 @@
 - :mod:`benchmarks.ops`: op benchmarks, one module per op (``official`` vs the best alternative vs ``ops``)
 - :mod:`benchmarks.models`: whole models per ops backend
 - :mod:`benchmarks.cli`: ``python eval.py bench ...`` / ``python -m benchmarks ...``
-- ``train_throughput.py``, ``seg_inference.py``, ``hat_vs_official.py``: stand-alone scripts on the same harness
+- ``train_throughput.py``, ``seg_inference.py``, ``hat_vs_official.py``: stand-alone scripts on the same harness;
+  ``sr_memory.py``: the peak memory of one SR inference, whole or tiled, in a fresh process
 - ``results/``: committed runs, one file per run
 """

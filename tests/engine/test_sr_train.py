@@ -123,16 +123,6 @@ def test_evaluate_sr_averages_per_image_and_bicubic_baseline():
     assert 20 < got["psnr"] < 40
 
 
-def test_inference_memory_probe_runs_tiled_and_whole():
-    from zoo.engine.sr import measure_inference_memory
-
-    kw = dict(TINY_SR["model"]["kwargs"])
-    whole = measure_inference_memory("hat_s_x2", 24, model_kwargs=kw)
-    tiled = measure_inference_memory("hat_s_x2", 24, tile=8, overlap=4, model_kwargs=kw)
-    assert whole["out_shape"] == tiled["out_shape"] == [1, 3, 48, 48]
-    assert whole["kind"] == "cpu rss" and whole["peak_rss_mib"] > 0 and tiled["tile"] == 8
-
-
 def test_sr_run_stopped_and_resumed_equals_the_uninterrupted_run(sr_run, tmp_path):
     from zoo.engine.train import train
 

@@ -42,6 +42,15 @@ from zoo.models import agent_cswin
 from zoo.models.agent_cswin import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_cswin.py) at each variant's resolution
+    'agent_cswin_t': 20_458_672,
+    'agent_cswin_s': 32_814_100,
+    'agent_cswin_b': 73_249_696,
+    'agent_cswin_b_384': 73_328_416,
+}
 VARIANTS = ('agent_cswin_t', 'agent_cswin_s', 'agent_cswin_b', 'agent_cswin_b_384')
 
 

@@ -33,6 +33,15 @@ from tests.utils import assert_close
 from zoo.models.agent_deit import AgentDeiT, checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_deit.py)
+    'agent_deit_t': 6_015_640,
+    'agent_deit_s': 22_647_112,
+    'agent_deit_s_448': 23_070_472,
+    'agent_deit_b': 87_204_904,
+}
 VARIANTS = ('agent_deit_t', 'agent_deit_s', 'agent_deit_s_448', 'agent_deit_b')
 # A narrow model with the official structure (agent and plain blocks) keeps CPU tests fast.
 SMALL = dict(embed_dim=32, depth=3, num_heads=2, agent_num=9, agent_layer=2, num_classes=10)

@@ -37,6 +37,16 @@ from zoo.layers.agent import resize_agent_bias
 from zoo.models.agent_pvt import AgentPVT, checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_pvt.py)
+    'agent_pvt_t': 11_570_352,
+    'agent_pvt_s': 20_635_066,
+    'agent_pvt_m': 35_921_746,
+    'agent_pvt_m_256': 36_083_682,
+    'agent_pvt_l': 48_738_180,
+}
 
 
 @pytest.fixture(scope='module', autouse=True)

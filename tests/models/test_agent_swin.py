@@ -45,6 +45,16 @@ from zoo.models import agent_swin
 from zoo.models.agent_swin import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official LeapLabTHU/Agent-Attention code (agent_transformer/models/agent_swin.py) at each variant's resolution
+    'agent_swin_t': 28_902_964,
+    'agent_swin_s': 49_666_684,
+    'agent_swin_s_288': 49_707_964,
+    'agent_swin_b': 88_095_096,
+    'agent_swin_b_384': 88_305_016,
+}
 VARIANTS = ('agent_swin_t', 'agent_swin_s', 'agent_swin_s_288', 'agent_swin_b', 'agent_swin_b_384')
 # a narrow agent_swin_t for functional tests (the layout and agent counts of the real one)
 TINY = dict(embed_dim=24, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), num_classes=10)

@@ -46,6 +46,16 @@ from zoo.models import biformer as zoo_biformer
 from zoo.models.biformer import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official rayleizhu/BiFormer code (models/biformer.py)
+    'biformer_tiny': 13_142_760,
+    'biformer_small': 25_536_232,
+    'biformer_base': 56_804_968,
+    'biformer_stl': 28_372_552,
+    'biformer_stl_nchw': 28_372_552,  # models/biformer_stl_nchw.py
+}
 VARIANTS = ('biformer_tiny', 'biformer_small', 'biformer_base', 'biformer_stl', 'biformer_stl_nchw')
 
 

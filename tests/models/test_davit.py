@@ -22,6 +22,19 @@ from timm.models.davit import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from zoo.models.davit import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official dingmyu/davit code (tiny/small/base/large_window12_384) and timm 1.0.31 (all)
+    'zoo_davit_tiny': 28_360_168,
+    'zoo_davit_small': 49_745_896,
+    'zoo_davit_base': 87_954_408,
+    'zoo_davit_large': 196_811_752,
+    'zoo_davit_huge': 348_922_856,
+    'zoo_davit_giant': 1_406_470_120,
+    'zoo_davit_base_fl': 90_370_048,
+    'zoo_davit_huge_fl': 360_636_416,
+}
 TOL = 1e-5  # fp32 max |difference| of the logits
 
 # the embedded digits demo (configs/cls/digits_davit.yaml): kwargs as YAML gives them, lists included

@@ -28,6 +28,24 @@ from zoo.models import emov2 as zoo_emov2
 from zoo.models.emov2 import WindowGridAttention, checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official zhangzjn/EMOv2 code (model/lib_emo/emo2.py, EMO2_*_k5_hybrid[_256|_512]);
+    # the window-8 variants have the window-7 ones' parameters
+    'emo2_1m': 1_460_844,
+    'emo2_1m_256': 1_460_844,
+    'emo2_1m_512': 1_460_844,
+    'emo2_2m': 2_384_312,
+    'emo2_2m_256': 2_384_312,
+    'emo2_2m_512': 2_384_312,
+    'emo2_5m': 5_126_440,
+    'emo2_5m_256': 5_126_440,
+    'emo2_5m_512': 5_126_440,
+    'emo2_20m': 20_195_208,
+    'emo2_20m_256': 20_195_208,
+    'emo2_50m': 49_815_560,
+}
 
 
 @pytest.fixture(scope='module', autouse=True)

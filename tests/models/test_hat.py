@@ -35,14 +35,16 @@ import torch.nn.functional as F
 import ops
 import timm
 import zoo  # noqa: F401  (registers the zoo models)
-from param_counts import PARAM_COUNTS
+from param_counts import PARAM_COUNTS as COLLECTED_PARAM_COUNTS
 from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
 from timm.optim._param_groups import param_groups_weight_decay
 from zoo.models.hat import HAT_RGB_MEAN, checkpoint_filter_fn, shifted_window_mask
 
 FIXTURES = Path(__file__).parent / 'fixtures'
-# the official arch (XPixelGroup/HAT hat/archs/hat_arch.py), sum(p.numel() for p in model.parameters())
-OFFICIAL_PARAMS = {
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count;
+# official XPixelGroup/HAT code (hat/archs/hat_arch.py, released network_g configs)
+PARAM_COUNTS = {
     'hat_s_x2': 9_473_471, 'hat_s_x3': 9_658_111, 'hat_s_x4': 9_621_183,
     'hat_x2': 20_624_795, 'hat_x3': 20_809_435, 'hat_x4': 20_772_507,
     'hat_l_x2': 40_698_863, 'hat_l_x3': 40_883_503, 'hat_l_x4': 40_846_575,
@@ -74,8 +76,8 @@ def _scale(name: str) -> int:
 
 def test_registered_variants_and_param_counts_table():
     """The parameter counts themselves are checked by the generic suite's test_param_count (meta device)."""
-    assert sorted(zoo.list_models('hat_*')) == sorted(OFFICIAL_PARAMS)
-    assert {k: v for k, v in PARAM_COUNTS.items() if k.startswith('hat_')} == OFFICIAL_PARAMS
+    assert sorted(zoo.list_models('hat_*')) == sorted(PARAM_COUNTS)
+    assert {k: v for k, v in COLLECTED_PARAM_COUNTS.items() if k.startswith('hat_')} == PARAM_COUNTS
 
 
 @pytest.mark.parametrize('name', ['hat_s_x2', 'hat_x3', 'hat_l_x4'])
@@ -87,7 +89,7 @@ def test_meta_output_shapes(name):
         assert model(torch.empty(2, 3, h, w, device='meta')).shape == (2, 3, s * h, s * w)
 
 
-@pytest.mark.parametrize('name', list(OFFICIAL_PARAMS))
+@pytest.mark.parametrize('name', list(PARAM_COUNTS))
 def test_pretrained_cfg_is_super_resolution(name):
     model = _tiny(name)  # the cfg comes from the name; the tiny body keeps this fast
     cfg = model.pretrained_cfg
@@ -108,7 +110,7 @@ def test_real_world_gan_generator_is_hat_x4():
     with torch.device('meta'):
         model = timm.create_model('hat_x4.real_gan')
     assert model.pretrained_cfg['tag'] == 'real_gan'
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS['hat_x4']
+    assert sum(p.numel() for p in model.parameters()) == PARAM_COUNTS['hat_x4']
     assert timm.models.get_pretrained_cfg('hat_x4.real_gan_sharper') is not None
 
 

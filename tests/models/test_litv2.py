@@ -37,6 +37,14 @@ from zoo.models import litv2 as zoo_litv2
 from zoo.models.litv2 import LITv2, checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official ziplab/LITv2 code (classification/models/litv2.py, configs litv2-*.yaml)
+    'litv2_small': 27_844_000,
+    'litv2_medium': 48_830_368,
+    'litv2_base': 86_520_704,
+}
 VARIANTS = ('litv2_small', 'litv2_medium', 'litv2_base')
 
 

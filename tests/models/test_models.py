@@ -173,13 +173,13 @@ def test_zoo_registers_models_without_taking_timm_names():
 
 def test_param_counts_table_has_no_stale_entries():
     stale = sorted(set(PARAM_COUNTS) - set(MODELS))
-    assert not stale, f'param_counts.py lists models the zoo does not register: {stale}'
+    assert not stale, f'PARAM_COUNTS in tests/models/test_*.py lists models the zoo does not register: {stale}'
 
 
 @pytest.mark.parametrize('name', MODELS)
 def test_param_count(name):
     assert name in PARAM_COUNTS, (
-        f'{name} has no entry in tests/models/param_counts.py; add its official parameter count and source')
+        f'{name} has no official parameter count: add it, with its source, to PARAM_COUNTS in its test_<family>.py')
     assert _num_params(_create_meta(name)) == PARAM_COUNTS[name]
 
 

@@ -40,6 +40,37 @@ from zoo.models import nat as zoo_nat
 from zoo.models.nat import checkpoint_filter_fn
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official SHI-Labs/Neighborhood-Attention-Transformer code (classification/*.py) with a naive natten-0.14
+    # stand-in; dinat_large_21k_11x11 / dinat_s_large_21k counted the same way with num_classes=21841
+    'nat_mini': 19_984_174,
+    'nat_tiny': 27_901_582,
+    'nat_small': 50_743_297,
+    'nat_base': 89_769_652,
+    'dinat_mini': 19_984_174,
+    'dinat_tiny': 27_901_582,
+    'dinat_small': 50_719_681,
+    'dinat_base': 89_769_652,
+    'dinat_large': 200_943_514,
+    'dinat_large_384': 200_943_514,
+    'dinat_large_384_11x11': 201_144_250,
+    'dinat_large_21k': 232_976_131,
+    'dinat_large_21k_11x11': 233_176_867,
+    'dinat_s_tiny': 28_288_354,
+    'dinat_s_small': 49_606_258,
+    'dinat_s_base': 87_768_224,
+    'dinat_s_large': 196_532_476,
+    'dinat_s_large_384': 196_532_476,
+    'dinat_s_large_21k': 228_565_093,
+    'nat_isotropic_small': 21_999_736,
+    'dinat_isotropic_small': 21_999_736,
+    'vitrpb_small': 22_080_376,
+    'nat_isotropic_base': 86_465_800,
+    'dinat_isotropic_base': 86_465_800,
+    'vitrpb_base': 86_627_080,
+}
 HIERARCHICAL = (
     'nat_mini', 'nat_tiny', 'nat_small', 'nat_base', 'dinat_mini', 'dinat_tiny', 'dinat_small', 'dinat_base',
     'dinat_large', 'dinat_large_384', 'dinat_large_384_11x11', 'dinat_large_21k', 'dinat_large_21k_11x11',

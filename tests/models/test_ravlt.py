@@ -36,6 +36,15 @@ from zoo.models import ravlt as zoo_ravlt
 from zoo.models.ravlt import checkpoint_filter_fn, rope_tables
 
 FIXTURES = Path(__file__).parent / 'fixtures'
+# each variant's official parameter count, sum(p.numel() for p in model.parameters()): tests/models/param_counts.py
+# collects this literal for the generic suite's test_param_count
+PARAM_COUNTS = {
+    # official qhfan/RALA code (classfication/RALA.py, RAVLT_T/S/B/L)
+    'ravlt_t': 14_897_768,
+    'ravlt_s': 25_591_208,
+    'ravlt_b': 48_241_288,
+    'ravlt_l': 95_242_440,
+}
 VARIANTS = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l')
 # A narrow RAVLT for real runs at large inputs: every code path of the full models at a fraction of the cost.
 NARROW = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), num_heads=(1, 2, 1, 2), head_hidden_size=64)

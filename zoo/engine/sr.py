@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "Bicubic", "bt601_luma", "evaluate_sr", "measure_inference_memory", "pad_to_multiple", "psnr", "quantize",
-    "sr_inference", "sr_metrics", "ssim", "ssim_window",
-    "tiled_forward",
+    "Bicubic", "bt601_luma", "evaluate_sr", "pad_to_multiple", "psnr", "quantize", "sr_inference", "sr_metrics", "ssim",
+    "ssim_window", "tiled_forward",
 ]
 
 # ITU-R BT.601 luma for R, G, B in [0, 255], on the [16, 235] scale (BasicSR / MATLAB rgb2ycbcr).
@@ -137,7 +136,7 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, test_y_channe
 
 
 def sr_metrics(sr: torch.Tensor, hr: torch.Tensor, scale: int, test_y_channel: bool = True) -> Dict[str, torch.Tensor]:
-    """``{'psnr': (B,), 'ssim': (B,)}`` with the border crop equal to the scale (HAT's / BasicSR's benchmarks)."""
+    """``{'psnr': (B,), 'ssim': (B,)}`` with the border crop equal to the scale (as HAT / BasicSR score test sets)."""
     return dict(psnr=psnr(sr, hr, scale, test_y_channel), ssim=ssim(sr, hr, scale, test_y_channel))
 
 
@@ -258,78 +257,3 @@ class Bicubic(torch.nn.Module):
         out = torch.stack([imresize(img.double().cpu(), self.scale) for img in x])
         return out.to(device=x.device, dtype=x.dtype)
 
-
-def _rss_mib() -> float:
-    """Resident set size of this process now, MiB (Linux /proc; 0 where unavailable)."""
-    import os
-
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def measure_inference_memory(model_name: str, lr_size: int, *, tile: Optional[int] = None, overlap: int = 32,
-                             device: str = "cpu", model_kwargs: Optional[dict] = None, seed: int = 0) -> Dict:
-    """One fp32 :func:`sr_inference` of a random ``lr_size``² image with fresh random weights, in this process:
-    seconds and peak memory. CPU: peak resident set (``ru_maxrss``) and its rise over the resident set just before
-    the forward -- meaningful only in a process that did nothing else before (``python -m zoo.engine.sr memory``
-    gives one); CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before the forward."""
-    import resource
-    import time
-
-    import timm
-
-    import zoo  # noqa: F401  (registers the zoo models)
-
-    torch.manual_seed(seed)
-    dev = torch.device(device)
-    model = timm.create_model(model_name, **(model_kwargs or {})).eval().to(dev)
-    scale = model.upscale
-    x = torch.rand(1, 3, lr_size, lr_size, device=dev)
-    before = _rss_mib()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-    t0 = time.perf_counter()
-    out = sr_inference(model, x, scale, window_size=model.window_size if tile else 1, tile=tile, overlap=overlap)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - t0
-    result = dict(model=model_name, lr_size=lr_size, out_shape=list(out.shape), tile=tile,
-                  overlap=overlap if tile else None, device=str(dev), threads=torch.get_num_threads(),
-                  seconds=seconds, params=sum(p.numel() for p in model.parameters()))
-    if dev.type == "cuda":
-        result.update(peak_mib=(torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20, kind="cuda allocated")
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        result.update(peak_rss_mib=peak, rss_before_mib=before, peak_mib=peak - before, kind="cpu rss")
-    return result
-
-
-def _main(argv=None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="python -m zoo.engine.sr", description="SR inference memory in a fresh process: "
-                                "python -m zoo.engine.sr memory --model hat_s_x2 --lr-size 512 [--tile 256]")
-    p.add_argument("what", choices=("memory",))
-    p.add_argument("--model", required=True)
-    p.add_argument("--lr-size", type=int, required=True)
-    p.add_argument("--tile", type=int)
-    p.add_argument("--tile-overlap", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--kwargs", default="{}", help="model kwargs as JSON")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(json.dumps(measure_inference_memory(args.model, args.lr_size, tile=args.tile, overlap=args.tile_overlap,
-                                              device=args.device, model_kwargs=json.loads(args.kwargs))))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -119,12 +119,15 @@ def build_backbone(
         *,
         filter_fn: Optional[Callable] = None,
         num_stages: Optional[int] = None,
+        model_args: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
 ) -> nn.Module:
     """``build_model_with_cfg`` with the zoo's defaults: every stage a feature level (``features_only`` takes
     ``stages.i``, or whatever ``feature_info`` names), the family's checkpoint filter for pretrained weights.
 
+    `model_args`: the variant's architecture (its row of the family's variant table); `kwargs` override it.
     `num_stages` defaults to one per entry of the ``depths`` kwarg (4 without one)."""
+    kwargs = dict(model_args or {}, **kwargs)
     if num_stages is None:
         num_stages = len(kwargs['depths']) if 'depths' in kwargs else 4
     out_indices = kwargs.pop('out_indices', tuple(range(num_stages)))
@@ -227,7 +230,8 @@ class StagedBackbone(nn.Module):
     """``stem -> stages -> final norm -> head`` with timm's API, configured by class attributes.
 
     A subclass builds, in ``__init__``: ``self.in_chans``, ``self.num_classes``, ``self.num_features``,
-    ``self.head_hidden_size``, ``self.grad_checkpointing``, ``self.feature_info`` (one entry per stage), the stem
+    ``self.head_hidden_size``, ``self.grad_checkpointing`` (:meth:`init_backbone` sets them), ``self.feature_info``
+    (one entry per stage, :meth:`add_stage_feature`), the stem
     (attribute `stem_name`, or none), an ``nn.Sequential`` of stages (attribute `stages_name`), optionally a final
     norm (attribute ``norm``) and a head with ``.fc`` and ``.reset(num_classes, pool_type)`` (timm's
     ``ClassifierHead`` and the like), ``head(x, pre_logits=...)``. Override what a family does differently.
@@ -251,6 +255,33 @@ class StagedBackbone(nn.Module):
     head_hidden_size: int
     grad_checkpointing: bool
     feature_info: List[Dict[str, Any]]
+
+    # --- construction ----------------------------------------------------------------------------------------
+
+    def init_backbone(
+            self,
+            in_chans: int,
+            num_classes: int,
+            num_features: int,
+            drop_rate: float = 0.,
+            head_hidden_size: Optional[int] = None,
+    ) -> None:
+        """Set what timm's API reads (``in_chans``, ``num_classes``, ``num_features``, ``head_hidden_size`` -- the
+        pre-logits width, `num_features` unless the head projects --, ``drop_rate``, ``grad_checkpointing`` off) and
+        start ``feature_info``, which :meth:`add_stage_feature` fills as the stages are built."""
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.head_hidden_size = num_features if head_hidden_size is None else head_hidden_size
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.feature_info = []
+
+    def add_stage_feature(self, num_chs: int, reduction: int) -> None:
+        """Record the next stage (``{stages_name}.{i}``) as a feature level of `num_chs` channels at stride
+        `reduction`."""
+        module = f'{self.stages_name}.{len(self.feature_info)}'
+        self.feature_info.append(dict(num_chs=num_chs, reduction=reduction, module=module))
 
     # --- structure -------------------------------------------------------------------------------------------
 

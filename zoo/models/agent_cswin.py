@@ -295,16 +295,11 @@ class AgentCSWinTransformer(StagedBackbone):
         layouts = parse_attn_type(attn_type, depths)
         img_size = to_2tuple(img_size)
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = embed_dim * 2 ** (num_stages - 1)
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dim * 2 ** (num_stages - 1), drop_rate)
 
         self.stem = ConvNorm(in_chans, embed_dim, 7, 4, 2, **dd)
         grids = _cswin_grids(img_size, num_stages)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
-        self.feature_info = []
         stages = []
         in_chs = embed_dim
         for i in range(num_stages):
@@ -319,7 +314,7 @@ class AgentCSWinTransformer(StagedBackbone):
                 for j, kind in enumerate(layouts[i])]
             stages.append(ChannelsLastStage(downsample, blocks))
             in_chs = out_chs
-            self.feature_info.append(dict(num_chs=out_chs, reduction=4 * 2 ** i, module=f'stages.{i}'))
+            self.add_stage_feature(out_chs, 4 * 2 ** i)
         self.stages = nn.Sequential(*stages)
 
         self.norm = norm_layer(self.num_features, **dd)
@@ -352,8 +347,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
     return build_backbone(
-        AgentCSWinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
-        num_stages=len(kwargs.get('depths', (1, 1, 1, 1))), **kwargs)
+        AgentCSWinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
+        **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -370,30 +365,35 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_agent_cswin` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    # Agent-CSWin-T (official `Agent_CSWin_64_24181_tiny_224`, cfgs/agent_cswin_t.yaml).
+    'agent_cswin_t': dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7)),
+    # Agent-CSWin-S (official `Agent_CSWin_64_36292_small_224`, cfgs/agent_cswin_s.yaml).
+    'agent_cswin_s': dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7)),
+    # Agent-CSWin-B (official `Agent_CSWin_96_36292_base_224`, cfgs/agent_cswin_b.yaml).
+    'agent_cswin_b': dict(embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 7, 7)),
+    # Agent-CSWin-B at 384x384 (official `Agent_CSWin_96_36292_base_384`, cfgs/agent_cswin_b_384.yaml).
+    'agent_cswin_b_384': dict(
+        img_size=384, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 12, 12)),
+}
+
+
 @register_model
 def agent_cswin_t(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    """Agent-CSWin-T (official `Agent_CSWin_64_24181_tiny_224`, cfgs/agent_cswin_t.yaml)."""
-    model_args = dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7))
-    return _create_agent_cswin('agent_cswin_t', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_cswin('agent_cswin_t', pretrained, **kwargs)
 
 
 @register_model
 def agent_cswin_s(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    """Agent-CSWin-S (official `Agent_CSWin_64_36292_small_224`, cfgs/agent_cswin_s.yaml)."""
-    model_args = dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7))
-    return _create_agent_cswin('agent_cswin_s', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_cswin('agent_cswin_s', pretrained, **kwargs)
 
 
 @register_model
 def agent_cswin_b(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    """Agent-CSWin-B (official `Agent_CSWin_96_36292_base_224`, cfgs/agent_cswin_b.yaml)."""
-    model_args = dict(embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 7, 7))
-    return _create_agent_cswin('agent_cswin_b', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_cswin('agent_cswin_b', pretrained, **kwargs)
 
 
 @register_model
 def agent_cswin_b_384(pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    """Agent-CSWin-B at 384x384 (official `Agent_CSWin_96_36292_base_384`, cfgs/agent_cswin_b_384.yaml)."""
-    model_args = dict(
-        img_size=384, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 12, 12))
-    return _create_agent_cswin('agent_cswin_b_384', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_cswin('agent_cswin_b_384', pretrained, **kwargs)

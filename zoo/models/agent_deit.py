@@ -285,6 +285,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> AgentDeiT:
+    kwargs = dict(_MODEL_ARGS[variant], **kwargs)
     # every block by default (as the zoo's hierarchical models give every stage); timm's ViTs default to the last 3
     out_indices = kwargs.pop('out_indices', tuple(range(kwargs.get('depth', 12))))
     return build_model_with_cfg(
@@ -313,27 +314,32 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_agent_deit` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'agent_deit_t': dict(embed_dim=192, num_heads=3, agent_num=49),
+    'agent_deit_s': dict(embed_dim=384, num_heads=6, agent_num=49),
+    # Agent-DeiT-S trained at 448x448 (position embedding and separable biases sized for a 28x28 grid).
+    'agent_deit_s_448': dict(embed_dim=384, num_heads=6, agent_num=49, img_size=448),
+    # Agent-DeiT-B: 81 agents in blocks 0-3, timm's softmax ViT blocks 4-11 (official ``agent_layer=4``).
+    'agent_deit_b': dict(embed_dim=768, num_heads=12, agent_num=81, agent_layer=4),
+}
+
+
 @register_model
 def agent_deit_t(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    model_args = dict(embed_dim=192, num_heads=3, agent_num=49)
-    return _create_agent_deit('agent_deit_t', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_deit('agent_deit_t', pretrained, **kwargs)
 
 
 @register_model
 def agent_deit_s(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    model_args = dict(embed_dim=384, num_heads=6, agent_num=49)
-    return _create_agent_deit('agent_deit_s', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_deit('agent_deit_s', pretrained, **kwargs)
 
 
 @register_model
 def agent_deit_s_448(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-S trained at 448x448 (position embedding and separable biases sized for a 28x28 grid)."""
-    model_args = dict(embed_dim=384, num_heads=6, agent_num=49, img_size=448)
-    return _create_agent_deit('agent_deit_s_448', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_deit('agent_deit_s_448', pretrained, **kwargs)
 
 
 @register_model
 def agent_deit_b(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-B: 81 agents in blocks 0-3, timm's softmax ViT blocks 4-11 (official ``agent_layer=4``)."""
-    model_args = dict(embed_dim=768, num_heads=12, agent_num=81, agent_layer=4)
-    return _create_agent_deit('agent_deit_b', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_deit('agent_deit_b', pretrained, **kwargs)

@@ -177,14 +177,9 @@ class AgentPVT(StagedBackbone):
                 f'and agent_num {agent_num} must have one length')
         agent_grids = per_stage_agent_grids(agent_grids, num_stages, 'AgentPVT')
         img_size = to_2tuple(img_size)
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dims[-1], drop_rate)
 
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        self.feature_info = []
         stages = []
         in_chs = in_chans
         for i in range(num_stages):
@@ -207,7 +202,7 @@ class AgentPVT(StagedBackbone):
                 **dd,
             ))
             in_chs = embed_dims[i]
-            self.feature_info.append(dict(num_chs=in_chs, reduction=stride, module=f'stages.{i}'))
+            self.add_stage_feature(in_chs, stride)
         self.stages = nn.Sequential(*stages)  # the official model has no final norm
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
 
@@ -247,8 +242,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> AgentPVT:
     return build_backbone(
-        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn,
-        num_stages=len(kwargs.get('depths', (2, 2, 2, 2))), **kwargs)
+        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -267,33 +261,38 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_agent_pvt` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'agent_pvt_t': dict(depths=(2, 2, 2, 2)),
+    'agent_pvt_s': dict(depths=(3, 4, 6, 3)),
+    'agent_pvt_m': dict(depths=(3, 4, 18, 3)),
+    # Agent-PVT-M trained at 256x256 (its position embeddings and separable biases are sized for a 64x64 grid).
+    'agent_pvt_m_256': dict(depths=(3, 4, 18, 3), img_size=256),
+    # The official ``agent_pvt_large`` (cfg ``agent_pvt_b.yaml``).
+    'agent_pvt_l': dict(depths=(3, 8, 27, 3)),
+}
+
+
 @register_model
 def agent_pvt_t(pretrained: bool = False, **kwargs) -> AgentPVT:
-    model_args = dict(depths=(2, 2, 2, 2))
-    return _create_agent_pvt('agent_pvt_t', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_pvt('agent_pvt_t', pretrained, **kwargs)
 
 
 @register_model
 def agent_pvt_s(pretrained: bool = False, **kwargs) -> AgentPVT:
-    model_args = dict(depths=(3, 4, 6, 3))
-    return _create_agent_pvt('agent_pvt_s', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_pvt('agent_pvt_s', pretrained, **kwargs)
 
 
 @register_model
 def agent_pvt_m(pretrained: bool = False, **kwargs) -> AgentPVT:
-    model_args = dict(depths=(3, 4, 18, 3))
-    return _create_agent_pvt('agent_pvt_m', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_pvt('agent_pvt_m', pretrained, **kwargs)
 
 
 @register_model
 def agent_pvt_m_256(pretrained: bool = False, **kwargs) -> AgentPVT:
-    """Agent-PVT-M trained at 256x256 (its position embeddings and separable biases are sized for a 64x64 grid)."""
-    model_args = dict(depths=(3, 4, 18, 3), img_size=256)
-    return _create_agent_pvt('agent_pvt_m_256', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_pvt('agent_pvt_m_256', pretrained, **kwargs)
 
 
 @register_model
 def agent_pvt_l(pretrained: bool = False, **kwargs) -> AgentPVT:
-    """The official ``agent_pvt_large`` (cfg ``agent_pvt_b.yaml``)."""
-    model_args = dict(depths=(3, 8, 27, 3))
-    return _create_agent_pvt('agent_pvt_l', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_pvt('agent_pvt_l', pretrained, **kwargs)

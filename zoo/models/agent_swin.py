@@ -229,13 +229,9 @@ class AgentSwinTransformer(StagedBackbone):
             norm_layer = get_norm_layer(norm_layer)
         img_size = to_2tuple(img_size)
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        self.init_backbone(in_chans, num_classes, int(embed_dim * 2 ** (num_stages - 1)), drop_rate)
         self.num_layers = num_stages
         self.embed_dim = embed_dim
-        self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (num_stages - 1))
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbedNCHW(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, norm_layer=norm_layer,
@@ -243,7 +239,6 @@ class AgentSwinTransformer(StagedBackbone):
 
         grids = stage_grids(img_size, patch_size, num_stages)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
-        self.feature_info = []
         layers = []
         in_dim = embed_dim
         for i in range(num_stages):
@@ -264,7 +259,7 @@ class AgentSwinTransformer(StagedBackbone):
                 for j, kind in enumerate(layouts[i])]
             layers.append(ChannelsLastStage(downsample, blocks, downsample_channels_last=True))
             in_dim = out_dim
-            self.feature_info.append(dict(num_chs=out_dim, reduction=patch_size * 2 ** i, module=f'layers.{i}'))
+            self.add_stage_feature(out_dim, patch_size * 2 ** i)
         self.layers = nn.Sequential(*layers)
 
         self.norm = norm_layer(self.num_features, **dd)
@@ -311,8 +306,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
     return build_backbone(
-        AgentSwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
-        num_stages=len(kwargs.get('depths', (1, 1, 1, 1))), **kwargs)
+        AgentSwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
+        **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -331,39 +326,44 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_agent_swin` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    # Agent-Swin-T (cfgs/agent_swin_t.yaml).
+    'agent_swin_t': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type='AAAB'),
+    # Agent-Swin-S (cfgs/agent_swin_s.yaml).
+    'agent_swin_s': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type='AABB'),
+    # Agent-Swin-S at 288x288 (cfgs/agent_swin_s_288.yaml: WINDOW_SIZE 72, B-block window 9).
+    'agent_swin_s_288': dict(
+        img_size=288, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type='AABB', window_size=9),
+    # Agent-Swin-B (cfgs/agent_swin_b.yaml).
+    'agent_swin_b': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='AAMB2'),
+    # Agent-Swin-B at 384x384 (cfgs/agent_swin_b_384.yaml: WINDOW_SIZE 96, B-block window 12).
+    'agent_swin_b_384': dict(
+        img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='AAMB2',
+        window_size=12),
+}
+
+
 @register_model
 def agent_swin_t(pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    """Agent-Swin-T (cfgs/agent_swin_t.yaml)."""
-    model_args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type='AAAB')
-    return _create_agent_swin('agent_swin_t', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_swin('agent_swin_t', pretrained, **kwargs)
 
 
 @register_model
 def agent_swin_s(pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    """Agent-Swin-S (cfgs/agent_swin_s.yaml)."""
-    model_args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type='AABB')
-    return _create_agent_swin('agent_swin_s', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_swin('agent_swin_s', pretrained, **kwargs)
 
 
 @register_model
 def agent_swin_s_288(pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    """Agent-Swin-S at 288x288 (cfgs/agent_swin_s_288.yaml: WINDOW_SIZE 72, B-block window 9)."""
-    model_args = dict(
-        img_size=288, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type='AABB', window_size=9)
-    return _create_agent_swin('agent_swin_s_288', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_swin('agent_swin_s_288', pretrained, **kwargs)
 
 
 @register_model
 def agent_swin_b(pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    """Agent-Swin-B (cfgs/agent_swin_b.yaml)."""
-    model_args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='AAMB2')
-    return _create_agent_swin('agent_swin_b', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_swin('agent_swin_b', pretrained, **kwargs)
 
 
 @register_model
 def agent_swin_b_384(pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    """Agent-Swin-B at 384x384 (cfgs/agent_swin_b_384.yaml: WINDOW_SIZE 96, B-block window 12)."""
-    model_args = dict(
-        img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='AAMB2',
-        window_size=12)
-    return _create_agent_swin('agent_swin_b_384', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_agent_swin('agent_swin_b_384', pretrained, **kwargs)

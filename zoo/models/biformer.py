@@ -360,11 +360,7 @@ class BiFormer(StagedBackbone):
                 f'BiFormer: depths {depths}, embed_dims {embed_dims}, qk_dims {qk_dims}, topks {topks} and '
                 f'mlp_ratios {mlp_ratios} must have one length')
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dims[-1], drop_rate)
 
         if layout not in ('biformer', 'swin'):
             raise ValueError(f"BiFormer: layout must be 'biformer' or 'swin', got {layout!r}")
@@ -372,7 +368,6 @@ class BiFormer(StagedBackbone):
         self.stem = stem_layer(in_chans, embed_dims[0], **dd)
 
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        self.feature_info = []
         stages = []
         for i, dim in enumerate(embed_dims):
             first = sum(depths[:i])
@@ -396,7 +391,7 @@ class BiFormer(StagedBackbone):
                     **dd,
                 ) for j in range(depths[i])],
             ))
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.add_stage_feature(dim, 2 ** (i + 2))
         self.stages = nn.Sequential(*stages)
 
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
@@ -460,7 +455,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    return build_backbone(BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_backbone(
+        BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -486,39 +482,44 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_biformer` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'biformer_tiny': dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
+    'biformer_small': dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
+    'biformer_base': dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
+    # The ablation model in Swin-T's layout (official `models/biformer_stl.py`): patchify stem, BN -> conv2x2
+    # downsampling, no conditional position encoding, mlp ratio 4, legacy BRA.
+    'biformer_stl': dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin'),
+    # The STL ablation model with the refactored NCHW BRA (official `models/biformer_stl_nchw.py`): as `biformer_stl`,
+    # but qk_dim = dim with scale dim ** -0.5, no input padding before the projection (the op masks non-divisible
+    # maps, see the module docstring), LePE of V in the global stage, whose qkv has no bias.
+    'biformer_stl_nchw': dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin',
+        bra_pad='mask', global_lepe_on_v=True),
+}
+
+
 @register_model
 def biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
-    model_args = dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512))
-    return _create_biformer('biformer_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_biformer('biformer_tiny', pretrained, **kwargs)
 
 
 @register_model
 def biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
-    model_args = dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512))
-    return _create_biformer('biformer_small', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_biformer('biformer_small', pretrained, **kwargs)
 
 
 @register_model
 def biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
-    model_args = dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768))
-    return _create_biformer('biformer_base', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_biformer('biformer_base', pretrained, **kwargs)
 
 
 @register_model
 def biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
-    """The ablation model in Swin-T's layout (official `models/biformer_stl.py`): patchify stem, BN -> conv2x2
-    downsampling, no conditional position encoding, mlp ratio 4, legacy BRA."""
-    model_args = dict(
-        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin')
-    return _create_biformer('biformer_stl', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_biformer('biformer_stl', pretrained, **kwargs)
 
 
 @register_model
 def biformer_stl_nchw(pretrained: bool = False, **kwargs) -> BiFormer:
-    """The STL ablation model with the refactored NCHW BRA (official `models/biformer_stl_nchw.py`): as
-    `biformer_stl`, but qk_dim = dim with scale dim ** -0.5, no input padding before the projection (the op masks
-    non-divisible maps, see the module docstring), LePE of V in the global stage, whose qkv has no bias."""
-    model_args = dict(
-        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin',
-        bra_pad='mask', global_lepe_on_v=True)
-    return _create_biformer('biformer_stl_nchw', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_biformer('biformer_stl_nchw', pretrained, **kwargs)

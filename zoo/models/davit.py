@@ -53,13 +53,12 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, \
-    trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
+from timm.models import generate_default_cfgs, register_model
 
 from ops import channel_attention, window_attention
-from zoo.layers.backbone import StagedBackbone, build_backbone, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 
 __all__ = ['DaVit']
 
@@ -267,10 +266,12 @@ class ChannelBlock(DualSubBlock):
         super().__init__(dim, attn, device=device, dtype=dtype, **kwargs)
 
 
-class DaVitStage(nn.Module):
+class DaVitStage(ChannelsLastStage):
     """Optional downsample, then `depth` dual blocks (spatial then channel).
 
-    Takes and returns NCHW maps; the blocks run channels-last (B, H, W, C), the layout of the ops.
+    Takes and returns NCHW maps; the blocks run on one contiguous channels-last (B, H, W, C) copy, the layout of
+    the ops (norms and projections then read dense rows, and the depth-wise convs see channels_last NCHW views,
+    which they take without copies).
     """
 
     def __init__(
@@ -292,13 +293,8 @@ class DaVitStage(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        if downsample:
-            self.downsample = Downsample(in_chs, out_chs, down_kernel_size, norm_layer=norm_layer, **dd)
-        else:
-            self.downsample = nn.Identity()
+        down = Downsample(in_chs, out_chs, down_kernel_size, norm_layer=norm_layer, **dd) if downsample else None
 
         common = dict(mlp_ratio=mlp_ratio, norm_layer=norm_layer_cl, **dd)
         blocks = []
@@ -312,17 +308,7 @@ class DaVitStage(nn.Module):
                 blocks.append(nn.Sequential(OrderedDict(spatial_block=spatial, channel_block=channel)))
             else:
                 blocks.append(nn.Sequential(spatial, channel))
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW -> NCHW
-        # one copy to contiguous channels-last: norms, projections and the ops then read dense rows, and the
-        # depth-wise convs see channels_last NCHW views, which they take without copies
-        x = self.downsample(x).permute(0, 2, 3, 1).contiguous()
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
+        super().__init__(down, blocks)
 
 
 class DaVit(StagedBackbone):
@@ -381,16 +367,11 @@ class DaVit(StagedBackbone):
         norm_layer_cl = partial(nn.LayerNorm, eps=norm_eps)
         window_size = to_2tuple(window_size)
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dims[-1], drop_rate)
 
         self.stem = Stem(in_chans, embed_dims[0], norm_layer=norm_layer, **dd)
 
         dpr = calculate_drop_path_rates(drop_path_rate, 2 * sum(depths))
-        self.feature_info = []
         stages = []
         in_chs = embed_dims[0]
         for i in range(num_stages):
@@ -413,7 +394,7 @@ class DaVit(StagedBackbone):
                 **dd,
             ))
             in_chs = embed_dims[i]
-            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.add_stage_feature(in_chs, 2 ** (i + 2))
         self.stages = nn.Sequential(*stages)
 
         # pool -> norm -> fc, the official order (norm before pooling costs ~0.4 % top-1, timm PR #1583)
@@ -425,14 +406,7 @@ class DaVit(StagedBackbone):
             norm_layer=norm_layer,
             **dd,
         )
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # the official init (timm ViT's): truncated-normal Linear weights, zero biases; convs keep PyTorch's init
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_trunc_normal)  # the official init (timm ViT's)
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False):
         self.num_classes = num_classes
@@ -493,23 +467,19 @@ def _create_davit(variant: str, pretrained: bool = False, **kwargs) -> DaVit:
     # Florence-2's tower has no head norm (its projection follows elsewhere), so its weights load non-strict
     strict = kwargs.pop('pretrained_strict', not variant.endswith('_fl'))
     return build_backbone(
-        DaVit, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=len(kwargs.get('depths', (1, 1, 3, 1))),
+        DaVit, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
         pretrained_strict=strict, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.95, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+    return imagenet_cfg(url, **{
+        'crop_pct': 0.95,
         'license': 'mit',
         'paper_ids': 'arXiv:2204.03645',
         'paper_name': 'DaViT: Dual Attention Vision Transformers',
         'origin_url': 'https://github.com/dingmyu/davit',
         **kwargs,
-    }
+    })
 
 
 def _cfg_fl(hf_hub_id: str, **kwargs) -> Dict[str, Any]:
@@ -539,59 +509,62 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_davit` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'zoo_davit_tiny': dict(depths=(1, 1, 3, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24)),
+    'zoo_davit_small': dict(depths=(1, 1, 9, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24)),
+    'zoo_davit_base': dict(depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32)),
+    # The official `DaViT_large_window12_384`: window 12 at 384x384.
+    'zoo_davit_large': dict(
+        depths=(1, 1, 9, 1), embed_dims=(192, 384, 768, 1536), num_heads=(6, 12, 24, 48), window_size=12),
+    'zoo_davit_huge': dict(depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64)),
+    'zoo_davit_giant': dict(depths=(1, 1, 12, 3), embed_dims=(384, 768, 1536, 3072), num_heads=(12, 24, 48, 96)),
+    # Florence-2-base's image tower.
+    'zoo_davit_base_fl': dict(
+        depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32), window_size=12,
+        down_kernel_size=3, channel_attn_v2=True, named_blocks=True),
+    # Florence-2-large's image tower.
+    'zoo_davit_huge_fl': dict(
+        depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64), window_size=12,
+        down_kernel_size=3, channel_attn_v2=True, named_blocks=True),
+}
+
+
 @register_model
 def zoo_davit_tiny(pretrained: bool = False, **kwargs) -> DaVit:
-    model_args = dict(depths=(1, 1, 3, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
-    return _create_davit('zoo_davit_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_tiny', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_small(pretrained: bool = False, **kwargs) -> DaVit:
-    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
-    return _create_davit('zoo_davit_small', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_small', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_base(pretrained: bool = False, **kwargs) -> DaVit:
-    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32))
-    return _create_davit('zoo_davit_base', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_base', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_large(pretrained: bool = False, **kwargs) -> DaVit:
-    """The official `DaViT_large_window12_384`: window 12 at 384x384."""
-    model_args = dict(
-        depths=(1, 1, 9, 1), embed_dims=(192, 384, 768, 1536), num_heads=(6, 12, 24, 48), window_size=12)
-    return _create_davit('zoo_davit_large', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_large', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_huge(pretrained: bool = False, **kwargs) -> DaVit:
-    model_args = dict(depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64))
-    return _create_davit('zoo_davit_huge', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_huge', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_giant(pretrained: bool = False, **kwargs) -> DaVit:
-    model_args = dict(depths=(1, 1, 12, 3), embed_dims=(384, 768, 1536, 3072), num_heads=(12, 24, 48, 96))
-    return _create_davit('zoo_davit_giant', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_giant', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_base_fl(pretrained: bool = False, **kwargs) -> DaVit:
-    """Florence-2-base's image tower."""
-    model_args = dict(
-        depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32),
-        window_size=12, down_kernel_size=3, channel_attn_v2=True, named_blocks=True,
-    )
-    return _create_davit('zoo_davit_base_fl', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_base_fl', pretrained, **kwargs)
 
 
 @register_model
 def zoo_davit_huge_fl(pretrained: bool = False, **kwargs) -> DaVit:
-    """Florence-2-large's image tower."""
-    model_args = dict(
-        depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64),
-        window_size=12, down_kernel_size=3, channel_attn_v2=True, named_blocks=True,
-    )
-    return _create_davit('zoo_davit_huge_fl', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_davit('zoo_davit_huge_fl', pretrained, **kwargs)

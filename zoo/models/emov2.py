@@ -303,11 +303,7 @@ class EMO2(StagedBackbone):
         if any(d < 1 for d in depths):
             raise ValueError(f'EMO2: every stage needs at least its stride-2 first block, got depths {depths}')
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dims[-1], drop_rate)
 
         stem_chs = embed_dims[0] // 2
         self.stem = nn.Sequential(
@@ -319,7 +315,6 @@ class EMO2(StagedBackbone):
         # the official schedule: linear over all blocks, stride-2 first blocks included (they have no skip, so
         # their rates go unused)
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        self.feature_info = []
         stages = []
         in_chs = stem_chs
         for i in range(n):
@@ -344,7 +339,7 @@ class EMO2(StagedBackbone):
                 **dd,
             ))
             in_chs = embed_dims[i]
-            self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.add_stage_feature(in_chs, 2 ** (i + 2))
         self.stages = nn.Sequential(*stages)
 
         # official order: norm (per token) -> global average -> classifier
@@ -398,7 +393,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_emo2(variant: str, pretrained: bool = False, **kwargs) -> EMO2:
-    return build_backbone(EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_backbone(
+        EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -444,73 +440,90 @@ _ARGS_50M = dict(depths=(5, 8, 20, 7), embed_dims=(64, 128, 384, 512), exp_ratio
                  dim_heads=(16, 32, 32, 32))
 
 
+# Per variant: the model args `_create_emo2` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    # Official `EMO2_1M_k5_hybrid` (window 7).
+    'emo2_1m': _ARGS_1M,
+    # Official `EMO2_1M_k5_hybrid_256` (window 8).
+    'emo2_1m_256': dict(_ARGS_1M, window_size=8),
+    # Official `EMO2_1M_k5_hybrid_512` (window 8).
+    'emo2_1m_512': dict(_ARGS_1M, window_size=8),
+    # Official `EMO2_2M_k5_hybrid` (window 7).
+    'emo2_2m': _ARGS_2M,
+    # Official `EMO2_2M_k5_hybrid_256` (window 8).
+    'emo2_2m_256': dict(_ARGS_2M, window_size=8),
+    # Official `EMO2_2M_k5_hybrid_512` (window 8).
+    'emo2_2m_512': dict(_ARGS_2M, window_size=8),
+    # Official `EMO2_5M_k5_hybrid` (window 7).
+    'emo2_5m': _ARGS_5M,
+    # Official `EMO2_5M_k5_hybrid_256` (window 8).
+    'emo2_5m_256': dict(_ARGS_5M, window_size=8),
+    # Official `EMO2_5M_k5_hybrid_512` (window 8): the README's 82.9 % model at 512x512 (5627 M FLOPs).
+    'emo2_5m_512': dict(_ARGS_5M, window_size=8),
+    # Official `EMO2_20M_k5_hybrid` (window 7).
+    'emo2_20m': _ARGS_20M,
+    # Official `EMO2_20M_k5_hybrid_256` (window 8).
+    'emo2_20m_256': dict(_ARGS_20M, window_size=8),
+    # Official `EMO2_50M_k5_hybrid` (window 7).
+    'emo2_50m': _ARGS_50M,
+}
+
+
 @register_model
 def emo2_1m(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_1M_k5_hybrid` (window 7)."""
-    return _create_emo2('emo2_1m', pretrained=pretrained, **dict(_ARGS_1M, **kwargs))
+    return _create_emo2('emo2_1m', pretrained, **kwargs)
 
 
 @register_model
 def emo2_1m_256(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_1M_k5_hybrid_256` (window 8)."""
-    return _create_emo2('emo2_1m_256', pretrained=pretrained, **dict(_ARGS_1M, window_size=8, **kwargs))
+    return _create_emo2('emo2_1m_256', pretrained, **kwargs)
 
 
 @register_model
 def emo2_1m_512(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_1M_k5_hybrid_512` (window 8)."""
-    return _create_emo2('emo2_1m_512', pretrained=pretrained, **dict(_ARGS_1M, window_size=8, **kwargs))
+    return _create_emo2('emo2_1m_512', pretrained, **kwargs)
 
 
 @register_model
 def emo2_2m(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_2M_k5_hybrid` (window 7)."""
-    return _create_emo2('emo2_2m', pretrained=pretrained, **dict(_ARGS_2M, **kwargs))
+    return _create_emo2('emo2_2m', pretrained, **kwargs)
 
 
 @register_model
 def emo2_2m_256(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_2M_k5_hybrid_256` (window 8)."""
-    return _create_emo2('emo2_2m_256', pretrained=pretrained, **dict(_ARGS_2M, window_size=8, **kwargs))
+    return _create_emo2('emo2_2m_256', pretrained, **kwargs)
 
 
 @register_model
 def emo2_2m_512(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_2M_k5_hybrid_512` (window 8)."""
-    return _create_emo2('emo2_2m_512', pretrained=pretrained, **dict(_ARGS_2M, window_size=8, **kwargs))
+    return _create_emo2('emo2_2m_512', pretrained, **kwargs)
 
 
 @register_model
 def emo2_5m(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_5M_k5_hybrid` (window 7)."""
-    return _create_emo2('emo2_5m', pretrained=pretrained, **dict(_ARGS_5M, **kwargs))
+    return _create_emo2('emo2_5m', pretrained, **kwargs)
 
 
 @register_model
 def emo2_5m_256(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_5M_k5_hybrid_256` (window 8)."""
-    return _create_emo2('emo2_5m_256', pretrained=pretrained, **dict(_ARGS_5M, window_size=8, **kwargs))
+    return _create_emo2('emo2_5m_256', pretrained, **kwargs)
 
 
 @register_model
 def emo2_5m_512(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_5M_k5_hybrid_512` (window 8): the README's 82.9 % model at 512x512 (5627 M FLOPs)."""
-    return _create_emo2('emo2_5m_512', pretrained=pretrained, **dict(_ARGS_5M, window_size=8, **kwargs))
+    return _create_emo2('emo2_5m_512', pretrained, **kwargs)
 
 
 @register_model
 def emo2_20m(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_20M_k5_hybrid` (window 7)."""
-    return _create_emo2('emo2_20m', pretrained=pretrained, **dict(_ARGS_20M, **kwargs))
+    return _create_emo2('emo2_20m', pretrained, **kwargs)
 
 
 @register_model
 def emo2_20m_256(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_20M_k5_hybrid_256` (window 8)."""
-    return _create_emo2('emo2_20m_256', pretrained=pretrained, **dict(_ARGS_20M, window_size=8, **kwargs))
+    return _create_emo2('emo2_20m_256', pretrained, **kwargs)
 
 
 @register_model
 def emo2_50m(pretrained: bool = False, **kwargs) -> EMO2:
-    """Official `EMO2_50M_k5_hybrid` (window 7)."""
-    return _create_emo2('emo2_50m', pretrained=pretrained, **dict(_ARGS_50M, **kwargs))
+    return _create_emo2('emo2_50m', pretrained, **kwargs)

@@ -538,7 +538,8 @@ def _create_hat(variant: str, pretrained: bool = False, **kwargs) -> HAT:
     if kwargs.get('features_only'):
         raise ValueError(f'{variant} is a super-resolution model (one full-resolution feature map): features_only '
                          f'is not supported; use forward_features')
-    return build_model_with_cfg(HAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_model_with_cfg(
+        HAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(_MODEL_ARGS[variant], **kwargs))
 
 
 def _cfg(url: str = '', scale: int = 4, **kwargs) -> Dict[str, Any]:
@@ -584,46 +585,60 @@ _HAT = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, compress_ratio=3
 _HAT_L = dict(embed_dim=180, depths=(6,) * 12, num_heads=(6,) * 12, compress_ratio=3, squeeze_factor=30)
 
 
+# Per variant: the model args `_create_hat` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'hat_s_x2': dict(_HAT_S, upscale=2),
+    'hat_s_x3': dict(_HAT_S, upscale=3),
+    'hat_s_x4': dict(_HAT_S, upscale=4),
+    'hat_x2': dict(_HAT, upscale=2),
+    'hat_x3': dict(_HAT, upscale=3),
+    'hat_x4': dict(_HAT, upscale=4),
+    'hat_l_x2': dict(_HAT_L, upscale=2),
+    'hat_l_x3': dict(_HAT_L, upscale=3),
+    'hat_l_x4': dict(_HAT_L, upscale=4),
+}
+
+
 @register_model
 def hat_s_x2(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_s_x2', pretrained=pretrained, **dict(_HAT_S, upscale=2, **kwargs))
+    return _create_hat('hat_s_x2', pretrained, **kwargs)
 
 
 @register_model
 def hat_s_x3(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_s_x3', pretrained=pretrained, **dict(_HAT_S, upscale=3, **kwargs))
+    return _create_hat('hat_s_x3', pretrained, **kwargs)
 
 
 @register_model
 def hat_s_x4(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_s_x4', pretrained=pretrained, **dict(_HAT_S, upscale=4, **kwargs))
+    return _create_hat('hat_s_x4', pretrained, **kwargs)
 
 
 @register_model
 def hat_x2(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_x2', pretrained=pretrained, **dict(_HAT, upscale=2, **kwargs))
+    return _create_hat('hat_x2', pretrained, **kwargs)
 
 
 @register_model
 def hat_x3(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_x3', pretrained=pretrained, **dict(_HAT, upscale=3, **kwargs))
+    return _create_hat('hat_x3', pretrained, **kwargs)
 
 
 @register_model
 def hat_x4(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_x4', pretrained=pretrained, **dict(_HAT, upscale=4, **kwargs))
+    return _create_hat('hat_x4', pretrained, **kwargs)
 
 
 @register_model
 def hat_l_x2(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_l_x2', pretrained=pretrained, **dict(_HAT_L, upscale=2, **kwargs))
+    return _create_hat('hat_l_x2', pretrained, **kwargs)
 
 
 @register_model
 def hat_l_x3(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_l_x3', pretrained=pretrained, **dict(_HAT_L, upscale=3, **kwargs))
+    return _create_hat('hat_l_x3', pretrained, **kwargs)
 
 
 @register_model
 def hat_l_x4(pretrained: bool = False, **kwargs) -> HAT:
-    return _create_hat('hat_l_x4', pretrained=pretrained, **dict(_HAT_L, upscale=4, **kwargs))
+    return _create_hat('hat_l_x4', pretrained, **kwargs)

@@ -298,15 +298,10 @@ class LITv2(StagedBackbone):
             raise ValueError(f'LITv2: attention stages need local_ws >= 1, got (stage, ws) {bad_ws}')
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, dims[-1], drop_rate)
 
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        self.feature_info = []
         stages = []
         for i, dim in enumerate(dims):
             first = sum(depths[:i])
@@ -329,7 +324,7 @@ class LITv2(StagedBackbone):
                 downsample_channels_last=True,
                 contiguous=False,
             ))
-            self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2 ** i, module=f'stages.{i}'))
+            self.add_stage_feature(dim, patch_size * 2 ** i)
         self.stages = nn.Sequential(*stages)
 
         self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
@@ -377,7 +372,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
-    return build_backbone(LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_backbone(
+        LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -403,19 +399,24 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_litv2` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'litv2_small': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'litv2_medium': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'litv2_base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+
 @register_model
 def litv2_small(pretrained: bool = False, **kwargs) -> LITv2:
-    model_args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-    return _create_litv2('litv2_small', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_litv2('litv2_small', pretrained, **kwargs)
 
 
 @register_model
 def litv2_medium(pretrained: bool = False, **kwargs) -> LITv2:
-    model_args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
-    return _create_litv2('litv2_medium', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_litv2('litv2_medium', pretrained, **kwargs)
 
 
 @register_model
 def litv2_base(pretrained: bool = False, **kwargs) -> LITv2:
-    model_args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
-    return _create_litv2('litv2_base', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_litv2('litv2_base', pretrained, **kwargs)

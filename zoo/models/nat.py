@@ -93,8 +93,9 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from ops import neighborhood_attention_2d, window_attention
 from zoo.layers.backbone import (
-    StagedBackbone, architecture_name, build_backbone, check_image_input, feature_take_indices, imagenet_cfg,
-    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint)
+    ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, check_image_input, feature_take_indices,
+    imagenet_cfg, init_linear_trunc_normal, pad_to_multiple, prune_isotropic, rename_keys,
+    unwrap_checkpoint)
 
 __all__ = ['NAT', 'NATIsotropic']
 
@@ -358,7 +359,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class NATStage(nn.Module):
+class NATStage(ChannelsLastStage):
     """Optional downsample (conv or patch merging), then blocks. NCHW views in and out, channels-last inside."""
 
     def __init__(
@@ -376,27 +377,18 @@ class NATStage(nn.Module):
             dtype=None,
             **block_kwargs: Any,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.grad_checkpointing = False
-        self.downsample = downsample(dim, out_dim, norm_layer=norm_layer, **dd) if downsample else nn.Identity()
+        down = downsample(dim, out_dim, norm_layer=norm_layer, **dd) if downsample else None
         dilations = tuple(dilations) if dilations is not None else (1,) * depth
         if len(dilations) != depth:
             raise ValueError(f'NATStage: {len(dilations)} dilations {dilations} for {depth} blocks')
-        self.blocks = nn.Sequential(*[
+        blocks = [
             NATBlock(
                 out_dim, num_heads, kernel_size, dilations[i], drop_path=drop_path_rates[i], norm_layer=norm_layer,
                 **block_kwargs, **dd)
             for i in range(depth)
-        ])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW view -> NCHW view
-        x = self.downsample(x.permute(0, 2, 3, 1))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
+        ]
+        super().__init__(down, blocks, downsample_channels_last=True, contiguous=False)
 
 
 class _NATHead:
@@ -505,9 +497,7 @@ class NAT(_NATHead, StagedBackbone):
             raise ValueError(
                 f'NAT: depths {depths}, num_heads {num_heads} and dilations {dilations} must have one length')
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.in_chans = in_chans
-        self.num_features = dims[-1]
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, dims[-1], drop_rate)
 
         if swin_layout:
             self.patch_embed = PatchEmbed(4, in_chans, embed_dim, **dd)
@@ -517,7 +507,6 @@ class NAT(_NATHead, StagedBackbone):
             downsample = ConvDownsample
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        self.feature_info = []
         stages = []
         for i in range(num_stages):
             first = sum(depths[:i])
@@ -536,7 +525,7 @@ class NAT(_NATHead, StagedBackbone):
                 layer_scale=layer_scale,
                 **dd,
             ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.add_stage_feature(dims[i], 2 ** (i + 2))
         self.stages = nn.Sequential(*stages)
         self._init_head(num_classes, global_pool, drop_rate, dd)
         self.apply(init_linear_trunc_normal)  # official
@@ -665,13 +654,7 @@ class NATIsotropic(_NATHead, nn.Module):
     ) -> List[int]:
         """Drop the blocks (and the final norm / head) that the selected intermediates do not need; the norm fits
         every block's map, so it stays unless `prune_norm`."""
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return prune_isotropic(self, 'layers', indices, prune_norm, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(self.check_input(x))
@@ -722,11 +705,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
     return build_backbone(
-        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=len(kwargs.get('depths', (3, 4, 6, 5))),
-        **kwargs)
+        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
+    kwargs = dict(_ISOTROPIC_ARGS[variant], **kwargs)
     # every block is a feature level
     return build_backbone(
         NATIsotropic, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=kwargs.get('depth', 12),
@@ -808,138 +791,162 @@ _ISO_SMALL = dict(embed_dim=384, depth=12, num_heads=12)
 _ISO_BASE = dict(embed_dim=768, depth=12, num_heads=24)
 
 
-def _nat(name: str, pretrained: bool, model_args: Dict[str, Any], kwargs: Dict[str, Any]) -> NAT:
-    return _create_nat(name, pretrained=pretrained, **dict(model_args, **kwargs))
+# Per variant: the model args `_create_nat` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'nat_mini': _MINI,
+    'nat_tiny': _TINY,
+    'nat_small': dict(_SMALL, layer_scale=1e-5),
+    'nat_base': dict(_BASE, layer_scale=1e-5),
+    'dinat_mini': dict(_MINI, dilations=_DILATIONS_A(6)),
+    'dinat_tiny': dict(_TINY, dilations=_DILATIONS_A(18)),
+    # Unlike nat_small, no layer scale (official).
+    'dinat_small': dict(_SMALL, dilations=_DILATIONS_A(18)),
+    'dinat_base': dict(_BASE, layer_scale=1e-5, dilations=_DILATIONS_A(18)),
+    'dinat_large': dict(_LARGE, dilations=_DILATIONS_A(18)),
+    'dinat_large_384': dict(_LARGE, dilations=_DILATIONS_B),
+    'dinat_large_384_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
+    'dinat_large_21k': dict(_LARGE, dilations=_DILATIONS_A(18)),
+    'dinat_large_21k_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
+    'dinat_s_tiny': dict(_S_SMALL, depths=(2, 2, 6, 2), dilations=_DILATIONS_C(6)),
+    'dinat_s_small': dict(_S_SMALL, dilations=_DILATIONS_C(18)),
+    'dinat_s_base': dict(_S_BASE, dilations=_DILATIONS_C(18)),
+    'dinat_s_large': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
+    'dinat_s_large_384': dict(_S_LARGE, dilations=_DILATIONS_D),
+    'dinat_s_large_21k': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
+}
 
 
-def _iso(name: str, pretrained: bool, model_args: Dict[str, Any], kwargs: Dict[str, Any]) -> NATIsotropic:
-    return _create_nat_isotropic(name, pretrained=pretrained, **dict(model_args, **kwargs))
+# Per variant: the model args `_create_nat_isotropic` adds to the caller's (which override them).
+_ISOTROPIC_ARGS = {
+    'nat_isotropic_small': dict(_ISO_SMALL, dilation=1),
+    'dinat_isotropic_small': dict(_ISO_SMALL, dilation=2),
+    'vitrpb_small': dict(_ISO_SMALL, kernel_size=None),
+    'nat_isotropic_base': dict(_ISO_BASE, dilation=1),
+    'dinat_isotropic_base': dict(_ISO_BASE, dilation=2),
+    'vitrpb_base': dict(_ISO_BASE, kernel_size=None),
+}
 
 
 @register_model
 def nat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('nat_mini', pretrained, dict(_MINI), kwargs)
+    return _create_nat('nat_mini', pretrained, **kwargs)
 
 
 @register_model
 def nat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('nat_tiny', pretrained, dict(_TINY), kwargs)
+    return _create_nat('nat_tiny', pretrained, **kwargs)
 
 
 @register_model
 def nat_small(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('nat_small', pretrained, dict(_SMALL, layer_scale=1e-5), kwargs)
+    return _create_nat('nat_small', pretrained, **kwargs)
 
 
 @register_model
 def nat_base(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('nat_base', pretrained, dict(_BASE, layer_scale=1e-5), kwargs)
+    return _create_nat('nat_base', pretrained, **kwargs)
 
 
 @register_model
 def dinat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_mini', pretrained, dict(_MINI, dilations=_DILATIONS_A(6)), kwargs)
+    return _create_nat('dinat_mini', pretrained, **kwargs)
 
 
 @register_model
 def dinat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_tiny', pretrained, dict(_TINY, dilations=_DILATIONS_A(18)), kwargs)
+    return _create_nat('dinat_tiny', pretrained, **kwargs)
 
 
 @register_model
 def dinat_small(pretrained: bool = False, **kwargs) -> NAT:
-    """Unlike nat_small, no layer scale (official)."""
-    return _nat('dinat_small', pretrained, dict(_SMALL, dilations=_DILATIONS_A(18)), kwargs)
+    return _create_nat('dinat_small', pretrained, **kwargs)
 
 
 @register_model
 def dinat_base(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_base', pretrained, dict(_BASE, layer_scale=1e-5, dilations=_DILATIONS_A(18)), kwargs)
+    return _create_nat('dinat_base', pretrained, **kwargs)
 
 
 @register_model
 def dinat_large(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_large', pretrained, dict(_LARGE, dilations=_DILATIONS_A(18)), kwargs)
+    return _create_nat('dinat_large', pretrained, **kwargs)
 
 
 @register_model
 def dinat_large_384(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_large_384', pretrained, dict(_LARGE, dilations=_DILATIONS_B), kwargs)
+    return _create_nat('dinat_large_384', pretrained, **kwargs)
 
 
 @register_model
 def dinat_large_384_11x11(pretrained: bool = False, **kwargs) -> NAT:
-    model_args = dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18))
-    return _nat('dinat_large_384_11x11', pretrained, model_args, kwargs)
+    return _create_nat('dinat_large_384_11x11', pretrained, **kwargs)
 
 
 @register_model
 def dinat_large_21k(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_large_21k', pretrained, dict(_LARGE, dilations=_DILATIONS_A(18)), kwargs)
+    return _create_nat('dinat_large_21k', pretrained, **kwargs)
 
 
 @register_model
 def dinat_large_21k_11x11(pretrained: bool = False, **kwargs) -> NAT:
-    model_args = dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18))
-    return _nat('dinat_large_21k_11x11', pretrained, model_args, kwargs)
+    return _create_nat('dinat_large_21k_11x11', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    model_args = dict(_S_SMALL, depths=(2, 2, 6, 2), dilations=_DILATIONS_C(6))
-    return _nat('dinat_s_tiny', pretrained, model_args, kwargs)
+    return _create_nat('dinat_s_tiny', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_small(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_s_small', pretrained, dict(_S_SMALL, dilations=_DILATIONS_C(18)), kwargs)
+    return _create_nat('dinat_s_small', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_base(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_s_base', pretrained, dict(_S_BASE, dilations=_DILATIONS_C(18)), kwargs)
+    return _create_nat('dinat_s_base', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_large(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_s_large', pretrained, dict(_S_LARGE, dilations=_DILATIONS_C(18)), kwargs)
+    return _create_nat('dinat_s_large', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_large_384(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_s_large_384', pretrained, dict(_S_LARGE, dilations=_DILATIONS_D), kwargs)
+    return _create_nat('dinat_s_large_384', pretrained, **kwargs)
 
 
 @register_model
 def dinat_s_large_21k(pretrained: bool = False, **kwargs) -> NAT:
-    return _nat('dinat_s_large_21k', pretrained, dict(_S_LARGE, dilations=_DILATIONS_C(18)), kwargs)
+    return _create_nat('dinat_s_large_21k', pretrained, **kwargs)
 
 
 @register_model
 def nat_isotropic_small(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('nat_isotropic_small', pretrained, dict(_ISO_SMALL, dilation=1), kwargs)
+    return _create_nat_isotropic('nat_isotropic_small', pretrained, **kwargs)
 
 
 @register_model
 def dinat_isotropic_small(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('dinat_isotropic_small', pretrained, dict(_ISO_SMALL, dilation=2), kwargs)
+    return _create_nat_isotropic('dinat_isotropic_small', pretrained, **kwargs)
 
 
 @register_model
 def vitrpb_small(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('vitrpb_small', pretrained, dict(_ISO_SMALL, kernel_size=None), kwargs)
+    return _create_nat_isotropic('vitrpb_small', pretrained, **kwargs)
 
 
 @register_model
 def nat_isotropic_base(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('nat_isotropic_base', pretrained, dict(_ISO_BASE, dilation=1), kwargs)
+    return _create_nat_isotropic('nat_isotropic_base', pretrained, **kwargs)
 
 
 @register_model
 def dinat_isotropic_base(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('dinat_isotropic_base', pretrained, dict(_ISO_BASE, dilation=2), kwargs)
+    return _create_nat_isotropic('dinat_isotropic_base', pretrained, **kwargs)
 
 
 @register_model
 def vitrpb_base(pretrained: bool = False, **kwargs) -> NATIsotropic:
-    return _iso('vitrpb_base', pretrained, dict(_ISO_BASE, kernel_size=None), kwargs)
+    return _create_nat_isotropic('vitrpb_base', pretrained, **kwargs)

@@ -326,16 +326,10 @@ class RAVLT(StagedBackbone):
             raise ValueError(
                 f'RAVLT: depths {depths}, embed_dims {embed_dims}, num_heads {num_heads}, linear_stages '
                 f'{linear_stages} and ls_init_values {ls_init_values} must have one length')
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.num_features = embed_dims[-1]
-        self.head_hidden_size = head_hidden_size
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.init_backbone(in_chans, num_classes, embed_dims[-1], drop_rate, head_hidden_size)
 
         self.stem = Stem(in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
-        self.feature_info = []
         stages = []
         for i, dim in enumerate(embed_dims):
             first = sum(depths[:i])
@@ -352,7 +346,7 @@ class RAVLT(StagedBackbone):
                 ) for j in range(depths[i])],
                 head_dim=dim // num_heads[i],
             ))
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.add_stage_feature(dim, 2 ** (i + 2))
         self.stages = nn.Sequential(*stages)
         self.head = RavltHead(
             self.num_features, head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
@@ -430,7 +424,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
-    return build_backbone(RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_backbone(
+        RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -458,29 +453,34 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# Per variant: the model args `_create_ravlt` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'ravlt_t': dict(depths=(2, 2, 6, 2), embed_dims=(64, 128, 256, 512), num_heads=(1, 2, 4, 8)),
+    'ravlt_s': dict(depths=(3, 5, 9, 3), embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)),
+    'ravlt_b': dict(
+        depths=(4, 6, 12, 6), embed_dims=(96, 192, 384, 512), num_heads=(1, 2, 6, 8), ls_init_values=(1., 1., 1e-6,
+        1e-6)),
+    'ravlt_l': dict(
+        depths=(4, 7, 19, 8), embed_dims=(96, 192, 448, 640), num_heads=(1, 2, 7, 10), ls_init_values=(1e-6, 1e-6,
+        1e-6, 1e-6)),
+}
+
+
 @register_model
 def ravlt_t(pretrained: bool = False, **kwargs) -> RAVLT:
-    model_args = dict(depths=(2, 2, 6, 2), embed_dims=(64, 128, 256, 512), num_heads=(1, 2, 4, 8))
-    return _create_ravlt('ravlt_t', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_ravlt('ravlt_t', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_s(pretrained: bool = False, **kwargs) -> RAVLT:
-    model_args = dict(depths=(3, 5, 9, 3), embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
-    return _create_ravlt('ravlt_s', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_ravlt('ravlt_s', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_b(pretrained: bool = False, **kwargs) -> RAVLT:
-    model_args = dict(
-        depths=(4, 6, 12, 6), embed_dims=(96, 192, 384, 512), num_heads=(1, 2, 6, 8),
-        ls_init_values=(1., 1., 1e-6, 1e-6))
-    return _create_ravlt('ravlt_b', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_ravlt('ravlt_b', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_l(pretrained: bool = False, **kwargs) -> RAVLT:
-    model_args = dict(
-        depths=(4, 7, 19, 8), embed_dims=(96, 192, 448, 640), num_heads=(1, 2, 7, 10),
-        ls_init_values=(1e-6, 1e-6, 1e-6, 1e-6))
-    return _create_ravlt('ravlt_l', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_ravlt('ravlt_l', pretrained, **kwargs)

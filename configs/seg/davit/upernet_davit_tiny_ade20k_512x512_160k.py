@@ -2,7 +2,7 @@
 # the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
 # Official: dingmyu/davit mmseg/configs/upernet_davit_512x512_160k_ade20k.py (tiny; small / base follow it with their
 #   own widths, as the README reports them)
-# Official result: 46.3 mIoU (README); 60M params (README).
+# Official result: 46.3 mIoU (README).
 # Batch: 2 images/GPU x 8 GPUs (official comment).
 _base_ = [
     '../_base_/models/upernet.py', '../_base_/datasets/ade20k.py',
@@ -32,3 +32,9 @@ param_scheduler = [
 ]
 
 train_dataloader = dict(batch_size=2)
+
+# Parameter counts that tests/integrations/test_seg_configs.py checks; mmseg ignores these names
+published_params = dict(
+    millions=60, rounding='round', source='dingmyu/davit README')
+official_backbone_params = dict(
+    count=27_592_512, source='dingmyu/davit mmseg/mmseg/models/backbones/davit.py')

@@ -2,7 +2,7 @@
 # the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
 # Official: SHI-Labs/Neighborhood-Attention-Transformer
 #   segmentation/configs/dinat_s/upernet_dinat_s_base_512x512_160k_ade20k.py
-# Official result: 49.4 mIoU (50.2 ms) (segmentation/DiNAT.md); 121M params.
+# Official result: 49.4 mIoU (50.2 ms) (segmentation/DiNAT.md).
 # Batch: 2 images/GPU x 8 GPUs (official comment).
 _base_ = './upernet_dinat_s_small_ade20k_512x512_160k.py'
 
@@ -12,3 +12,7 @@ model = dict(
     ),
     decode_head=dict(in_channels=[128, 256, 512, 1024]),
     auxiliary_head=dict(in_channels=512))
+
+# Parameter counts that tests/integrations/test_seg_configs.py checks; mmseg ignores these names
+published_params = dict(
+    millions=121, rounding='round', source='SHI-Labs/Neighborhood-Attention-Transformer segmentation/DiNAT.md')

@@ -1,7 +1,7 @@
 # Semantic FPN + RAVLT-T on ADE20K: 512x512 crops, 80k iterations, single-scale test on
 # the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
 # Official: qhfan/RALA segmentation/configs/RALA/RALA_FPN_{s,b,l}_1x.py (no T config shipped)
-# Official result: 47.9 mIoU (README); 18M params (README).
+# Official result: 47.9 mIoU (README).
 # Batch: 2 images/GPU x 8 GPUs (assumption: the config states 2/GPU and gpu_multiplier=1, not the GPU count).
 # assumption: the repo ships no RAVLT-T segmentation config (README reports T); this follows the
 # S / B / L FPN configs with the classification drop_path 0.1.
@@ -34,3 +34,10 @@ param_scheduler = [
 train_dataloader = dict(batch_size=2)
 train_cfg = dict(val_interval=4000)  # official: evaluate / checkpoint every 4000 iterations
 default_hooks = dict(checkpoint=dict(interval=4000))
+
+# Parameter counts that tests/integrations/test_seg_configs.py checks; mmseg ignores these names
+published_params = dict(
+    millions=18, rounding='round', source='qhfan/RALA README')
+# the official seg backbone class is GLTA; T: built with the T classification widths
+official_backbone_params = dict(
+    count=13_347_328, source='qhfan/RALA segmentation/mmseg/models/backbones/RALA.py')

@@ -1,7 +1,7 @@
 # UperNet + RAVLT-S on ADE20K: 512x512 crops, 160k iterations, single-scale test on
 # the whole image (2048, 512) -- mmseg 1.x translation of the official recipe.
 # Official: qhfan/RALA segmentation/configs/RALA/RALA_Uper_s_2x.py
-# Official result: 50.7 mIoU (README); 55M params (README).
+# Official result: 50.7 mIoU (README).
 # Batch: 2 images/GPU x 8 GPUs (assumption: the config states 2/GPU and gpu_multipliers=1, not the GPU count).
 _base_ = [
     '../_base_/models/upernet.py', '../_base_/datasets/ade20k.py',
@@ -41,3 +41,10 @@ param_scheduler = [
 train_dataloader = dict(batch_size=2)
 train_cfg = dict(val_interval=8000)  # official: evaluate / checkpoint every 8000 iterations
 default_hooks = dict(checkpoint=dict(interval=8000, max_keep_ckpts=1, save_best='mIoU'))
+
+# Parameter counts that tests/integrations/test_seg_configs.py checks; mmseg ignores these names
+published_params = dict(
+    millions=55, rounding='round', source='qhfan/RALA README')
+# the official seg backbone class is GLTA
+official_backbone_params = dict(
+    count=24_040_896, source='qhfan/RALA segmentation/mmseg/models/backbones/RALA.py')
