@@ -10,8 +10,10 @@ the fixture records:
 * ``intermediates``: sha256 of every map ``forward_intermediates`` returns (and of its final features), same weights;
 * ``head``: the first 8 logits, readable in a failure message.
 
-Regenerate (only when an output change is intended, and say so in the commit)::
+Add a new family's smallest model (one per model class), or regenerate every entry (only when an output change is
+intended, and say so in the commit)::
 
+    python -m tests.models.bitwise --add NAME [NAME ...]
     python -m tests.models.bitwise --write
 """
 from __future__ import annotations
@@ -26,26 +28,8 @@ import torch
 FIXTURE = Path(__file__).parent / "fixtures" / "bitwise_outputs.json"
 
 # One model per model class (the smallest of each), so every forward path is covered: stage layouts, padding rules,
-# isotropic models, the super-resolution network.
-MODELS = (
-    "zoo_davit_tiny",
-    "biformer_tiny",
-    "biformer_stl",
-    "biformer_stl_nchw",
-    "litv2_small",
-    "emo2_1m",
-    "ravlt_t",
-    "nat_mini",
-    "dinat_mini",
-    "dinat_s_tiny",
-    "nat_isotropic_small",
-    "vitrpb_small",
-    "agent_swin_t",
-    "agent_pvt_t",
-    "agent_cswin_t",
-    "agent_deit_t",
-    "hat_s_x2",
-)
+# isotropic models, the super-resolution network. The fixture's keys are the list: `--add NAME` records a new one.
+MODELS = tuple(json.loads(FIXTURE.read_text())) if FIXTURE.exists() else ()
 SIZE = 64  # input side; models with a fixed input size use their own
 
 
@@ -109,9 +93,13 @@ def fingerprint(name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    data = {name: fingerprint(name) for name in MODELS}
+    if argv[:1] == ["--add"]:
+        data = dict(json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {})
+        data.update({name: fingerprint(name) for name in argv[1:]})
+    else:
+        data = {name: fingerprint(name) for name in MODELS}
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    if "--write" in argv:
+    if argv[:1] in (["--add"], ["--write"]):
         FIXTURE.write_text(text)
         print(f"wrote {FIXTURE} ({len(data)} models)")
     else:
