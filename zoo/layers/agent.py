@@ -30,9 +30,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, register_notrace_function, trunc_normal_
+from timm.layers import Mlp, register_notrace_function, trunc_normal_
 
 from ops import agent_attention, agent_bias_maps
+from zoo.layers.attention import head_dim_of
+from zoo.layers.blocks import PreNormBlock, apply_nchw
 
 __all__ = [
     'AGENT_BIASES', 'AGENT_PAPER', 'AgentAttention', 'AgentAttentionBase', 'AgentBlock', 'fit_agent_checkpoint',
@@ -108,15 +110,14 @@ class AgentAttentionBase(nn.Module):
     ):
         super().__init__()
         name = type(self).__name__
-        if dim % num_heads:
-            raise ValueError(f'{name}: dim {dim} is not a multiple of num_heads {num_heads}')
+        head_dim = head_dim_of(name, dim, num_heads)
         side = math.isqrt(agent_num) if agent_num > 0 else 0
         if side < 1 or side * side != agent_num:
             raise ValueError(f'{name}: agent_num must be a perfect square, got {agent_num}')
         if num_prefix_tokens not in (0, 1):
             raise ValueError(f'{name}: num_prefix_tokens must be 0 or 1, got {num_prefix_tokens}')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim
         self.scale = self.head_dim ** -0.5
         self.agent_num = agent_num
         self.pool_size = (side, side)
@@ -214,7 +215,7 @@ class AgentAttention(AgentAttentionBase):
             k, v = self.kv(x).reshape(B, N, 2, C).unbind(2)
         out = self.attend(q, k, v, (H, W))
         P = self.num_prefix_tokens
-        dwc = self.dwc(v[:, P:].reshape(B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        dwc = apply_nchw(self.dwc, v[:, P:].reshape(B, H, W, C))
         if spatial:
             out = out.reshape(B, H, W, C) + dwc
         elif P:
@@ -224,7 +225,7 @@ class AgentAttention(AgentAttentionBase):
         return self.proj_drop(self.proj(out))
 
 
-class AgentBlock(nn.Module):
+class AgentBlock(PreNormBlock):
     """Pre-norm agent-attention and MLP residuals: ``x += attn(norm1(x)); x += mlp(norm2(x))``.
 
     Takes what `AgentAttention` takes (a ``(B, H, W, C)`` map, or tokens with ``grid``); parameter names
@@ -257,20 +258,15 @@ class AgentBlock(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.norm1 = norm_layer(dim, **dd)
-        self.attn = AgentAttention(
+        attn = AgentAttention(
             dim, num_heads, agent_num, bias_grid, agent_grid, qkv_bias=qkv_bias, proj_drop=proj_drop,
             fused_qkv=fused_qkv, num_prefix_tokens=num_prefix_tokens, **dd)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
+        super().__init__(dim, attn, mlp, drop_path=drop_path, norm_layer=norm_layer, **dd)
 
     def forward(self, x: torch.Tensor, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x), grid))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        return super().forward(x, grid)
 
 
 def parse_attn_type(attn_type: str, depths: Sequence[int]) -> List[str]:

@@ -58,8 +58,10 @@ from timm.models import generate_default_cfgs, register_model
 from ops import window_attention
 from zoo.layers.agent import AGENT_PAPER, AgentAttentionBase, fit_agent_checkpoint, parse_attn_type, \
     per_stage_agent_grids
+from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
     init_linear_trunc_normal, rename_keys, unwrap_checkpoint
+from zoo.layers.blocks import apply_nchw
 
 __all__ = ['AgentCSWinTransformer']
 
@@ -105,7 +107,7 @@ class AgentBranch(AgentAttentionBase):
         B, H, W, C = q.shape
         tokens = lambda t: t.reshape(B, H * W, C)  # noqa: E731
         out = self.attend(tokens(q), tokens(k), tokens(v), (H, W))
-        return out.reshape(B, H, W, C) + self.get_v(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return out.reshape(B, H, W, C) + apply_nchw(self.get_v, v)
 
 
 class StripeBranch(nn.Module):
@@ -126,8 +128,7 @@ class StripeBranch(nn.Module):
             dtype=None,
     ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'StripeBranch: dim {dim} is not divisible by num_heads {num_heads}')
+        head_dim_of('StripeBranch', dim, num_heads)
         if idx not in (-1, 0, 1):
             raise ValueError(f'StripeBranch: idx must be -1 (full map), 0 (vertical) or 1 (horizontal), got {idx}')
         self.num_heads = num_heads

@@ -75,19 +75,16 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates
+from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 
 from ops import bilevel_routing_attention, window_attention
+from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.blocks import PreNormBlock, apply_nchw
 
 __all__ = ['BiFormer']
-
-
-def _dwconv_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A depth-wise conv applied to a channels-last (B, H, W, C) map, returned channels-last."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class Stem(nn.Module):
@@ -194,7 +191,7 @@ class BiLevelRoutingAttention(nn.Module):
             self.topk,
             scale=self.scale,
         )
-        x = out.reshape(B, Hp, Wp, C) + _dwconv_cl(self.lepe, v)
+        x = out.reshape(B, Hp, Wp, C) + apply_nchw(self.lepe, v)
         return self.proj(x[:, :H, :W])
 
 
@@ -217,10 +214,8 @@ class GlobalAttentionLePE(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'GlobalAttentionLePE: dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of('GlobalAttentionLePE', dim, num_heads)
         self.lepe_on_v = lepe_on_v
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd)
@@ -231,10 +226,10 @@ class GlobalAttentionLePE(nn.Module):
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
         out = window_attention(q, k, v, (H, W), scale=self.head_dim ** -0.5)
         lepe_in = v.reshape(B, H, W, C) if self.lepe_on_v else x
-        return self.proj(out.reshape(B, H, W, C) + _dwconv_cl(self.lepe, lepe_in))
+        return self.proj(out.reshape(B, H, W, C) + apply_nchw(self.lepe, lepe_in))
 
 
-class Block(nn.Module):
+class Block(PreNormBlock):
     """``x = x + cpe(x); x = x + attn(norm1(x)); x = x + mlp(norm2(x))`` on channels-last maps.
 
     ``topk > 0``: bi-level routing attention; ``topk == -2``: global attention with LePE (the official codes).
@@ -261,31 +256,26 @@ class Block(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
         # the official padding is 1 whatever the kernel size
-        self.cpe = nn.Conv2d(dim, dim, cpe_kernel_size, padding=1, groups=dim, **dd) if cpe_kernel_size else None
-        self.norm1 = norm_layer(dim, **dd)
+        cpe = nn.Conv2d(dim, dim, cpe_kernel_size, padding=1, groups=dim, **dd) if cpe_kernel_size else None
         if topk > 0:
-            self.attn = BiLevelRoutingAttention(
+            attn = BiLevelRoutingAttention(
                 dim, num_heads, n_win=n_win, topk=topk, qk_dim=qk_dim, qk_scale=qk_scale, side_dwconv=side_dwconv,
                 pad=bra_pad, **dd)
         elif topk == -2:
-            self.attn = GlobalAttentionLePE(
+            attn = GlobalAttentionLePE(
                 dim, global_num_heads, side_dwconv=side_dwconv, lepe_on_v=global_lepe_on_v, **dd)
         else:
             raise ValueError(f'Block: topk must be > 0 (routing) or -2 (global attention with LePE), got {topk}')
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=act_layer, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=act_layer, **dd)
+        super().__init__(dim, attn, mlp, drop_path=drop_path, norm_layer=norm_layer, **dd)
+        self.cpe = cpe
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         if self.cpe is not None:
-            x = x + _dwconv_cl(self.cpe, x)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x
+            x = x + apply_nchw(self.cpe, x)
+        return super().forward(x)
 
 
 class BiFormer(StagedBackbone):

@@ -53,12 +53,14 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
+from timm.layers import LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs, register_model
 
 from ops import channel_attention, window_attention
+from zoo.layers.attention import QKVAttention
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.blocks import PreNormBlock, apply_nchw
 
 __all__ = ['DaVit']
 
@@ -72,7 +74,7 @@ class ConvPosEnc(nn.Module):
             dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + apply_nchw(self.proj, x)
 
 
 class Stem(nn.Module):
@@ -126,7 +128,7 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(QKVAttention):
     """Multi-head attention inside non-overlapping windows, no position bias, no shift.
 
     The input is zero-padded to window multiples before the qkv projection (official DaViT), so the op always
@@ -143,26 +145,18 @@ class WindowAttention(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'WindowAttention: dim {dim} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, device=device, dtype=dtype)
         self.window_size = window_size
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, device=device, dtype=dtype)
-        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         x = pad_to_multiple(x, self.window_size, channels_last=True)
-        Hp, Wp = x.shape[1], x.shape[2]
-        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size)
+        x = window_attention(*self.qkv_heads(x), self.window_size)
         x = x[:, :H, :W].reshape(B, H, W, C)
         return self.proj(x)
 
 
-class ChannelAttention(nn.Module):
+class ChannelAttention(QKVAttention):
     """Channel group attention, global over the tokens.
 
     v1 (DaViT): ``out[n, i] = sum_j softmax_j(head_dim**-0.5 * sum_m k[m, i] v[m, j]) q[n, j]``.
@@ -179,14 +173,8 @@ class ChannelAttention(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'ChannelAttention: dim {dim} is not divisible by num_heads (groups) {num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, device=device, dtype=dtype)
         self.v2 = v2
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, device=device, dtype=dtype)
-        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
@@ -199,7 +187,7 @@ class ChannelAttention(nn.Module):
         return self.proj(x.reshape(B, H, W, C))
 
 
-class DualSubBlock(nn.Module):
+class DualSubBlock(PreNormBlock):
     """One half of a dual block: ``x = cpe1(x); x += attn(norm1(x)); x = cpe2(x); x += mlp(norm2(x))``."""
 
     def __init__(
@@ -213,16 +201,12 @@ class DualSubBlock(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.cpe1 = ConvPosEnc(dim, **dd)
-        self.norm1 = norm_layer(dim, **dd)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.cpe2 = ConvPosEnc(dim, **dd)
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        cpe1, cpe2 = ConvPosEnc(dim, **dd), ConvPosEnc(dim, **dd)
+        mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, **dd)
+        super().__init__(dim, attn, mlp, drop_path=drop_path, norm_layer=norm_layer, **dd)
+        self.cpe1 = cpe1
+        self.cpe2 = cpe2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         x = self.cpe1(x)

@@ -68,7 +68,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ops import overlapping_window_attention, window_attention
 from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
 from ops.window_attention.official import table_from_official as window_table_from_official
+from zoo.layers.attention import QKVAttention, head_dim_of
 from zoo.layers.backbone import architecture_name, check_image_input, init_linear_trunc_normal, unwrap_checkpoint
+from zoo.layers.blocks import apply_nchw
 
 __all__ = ['HAT']
 
@@ -128,26 +130,20 @@ class CAB(nn.Module):
         return self.cab(x)
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(QKVAttention):
     """Multi-head self-attention in ``ws x ws`` windows with a relative-position bias table (heads, 2ws-1, 2ws-1)."""
 
     def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'WindowAttention: dim {dim} is not divisible by num_heads {num_heads}')
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias)
         self.window_size = window_size
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros(num_heads, 2 * window_size - 1, 2 * window_size - 1))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size, bias_table=self.relative_position_bias_table, mask=mask)
+        table = self.relative_position_bias_table
+        x = window_attention(*self.qkv_heads(x), self.window_size, bias_table=table, mask=mask)
         return self.proj(x.reshape(B, H, W, C))
 
 
@@ -184,7 +180,7 @@ class HAB(nn.Module):
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         y = self.norm1(x)
-        conv_x = self.conv_block(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        conv_x = apply_nchw(self.conv_block, y)
         s = self.shift_size
         if s > 0:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
@@ -211,12 +207,10 @@ class OCAB(nn.Module):
             norm_layer=nn.LayerNorm,
     ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'OCAB: dim {dim} is not divisible by num_heads {num_heads}')
+        self.head_dim = head_dim_of('OCAB', dim, num_heads)
         self.window_size = window_size
         self.overlap_win_size = int(window_size * overlap_ratio) + window_size
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.norm1 = norm_layer(dim)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         n = window_size + self.overlap_win_size - 1
@@ -294,7 +288,7 @@ class RHAG(nn.Module):
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         y = self.residual_group(x, shift_mask)
-        return self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + x
+        return apply_nchw(self.conv, y) + x
 
 
 class PatchEmbed(nn.Module):

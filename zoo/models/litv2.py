@@ -54,14 +54,16 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import ClassifierHead, LayerNorm2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 from torchvision.ops import DeformConv2d
 
 from ops import hilo_attention
 from ops.hilo_attention import hilo_head_split
+from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.blocks import PreNormBlock, apply_nchw
 
 __all__ = ['LITv2']
 
@@ -128,7 +130,7 @@ class DWMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         x = self.fc1(x)
-        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = apply_nchw(self.dwconv, x)
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))
 
@@ -154,9 +156,7 @@ class HiLo(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'HiLo: dim {dim} is not divisible by num_heads {num_heads}')
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of('HiLo', dim, num_heads)
         self.ws = window_size
         self.h_heads, self.l_heads = hilo_head_split(num_heads, alpha, window_size)
         self.h_dim = self.h_heads * self.head_dim
@@ -193,7 +193,7 @@ class HiLo(nn.Module):
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
 
-class Block(nn.Module):
+class Block(PreNormBlock):
     """``x = x + attn(norm1(x))`` (HiLo stages only), then ``x = x + mlp(norm2(x))``, on channels-last maps.
 
     ``attention=False`` is the official ConvFFNBlock of the first two stages (no ``norm1`` / ``attn``).
@@ -216,23 +216,12 @@ class Block(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if attention:
-            self.norm1 = norm_layer(dim, **dd)
-            self.attn = HiLo(
-                dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, window_size=window_size, alpha=alpha, **dd)
-            self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        else:
-            self.norm1 = self.attn = self.drop_path1 = None
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = DWMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        if self.attn is not None:
-            x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        attn = HiLo(
+            dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, window_size=window_size, alpha=alpha, **dd,
+        ) if attention else None
+        mlp = DWMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
+        super().__init__(dim, attn, mlp, drop_path=drop_path, norm_layer=norm_layer, **dd)
 
 
 class LITv2(StagedBackbone):

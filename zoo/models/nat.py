@@ -88,14 +88,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, register_notrace_function, to_2tuple, trunc_normal_
+from timm.layers import Mlp, register_notrace_function, to_2tuple, trunc_normal_
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from ops import neighborhood_attention_2d, window_attention
+from zoo.layers.attention import QKVAttention
 from zoo.layers.backbone import (
     ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, check_image_input, feature_take_indices,
     imagenet_cfg, init_linear_trunc_normal, pad_to_multiple, prune_isotropic, rename_keys,
     unwrap_checkpoint)
+from zoo.layers.blocks import PreNormBlock, apply_nchw
 
 __all__ = ['NAT', 'NATIsotropic']
 
@@ -117,7 +119,7 @@ def pad_to_at_least(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x
 
 
-class NeighborhoodAttention(nn.Module):
+class NeighborhoodAttention(QKVAttention):
     """NATTEN 0.14's ``NeighborhoodAttention2D``: qkv projection, neighbourhood attention with a relative position
     bias, output projection, on channels-last maps.
 
@@ -137,19 +139,13 @@ class NeighborhoodAttention(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'NeighborhoodAttention: dim {dim} is not divisible by num_heads {num_heads}')
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, **dd)
         if kernel_size % 2 == 0:
             raise ValueError(f'NeighborhoodAttention: kernel_size must be odd, got {kernel_size}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1, **dd))
-        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.rpb, std=.02)
 
@@ -157,15 +153,13 @@ class NeighborhoodAttention(nn.Module):
         B, H, W, C = x.shape
         span = self.kernel_size * self.dilation
         x = pad_to_at_least(x, span, span)
-        Hp, Wp = x.shape[1], x.shape[2]
-        q, k, v = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = neighborhood_attention_2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
+        x = neighborhood_attention_2d(*self.qkv_heads(x), self.kernel_size, self.dilation, rpb=self.rpb)
         # cropping before the per-token projection is the official crop after it
         x = x[:, :H, :W].reshape(B, H, W, C)
         return self.proj_drop(self.proj(x))
 
 
-class GlobalAttentionRPB(nn.Module):
+class GlobalAttentionRPB(QKVAttention):
     """Global multi-head self-attention with a learned relative position bias over the whole map (``vitrpb``'s
     ``MHSARPB``), as ``ops.window_attention`` over one window that holds the map.
 
@@ -184,24 +178,17 @@ class GlobalAttentionRPB(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'GlobalAttentionRPB: dim {dim} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, **dd)
         self.grid_size = grid_size
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * grid_size - 1, 2 * grid_size - 1, **dd))
-        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.rpb, std=.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         table = centred_bias_table(self.rpb, x, self.grid_size)
-        q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, (H, W), bias_table=table).reshape(B, H, W, C)
+        x = window_attention(*self.qkv_heads(x), (H, W), bias_table=table).reshape(B, H, W, C)
         return self.proj_drop(self.proj(x))
 
 
@@ -217,7 +204,7 @@ def centred_bias_table(rpb: torch.Tensor, x: torch.Tensor, grid_size: int) -> to
     return rpb.flip(-2, -1)[:, L - H:L + H - 1, L - W:L + W - 1]
 
 
-class NATBlock(nn.Module):
+class NATBlock(PreNormBlock):
     """Pre-norm transformer block on channels-last maps: ``x += DP(g1 * attn(LN(x)))``, ``x += DP(g2 * MLP(LN(x)))``
     (``g1``, ``g2``: layer scale, official ``gamma1`` / ``gamma2``, only when ``layer_scale`` is set)."""
 
@@ -238,29 +225,24 @@ class NATBlock(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.norm1 = norm_layer(dim, **dd)
         if global_rpb_size is None:
-            self.attn = NeighborhoodAttention(
+            attn = NeighborhoodAttention(
                 dim, num_heads, kernel_size, dilation, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
         else:
-            self.attn = GlobalAttentionRPB(
-                dim, num_heads, global_rpb_size, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
+            attn = GlobalAttentionRPB(dim, num_heads, global_rpb_size, qkv_bias=qkv_bias, proj_drop=proj_drop, **dd)
+        mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
+        super().__init__(dim, attn, mlp, drop_path=drop_path, norm_layer=norm_layer, **dd)
         self.layer_scale = layer_scale is not None
         if self.layer_scale:
             self.gamma1 = nn.Parameter(torch.full((dim,), float(layer_scale), **dd))
             self.gamma2 = nn.Parameter(torch.full((dim,), float(layer_scale), **dd))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        if self.layer_scale:
-            x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
-            return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if not self.layer_scale:
+            return super().forward(x)
+        x = x + self.drop_path1(self.gamma1 * self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.gamma2 * self.mlp(self.norm2(x)))
 
 
 class IsotropicBlock(NATBlock):
@@ -333,7 +315,7 @@ class ConvDownsample(nn.Module):
         self.norm = norm_layer(out_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return self.norm(apply_nchw(self.reduction, x))
 
 
 class PatchMerging(nn.Module):

@@ -57,8 +57,10 @@ from timm.layers import get_device_dtype, register_notrace_function, trunc_norma
 from timm.models import generate_default_cfgs, register_model
 
 from ops import rala, window_attention
+from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, rename_keys, \
     unwrap_checkpoint
+from zoo.layers.blocks import apply_nchw
 
 __all__ = ['RAVLT']
 
@@ -78,11 +80,6 @@ def rope_tables(height: int, width: int, head_dim: int, device: torch.device) ->
     ang = torch.cat((rows[:, None, :].expand(height, width, -1), cols[None, :, :].expand(height, width, -1)), -1)
     ang = ang.reshape(height * width, head_dim)
     return ang.sin(), ang.cos()
-
-
-def _dwconv_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A depth-wise conv applied to a channels-last (B, H, W, C) map, returned channels-last."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class Stem(nn.Module):
@@ -132,11 +129,9 @@ class RavltAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, linear: bool = True, device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if dim % num_heads:
-            raise ValueError(f'RavltAttention: dim {dim} is not a multiple of num_heads {num_heads}')
         self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of('RavltAttention', dim, num_heads)
         if self.head_dim % 4:
             raise ValueError(f'RavltAttention: the 2-D RoPE needs head_dim % 4 == 0, got {self.head_dim}')
         self.linear = linear
@@ -147,7 +142,7 @@ class RavltAttention(nn.Module):
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
         qkvo = self.qkvo(x)
-        lepe = _dwconv_cl(self.lepe, qkvo[..., 2 * C:3 * C]).reshape(B, H * W, self.num_heads, self.head_dim)
+        lepe = apply_nchw(self.lepe, qkvo[..., 2 * C:3 * C]).reshape(B, H * W, self.num_heads, self.head_dim)
         # channel m * C + h * d + j of the projection is role m (q, k, v, o), head h, channel j (official)
         q, k, v, o = qkvo.reshape(B, H * W, 4, self.num_heads, self.head_dim).unbind(2)
         if self.linear:
@@ -174,7 +169,7 @@ class ConvFfn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         x = self.act(self.fc1(x))
-        x = x + _dwconv_cl(self.dwconv, x)
+        x = x + apply_nchw(self.dwconv, x)
         return self.fc2(x)
 
 
@@ -205,7 +200,7 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
-        x = x + _dwconv_cl(self.cpe, x)
+        x = x + apply_nchw(self.cpe, x)
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), sin, cos)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
