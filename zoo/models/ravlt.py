@@ -57,6 +57,7 @@ from timm.layers import get_device_dtype, register_notrace_function, trunc_norma
 from timm.models import generate_default_cfgs, register_model
 
 from ops import rala, window_attention
+from ops.rala.official import rope_tables
 from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, rename_keys, \
     unwrap_checkpoint
@@ -65,21 +66,9 @@ from zoo.layers.blocks import apply_nchw
 __all__ = ['RAVLT']
 
 
-@register_notrace_function  # sized by the map: FX records the call, the tables are built at run time
-def rope_tables(height: int, width: int, head_dim: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """RAVLT's 2-D RoPE: (sin, cos) fp32 tables (height * width, head_dim), tokens row-major.
-
-    head_dim / 4 frequencies ``10000 ** -linspace(0, 1, head_dim / 4)``, each used for a channel pair; the first
-    half of the channels rotates with the row index, the second half with the column index (the official
-    ``RoPE`` module, whose ``angle`` buffer is recomputed here rather than stored).
-    """
-    angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32))
-    angle = angle.repeat_interleave(2)
-    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None] * angle  # (H, d/2)
-    cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * angle  # (W, d/2)
-    ang = torch.cat((rows[:, None, :].expand(height, width, -1), cols[None, :, :].expand(height, width, -1)), -1)
-    ang = ang.reshape(height * width, head_dim)
-    return ang.sin(), ang.cos()
+# RAVLT's 2-D RoPE tables, (sin, cos) each (H W, head_dim) fp32, built per map size (the official `RoPE` module's
+# construction, kept once in ops.rala.official); sized by the map, so FX records the call and builds them at run time
+register_notrace_function(rope_tables)
 
 
 class Stem(nn.Module):
