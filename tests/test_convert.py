@@ -44,7 +44,7 @@ def test_safetensors_input(official, tmp_path):
     assert (convert("zoo_davit_tiny", st, tmp_path / "export") / "model.safetensors").is_file()
 
 
-class _Payload:  # any class outside the weights_only allow-list stands for an untrusted pickle
+class _Payload:  # any class outside the allow-list (tensors, containers, known configs) stands for an untrusted pickle
     pass
 
 
@@ -52,7 +52,10 @@ def test_refuses_to_unpickle_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": {}, "obj": _Payload()}, f)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="evil.pth.*cannot be read safely"):
+        load_state_dict_file(path)
+    torch.save({"state_dict": {}, "obj": _Payload()}, path)  # the same as a torch.save file: refused by name
+    with pytest.raises(ValueError, match=r"evil.pth.*refused: it pickles tests.test_convert._Payload"):
         load_state_dict_file(path)
 
 

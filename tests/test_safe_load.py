@@ -1,0 +1,169 @@
+"""zoo.convert.load_checkpoint_file: official containers that pickle training configs load without running anything
+from the file; every other global is refused by name; damaged files are named with the reason."""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import types
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.convert import load_checkpoint_file
+from zoo.errors import FileError
+from zoo.safe_unpickle import PickledConfig
+
+
+class _FakeModule:
+    """Registers classes under an official module name (e.g. yacs.config) only while a test writes a file."""
+
+    def __init__(self, name: str, **classes):
+        self.name, self.classes = name, classes
+
+    def __enter__(self):
+        parts = self.name.split(".")
+        self.added = []
+        for i in range(1, len(parts) + 1):
+            mod_name = ".".join(parts[:i])
+            if mod_name not in sys.modules:
+                sys.modules[mod_name] = types.ModuleType(mod_name)
+                self.added.append(mod_name)
+        for cls_name, cls in self.classes.items():
+            cls.__module__, cls.__qualname__ = self.name, cls_name
+            setattr(sys.modules[self.name], cls_name, cls)
+        return self
+
+    def __exit__(self, *exc):
+        for mod_name in self.added:
+            del sys.modules[mod_name]
+
+
+class _CfgNode(dict):
+    """What yacs' CfgNode pickles like: a dict subclass with private flags in its __dict__."""
+
+    def __init__(self, d=None):
+        super().__init__(d or {})
+        self.__dict__["__immutable__"] = False
+        self.__dict__["__deprecated_keys__"] = set()
+
+
+def _weights(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return OrderedDict(w=torch.randn(3, 4, generator=g), b=torch.randn(3, generator=g))
+
+
+def _yacs_config():
+    return _CfgNode({"MODEL": _CfgNode({"TYPE": "litv2", "DROP_PATH_RATE": 0.2}), "TAG": "default",
+                     "OUTPUT": "output/x", "SEEDS": [0, 1]})
+
+
+# the containers the official trainers write (Swin-style: yacs 'config'; timm / DeiT-style: argparse 'args')
+CONTAINERS = {
+    "swin_yacs": lambda sd: {"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+                             "lr_scheduler": {"last_epoch": 3}, "max_accuracy": 82.0, "epoch": 299,
+                             "config": _yacs_config()},
+    "deit_namespace": lambda sd: {"model": sd, "model_ema": sd, "epoch": 299,
+                                  "args": argparse.Namespace(model="ravlt_t", lr=1e-3, input_size=224,
+                                                             output_dir="out")},
+    "timm_namespace": lambda sd: {"state_dict": sd, "arch": "davit_tiny", "epoch": 300,
+                                  "args": argparse.Namespace(model="davit_tiny", smoothing=0.1)},
+    "basicsr": lambda sd: {"params": sd, "params_ema": sd},
+    "flat": lambda sd: sd,
+}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("container", sorted(CONTAINERS))
+def test_official_containers_load_with_inert_configs(container, legacy, tmp_path):
+    sd = _weights()
+    path = tmp_path / "ckpt.pth"
+    with _FakeModule("yacs.config", CfgNode=_CfgNode):
+        torch.save(CONTAINERS[container](sd), path, _use_new_zipfile_serialization=not legacy)
+    out = load_checkpoint_file(path)
+    inner = out.get("model", out.get("state_dict", out.get("params_ema", out)))
+    assert inner.keys() == sd.keys() and all(torch.equal(inner[k], sd[k]) for k in sd)
+    if "config" in out:  # the yacs node: a plain OrderedDict of its values, nested nodes too
+        assert type(out["config"]) is OrderedDict and out["config"]["MODEL"]["DROP_PATH_RATE"] == 0.2
+        assert out["config"]["SEEDS"] == [0, 1]
+    if "args" in out:  # the Namespace: an inert stand-in with its attributes
+        assert type(out["args"]) is PickledConfig and vars(out["args"])["model"] in ("ravlt_t", "davit_tiny")
+
+
+def test_pathlib_values_become_strings(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": _weights(), "args": argparse.Namespace(output_dir=Path("runs") / "a")}, path)
+    assert load_checkpoint_file(path)["args"].output_dir == str(Path("runs") / "a")
+
+
+class _Payload:
+    """Unpickling this would create `marker` (what any malicious pickle could do instead)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+class _DisguisedPayload:
+    """A payload that calls the Namespace *name* with arguments, hoping the real class (or anything) runs."""
+
+    def __reduce__(self):
+        return argparse.Namespace, (), {"__class__": "x"}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_malicious_file_is_refused_by_name_and_its_payload_never_runs(legacy, tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _weights(), "config": _Payload(str(marker))}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(FileError, match=rf"{path.name}.*refused: it pickles .*mkdir"):
+        load_checkpoint_file(path)
+    assert not marker.exists()
+    # a plain pickle.dump of the same object (not a torch.save file)
+    plain = tmp_path / "evil_plain.pth"
+    with open(plain, "wb") as f:
+        pickle.dump({"state_dict": {}, "obj": _Payload(str(marker))}, f)
+    with pytest.raises(FileError, match="evil_plain.pth"):
+        load_checkpoint_file(plain)
+    assert not marker.exists()
+    # the real pickle would have run it: the marker is the payload's effect
+    pickle.loads(pickle.dumps(_Payload(str(marker))))
+    assert marker.is_dir()
+
+
+def test_a_namespace_name_cannot_smuggle_state(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"model": _weights(), "args": _DisguisedPayload()}, path)
+    out = load_checkpoint_file(path)  # the stand-in keeps the attribute as data; the class stays the stand-in
+    assert type(out["args"]) is PickledConfig
+
+
+def test_damaged_and_wrong_files_are_named_with_the_reason(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"model": _weights()}, good)
+    data = good.read_bytes()
+    cases = {
+        "truncated.pth": (data[: len(data) // 2], "truncated or corrupt"),
+        "page.pth": (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML page"),
+        "empty.pth": (b"", "is empty"),
+        "lfs.pth": (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n", "Git LFS pointer"),
+        "text.pth": (b"hello, this is not a checkpoint", "not a checkpoint"),
+        "broken.safetensors": (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1", "corrupt safetensors"),
+    }
+    for name, (content, needle) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        with pytest.raises(FileError, match=needle) as info:
+            load_checkpoint_file(p)
+        assert name in str(info.value)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_checkpoint_file(tmp_path / "missing.pth")
+    lst = tmp_path / "list.pth"
+    torch.save([torch.ones(1)], lst)
+    with pytest.raises(FileError, match="holds a list"):
+        load_checkpoint_file(lst)
