@@ -7,6 +7,7 @@ from __future__ import annotations
 from zoo.data.digits import DIGITS_CLASSES, DigitsDataset, digits_split
 from zoo.data.folder import image_folder
 from zoo.data.shards import TarShards
+from zoo.errors import InputError
 
 __all__ = ["DATASETS", "DIGITS_CLASSES", "DigitsDataset", "TarShards", "create_dataset", "digits_split",
            "image_folder"]
@@ -30,13 +31,13 @@ def create_dataset(
     (or shard prefix) of `root` to read; for 'digits' the eval split is the seeded held-out test split.
     Every data set has a ``classes`` list (the label names)."""
     if split not in ("train", "eval"):
-        raise ValueError(f"split {split!r} is not one of 'train', 'eval'")
+        raise InputError(f"split {split!r} is not one of 'train', 'eval'")
     if name == "digits":
         return DigitsDataset("train" if split == "train" else "test", test_fraction=test_fraction, seed=seed,
                              img_size=img_size, transform=transform, subset=subset)
     if name in ("folder", "shards"):
         if not root:
-            raise ValueError(f"data set {name!r} needs the root directory (data.root / --data-dir)")
+            raise InputError(f"data set {name!r} needs the root directory (data.root / --data-dir)")
         folder = folder_split if folder_split is not None else split
         if name == "folder":
             ds = image_folder(root, folder, transform=transform)
@@ -48,4 +49,4 @@ def create_dataset(
             ds = torch.utils.data.Subset(ds, range(min(subset, len(ds))))
             ds.classes = classes
         return ds
-    raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    raise InputError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")

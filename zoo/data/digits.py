@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch.utils.data
 from PIL import Image
+from zoo.errors import InputError
 
 __all__ = ["DIGITS_CLASSES", "DigitsDataset", "digits_split"]
 
@@ -23,9 +24,9 @@ def digits_split(split: str, test_fraction: float = 0.2, seed: int = 0) -> tuple
     from sklearn.model_selection import train_test_split
 
     if split not in _SPLITS:
-        raise ValueError(f"digits split {split!r} does not exist; expected one of {', '.join(_SPLITS)}")
+        raise InputError(f"digits split {split!r} does not exist; expected one of {', '.join(_SPLITS)}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"digits test_fraction {test_fraction!r} must be between 0 and 1")
+        raise InputError(f"digits test_fraction {test_fraction!r} must be between 0 and 1")
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values 0..16
     labels = digits.target.astype(np.int64)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.errors import UserError
 from zoo.files import atomic_write
 
 __all__ = [
@@ -34,7 +35,7 @@ PREVIOUS_CHECKPOINT = "checkpoint-prev.pth"
 _REQUIRED = ("format", "epoch", "step", "model", "recipe")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or is not a zoo training checkpoint."""
 
 

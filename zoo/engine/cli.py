@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zoo.engine.seg import is_seg_config
 from zoo.engine.tasks import TASKS
+from zoo.errors import run_cli
 
 __all__ = ["eval_main", "train_main"]
 
@@ -53,13 +54,19 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="continue a stopped run from a checkpoint, or 'auto': the output folder's last one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines instead)")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    p.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     return p
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    from zoo.engine.checkpoint import CheckpointError, find_last_checkpoint, load_checkpoint
+    """``train.py``: user errors end in one line on stderr and exit status 2 (``--debug``: the traceback)."""
+    return run_cli("train.py", _train_main, sys.argv[1:] if argv is None else argv)
+
+
+def _train_main(argv: list[str]) -> int:
+    from zoo.engine.checkpoint import find_last_checkpoint, load_checkpoint
     from zoo.engine.config import (
-        DEFAULT_RECIPE, RecipeError, apply_overrides, load_recipe, recipe_from_dict, recipe_to_yaml,
+        DEFAULT_RECIPE, apply_overrides, load_recipe, recipe_from_dict, recipe_to_yaml,
     )
 
     args = _train_parser().parse_args(argv)
@@ -89,9 +96,6 @@ def train_main(argv: list[str] | None = None) -> int:
 
         from zoo.engine.train import train
         result = train(recipe, output, resume=resume, progress=not args.no_progress)
-    except (RecipeError, CheckpointError, FileNotFoundError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         folder = output or Path(recipe.output)
         if main_process:
@@ -141,6 +145,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
                    help="training checkpoint: EMA or raw weights (auto: EMA when present)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     sr = p.add_argument_group("super-resolution")
     sr.add_argument("--task", choices=("auto", *_EVALUATE), default="auto",
                     help="auto: from the model's config / recipe (default)")
@@ -187,21 +192,19 @@ _EVALUATE = {"cls": _eval_cls, "sr": _eval_sr}
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from zoo.engine.checkpoint import CheckpointError
-    from zoo.engine.config import RecipeError
+    """``eval.py``: user errors end in one line on stderr and exit status 2 (``--debug``: the traceback)."""
+    return run_cli("eval.py", _eval_main, sys.argv[1:] if argv is None else argv)
+
+
+def _eval_main(argv: list[str]) -> int:
     from zoo.engine.evaluate import saved_task
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--config" or a.startswith("--config=") for a in argv):  # segmentation: mmseg config + Runner
         return TASKS["seg"].eval_cli(argv)
     args = _eval_parser().parse_args(argv)
-    try:
-        task = args.task
-        if task == "auto":
-            task = "sr" if args.model else saved_task(args.checkpoint)
-        metrics, report = _EVALUATE.get(task, _eval_cls)(args)
-    except (RecipeError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
-        return 2
+    task = args.task
+    if task == "auto":
+        task = "sr" if args.model else saved_task(args.checkpoint)
+    metrics, report = _EVALUATE.get(task, _eval_cls)(args)
     print(json.dumps(metrics) if args.json else report)
     return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from zoo.errors import InputError
 
 __all__ = ["DistEnv", "all_reduce_max", "all_reduce_sum", "broadcast_object", "init_distributed", "shutdown",
            "wrap_model"]
@@ -48,7 +49,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+        raise InputError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
 
 def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:

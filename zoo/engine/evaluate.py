@@ -26,6 +26,7 @@ from zoo.engine.setup import create_model, ema_weights, load_init_weights, resol
 from zoo.engine.sr import Bicubic, evaluate_sr
 from zoo.engine.tasks import get_task
 from zoo.engine.tasks.cls import evaluate
+from zoo.errors import InputError
 
 __all__ = ["evaluate_checkpoint", "evaluate_sr_checkpoint", "load_model", "model_scale", "model_task", "saved_task"]
 
@@ -40,7 +41,7 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
     import timm.data
 
     if weights not in ("auto", "model", "ema"):
-        raise ValueError(f"weights {weights!r} is not one of 'auto', 'model', 'ema'")
+        raise InputError(f"weights {weights!r} is not one of 'auto', 'model', 'ema'")
     path = Path(path)
     if path.is_dir():
         if not (path / WEIGHTS_NAME).is_file():
@@ -51,7 +52,7 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
         info = config.get("attnzoo", {}) if isinstance(config.get("attnzoo"), dict) else {}
         exported = info.get("weights", "model")
         if weights not in ("auto", exported):
-            raise ValueError(f"export {str(path)!r} holds the {exported!r} weights, not {weights!r}")
+            raise InputError(f"export {str(path)!r} holds the {exported!r} weights, not {weights!r}")
         model = load_export(path)
         label_names = model.pretrained_cfg.get("label_names")
         return model.eval(), {
@@ -73,7 +74,7 @@ def load_model(path: str | Path, *, weights: str = "auto") -> tuple[nn.Module, d
     model = create_model(recipe, num_classes)
     has_ema = state.get("ema") is not None
     if weights == "ema" and not has_ema:
-        raise ValueError(f"checkpoint {str(path)!r} has no EMA weights (ema.enabled was false)")
+        raise InputError(f"checkpoint {str(path)!r} has no EMA weights (ema.enabled was false)")
     use = "ema" if weights == "ema" or (weights == "auto" and has_ema) else "model"
     sd = ema_weights(state["ema"]) if use == "ema" else state["model"]
     try:
@@ -152,24 +153,24 @@ def evaluate_sr_checkpoint(
     else:
         model, info = load_model(path, weights=weights)
     if info.get("task") != "sr":
-        raise ValueError(f"{str(path)!r} is not a super-resolution model (task {info.get('task')!r})")
+        raise InputError(f"{str(path)!r} is not a super-resolution model (task {info.get('task')!r})")
     own = model_scale(model)
     if scale is None:
         scale = own
         if scale is None:
-            raise ValueError(f"the scale of {str(path)!r} is unknown; pass --scale")
+            raise InputError(f"the scale of {str(path)!r} is unknown; pass --scale")
     elif own is not None and own != scale:
-        raise ValueError(f"--scale {scale} does not match the model's x{own} upscaling")
+        raise InputError(f"--scale {scale} does not match the model's x{own} upscaling")
     if data_dir is not None:
         dataset = SRPairs(scale, hr_dir=data_dir, lr_dir=lr_dir, filename_tmpl=filename_tmpl)
         data_name = (f"paired folders {str(data_dir)!r} / {str(lr_dir)!r}" if lr_dir is not None
                      else f"HR folder {str(data_dir)!r}, bicubic LR")
     else:
         if lr_dir is not None:
-            raise ValueError("--lr-dir pairs with --data-dir (the HR folder)")
+            raise InputError("--lr-dir pairs with --data-dir (the HR folder)")
         recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else {}
         if recipe.get("data", {}).get("name") != "sr_skimage":
-            raise ValueError(f"{str(path)!r} was not trained on the embedded scikit-image photographs; pass --data-dir")
+            raise InputError(f"{str(path)!r} was not trained on the embedded scikit-image photographs; pass --data-dir")
         names = recipe.get("sr", {}).get("skimage_val") or []
         dataset = SRPairs(scale, images=skimage_photos(names), names=names)
         data_name = f"held-out scikit-image photographs ({', '.join(names)}), bicubic LR"
@@ -215,14 +216,14 @@ def evaluate_checkpoint(
         data_name = f"image folder {str(Path(data_dir) / split)!r}"
         labels = info["label_names"]
         if labels and list(dataset.classes) != list(labels):
-            raise ValueError(
+            raise InputError(
                 f"the class folders of {data_name} ({', '.join(dataset.classes[:10])}"
                 f"{', ...' if len(dataset.classes) > 10 else ''}) are not the model's labels "
                 f"({', '.join(map(str, labels[:10]))}{', ...' if len(labels) > 10 else ''})")
     else:
         data = (info["recipe"] or {}).get("data", {}) if isinstance(info["recipe"], dict) else {}
         if data.get("name", "digits") != "digits":
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r} was trained on data set {data.get('name')!r}, not digits; pass --data-dir")
         dataset = create_dataset(
             "digits", "eval", transform=transform, test_fraction=data.get("test_fraction", 0.2),
@@ -230,7 +231,7 @@ def evaluate_checkpoint(
         data_name = "digits held-out split"
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and len(dataset.classes) > num_classes:
-        raise ValueError(f"{data_name} has {len(dataset.classes)} classes, the model predicts {num_classes}")
+        raise InputError(f"{data_name} has {len(dataset.classes)} classes, the model predicts {num_classes}")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     metrics = evaluate(model, loader, dev, progress=progress)
     return dict(metrics, data=data_name, kind=info["kind"], weights=info["weights"])

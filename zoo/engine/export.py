@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from zoo.files import atomic_write
+from zoo.errors import FileError
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_model", "load_export", "read_export_config", "unwrap_model"]
 
@@ -98,7 +99,7 @@ def read_export_config(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{str(cfg)!r} is not valid JSON: {e}") from None
+        raise FileError(f"{str(cfg)!r} is not valid JSON: {e}") from None
 
 
 def load_export(path: str | Path, **kwargs: Any) -> nn.Module:

@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 import yaml
 
+from zoo.errors import UserError
+
 __all__ = [
     "AugConfig", "DataConfig", "EmaConfig", "ModelConfig", "OptimConfig", "Recipe", "RecipeError", "SchedConfig",
     "SrConfig", "TrainConfig", "load_yaml", "parse_override",
 ]
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe that does not match the schema: unknown key, wrong type, bad value."""
 
 

@@ -25,7 +25,10 @@ __all__ = [
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RecipeError(f"device {name!r} is not a device name; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RecipeError(f"device {name!r} was asked for, but this machine has no CUDA device; use 'auto' or 'cpu'")
     return device

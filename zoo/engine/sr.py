@@ -40,6 +40,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from zoo.errors import InputError
 
 __all__ = [
     "Bicubic", "bt601_luma", "evaluate_sr", "pad_to_multiple", "psnr", "quantize", "sr_inference", "sr_metrics", "ssim",
@@ -143,7 +144,7 @@ def sr_metrics(sr: torch.Tensor, hr: torch.Tensor, scale: int, test_y_channel: b
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Pad the bottom / right of ``(B, C, H, W)`` to multiples of ``multiple``; returns (padded, (pad_h, pad_w))."""
     if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
+        raise InputError(f"multiple must be >= 1, got {multiple}")
     h, w = x.shape[-2:]
     pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
     if mode == "reflect" and ((pad_h and pad_h >= h) or (pad_w and pad_w >= w)):
@@ -165,7 +166,7 @@ def tiled_forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     reaches at most ``overlap`` input pixels, or when one tile covers the image.
     """
     if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
+        raise InputError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
     x = _as_batch(x, "x")
     b, c, h, w = x.shape
     out = None
@@ -240,7 +241,7 @@ def evaluate_sr(model: torch.nn.Module, loader, device, *, scale: int, tile: Opt
         psnr_sum, ssim_sum, count = all_reduce_sum([psnr_sum, ssim_sum, count], env, device)
         count = int(count)
     if count == 0:
-        raise ValueError("SR evaluation got no images")
+        raise InputError("SR evaluation got no images")
     return {"psnr": psnr_sum / count, "ssim": ssim_sum / count, "count": count}
 
 

@@ -41,6 +41,7 @@ from zoo.engine.export import export_model, unwrap_model
 from zoo.engine.observe import CURVES_NAME, RunLog, memory_mb, plot_curves
 from zoo.engine.setup import autocast, create_model, load_init_weights, resolve_device, seed_everything
 from zoo.engine.tasks import get_task
+from zoo.errors import DivergedError
 
 __all__ = ["TrainResult", "create_optimizer", "export_run", "train"]
 
@@ -367,7 +368,7 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
                         loss = train_loss(train_model(images), targets)
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):
-                        raise FloatingPointError(
+                        raise DivergedError(
                             f"training loss is {loss_value} at epoch {epoch + 1}, step {step}; lower optim.lr "
                             f"(now {lr}) or set optim.clip_grad")
                     scaler.scale(loss / o.accum_steps).backward()

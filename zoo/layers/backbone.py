@@ -27,9 +27,10 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._features import feature_take_indices
 
 import ops
+from zoo.errors import InputError, ModelInputError
 
 __all__ = [
-    'ChannelsLastStage', 'StagedBackbone', 'architecture_name', 'build_backbone', 'check_image_input',
+    'ChannelsLastStage', 'StagedBackbone', 'architecture_name', 'build_backbone', 'check_image_input', 'check_int_arg',
     'feature_take_indices', 'forward_blocks', 'imagenet_cfg', 'init_linear_trunc_normal', 'pad_to_multiple',
     'prune_isotropic', 'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
 ]
@@ -48,16 +49,51 @@ register_ops_notrace()
 
 @register_notrace_function
 def check_image_input(x: torch.Tensor, in_chans: int, min_size: int, model_name: str) -> torch.Tensor:
-    """`x` itself if it is a ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``; a ValueError naming the shape
-    and what was expected otherwise."""
+    """`x` itself if it is a non-empty floating-point ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``; a
+    :class:`~zoo.errors.ModelInputError` (a ValueError) naming the shape or dtype and what was expected otherwise.
+
+    Every zoo model calls this once per forward: the one input contract of the zoo."""
     if x.ndim != 4 or x.shape[1] != in_chans:
-        raise ValueError(
+        raise ModelInputError(
             f'{model_name}: expected an image batch of shape (B, {in_chans}, H, W), got {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise ModelInputError(
+            f'{model_name}: expected a floating-point image batch (float32 / float16 / bfloat16, normalised), got '
+            f'{x.dtype}; convert uint8 images with the model\'s data config (timm.data.create_transform)')
+    if x.shape[0] == 0:
+        raise ModelInputError(f'{model_name}: the batch is empty (shape {tuple(x.shape)}); expected at least one image')
     if x.shape[2] < min_size or x.shape[3] < min_size:
-        raise ValueError(
+        raise ModelInputError(
             f'{model_name}: input {x.shape[2]}x{x.shape[3]} is smaller than the total stride; each side must be '
             f'at least {min_size}')
     return x
+
+
+def check_int_arg(
+        owner: str,
+        name: str,
+        value: Any,
+        *,
+        lengths: Sequence[int] = (),
+        scalar: bool = True,
+        minimum: Optional[int] = 1,
+) -> None:
+    """An architecture argument that must be ints: an int (when `scalar`) or a tuple / list of ints with one of
+    `lengths` entries (none allowed when `lengths` is empty), each at least `minimum`. A
+    :class:`~zoo.errors.InputError` (a ValueError) naming `owner`, the argument and its value otherwise.
+
+    Constructors call it before using the value, so a bad window or kernel size fails when the model is built, with
+    its name, instead of as a ``%`` TypeError or a division by zero at the first forward."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)
+
+    if scalar and ok(value):
+        return
+    if lengths and isinstance(value, (tuple, list)) and len(value) in lengths and all(ok(v) for v in value):
+        return
+    kind = 'int' if minimum is None else 'positive int' if minimum == 1 else f'int >= {minimum}'
+    forms = ([f'a {kind}'] if scalar else []) + [f'a tuple of {n} {kind}s' for n in lengths]
+    raise InputError(f'{owner}: {name} must be {" or ".join(forms)}, got {value!r}')
 
 
 @register_notrace_function

@@ -14,6 +14,7 @@ from zoo.engine.distributed import all_reduce_max, all_reduce_sum
 from zoo.engine.schema import Recipe, RecipeError
 from zoo.engine.setup import autocast, resolve_data_config
 from zoo.engine.tasks.base import Need, Task
+from zoo.errors import InputError
 
 __all__ = ["ClassificationTask", "create_loss", "create_transforms", "evaluate"]
 
@@ -119,7 +120,7 @@ def evaluate(
         correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], env, device)
         correct1, correct5, count = int(correct1), int(correct5), int(count)
     if count == 0:
-        raise ValueError("evaluation data set is empty")
+        raise InputError("evaluation data set is empty")
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
             "count": count}
 
