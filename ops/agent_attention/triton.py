@@ -47,6 +47,7 @@ intermediate) and both bias gradients use fp32 atomics: on a GPU their last bits
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -56,17 +57,16 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import (
     LN2,
     LOG2E,
     atomic_add_tile,
     dot,
     dot_block,
-    dot_options,
     load_tile,
     on_device,
     online_softmax_step,
-    sm_count,
     store_tile,
 )
 
@@ -306,14 +306,14 @@ def _fwd_blocks(m: int, n: int) -> tuple[int, int]:
     return min(128, dot_block(m), max(16, _TILE_ELEMENTS // block_n)), block_n
 
 
-def _num_splits(programs: int, key_tiles: int, device: torch.device) -> int:
+def _num_splits(programs: int, key_tiles: int, target: Target) -> int:
     """Key ranges of the forward: enough programs to fill the GPU when (batch x heads x query blocks) does not
     (stage 1 at batch 1-2, e.g. segmentation: a few agents over 16K+ keys), with at least 4 key tiles each."""
-    if device.type != "cuda":
+    if target.interpret:
         # The interpreter runs programs one after another: split whatever has several tiles, so the tests
         # exercise the merge (and a short last range).
         return min(3, key_tiles)
-    wanted = triton.cdiv(_PROGRAMS_PER_SM * sm_count(device), programs)
+    wanted = triton.cdiv(_PROGRAMS_PER_SM * target.sms, programs)
     return max(1, min(wanted, key_tiles // _MIN_TILES_PER_SPLIT))
 
 
@@ -335,6 +335,42 @@ def _num_warps(block_m: int, block_n: int) -> int:
     return 8 if block_m * block_n >= _TILE_ELEMENTS else 4
 
 
+@dataclasses.dataclass(frozen=True)
+class AgentPlan:
+    """One stage's (``m`` queries over ``n`` keys) tiles and launch options: the forward's blocks and key-range
+    splits, the backward's direction (``key_parallel``) and blocks; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    fwd_blocks: tuple[int, int]
+    splits: int
+    split_len: int
+    key_parallel: bool
+    bwd_blocks: tuple[int, int]
+    block_d: int
+    fwd: KernelPlan
+    bwd: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: int, batch_heads: int) -> AgentPlan:
+    """The launch plan of one biased-attention stage: ``m`` queries over ``n`` keys for ``batch_heads``
+    (batch x heads) programs' worth of rows."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    block_m, block_n = _fwd_blocks(m, n)
+    m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
+    splits = _num_splits(batch_heads * m_blocks, key_tiles, target)
+    split_len = triton.cdiv(key_tiles, max(1, splits)) * block_n
+    splits = max(1, triton.cdiv(n, split_len))
+    key_parallel, bwd_m, bwd_n = _bwd_plan(m, n)
+    stages = 3
+    return AgentPlan(
+        (block_m, block_n), splits, split_len, key_parallel, (bwd_m, bwd_n), dot_block(head_dim),
+        KernelPlan(_num_warps(block_m, block_n), stages), KernelPlan(_num_warps(bwd_m, bwd_n), stages),
+        upcast_dot, dot_precision,
+    )
+
+
 def _bias_args(q: torch.Tensor, bias: Optional[torch.Tensor]):
     # An absent bias is never read (HAS_BIAS False); q stands in as a valid pointer.
     return (bias, tuple(bias.stride())) if bias is not None else (q, (0, 0, 0))
@@ -348,11 +384,10 @@ def _fwd(q, k, v, bias, scale):
     lse = empty(batch, heads, m, device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return out, lse
-    block_m, block_n = _fwd_blocks(m, n)
-    m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
-    splits = _num_splits(batch * heads * m_blocks, key_tiles, q.device)
-    split_len = triton.cdiv(key_tiles, splits) * block_n
-    splits = triton.cdiv(n, split_len)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, m, n, batch * heads)
+    block_m, block_n = plan.fwd_blocks
+    m_blocks = triton.cdiv(m, block_m)
+    splits, split_len = plan.splits, plan.split_len
     if splits > 1:
         # fp32 partials of every key range, merged below (flash-decoding's split-K).
         out_part = empty(batch, heads, splits, m, head_dim, device=q.device, dtype=torch.float32)
@@ -360,16 +395,15 @@ def _fwd(q, k, v, bias, scale):
         dst, dst_strides, dst_lse = out_part, (0, 0, 0, 0), lse_part
     else:
         dst, dst_strides, dst_lse = out, out.stride(), lse
-    upcast_dot, dot_precision = dot_options(q)
     bias_ptr, bias_strides = _bias_args(q, bias)
     with on_device(q):
-        _biased_attention_fwd_kernel[(batch * heads, m_blocks, splits)](
+        launch(
+            _biased_attention_fwd_kernel, (batch * heads, m_blocks, splits),
             q, k, v, bias_ptr, dst, dst_lse,
             *q.stride(), *k.stride(), *v.stride(), *dst_strides, *bias_strides,
             scale * 1.4426950408889634, m, n, heads, head_dim, split_len, splits,
             HAS_BIAS=bias is not None, SPLIT=splits > 1, BLOCK_M=block_m, BLOCK_N=block_n,
-            BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
-            num_warps=_num_warps(block_m, block_n),
+            BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
     if splits > 1:
         lse = torch.logsumexp(lse_part, dim=2)
@@ -383,7 +417,9 @@ def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
     """(dq, dk, dv, dbias) of generic biased attention; dbias fp32 (heads, M, N) (empty unless bias_grad)."""
     batch, m, heads, head_dim = q.shape
     n = k.shape[1]
-    key_parallel, block_m, block_n = _bwd_plan(m, n)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, m, n, batch * heads)
+    key_parallel = plan.key_parallel
+    block_m, block_n = plan.bwd_blocks
     atomic_q = key_parallel
     atomic_kv = not key_parallel and triton.cdiv(m, block_m) > 1
 
@@ -396,21 +432,20 @@ def _bwd(do, q, k, v, bias, out, lse, scale, bias_grad):
     # Zeros, not NaN: atomic adds accumulate into it.
     dbias = torch.zeros((heads, m, n) if bias_grad else (0,), device=q.device, dtype=torch.float32)
     if q.numel() and k.numel():
-        upcast_dot, dot_precision = dot_options(q)
         bias_ptr, bias_strides = _bias_args(q, bias)
         kernel = _biased_attention_bwd_kv_kernel if key_parallel else _biased_attention_bwd_kernel
         grid = (batch * heads, triton.cdiv(n, block_n) if key_parallel else triton.cdiv(m, block_m))
         extra = {} if key_parallel else dict(ATOMIC_KV=atomic_kv)
         with on_device(q):
-            kernel[grid](
+            launch(
+                kernel, grid,
                 q, k, v, bias_ptr, out, do, lse, dq, dk, dv, dbias if bias_grad else lse,
                 *q.stride(), *k.stride(), *v.stride(), *out.stride(), *do.stride(), *dq.stride(), *dk.stride(),
                 *bias_strides,
                 scale * 1.4426950408889634, scale, m, n, heads, head_dim,
                 HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad,
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
-                UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
-                **extra,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=plan.block_d,
+                UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision, plan=plan.bwd, **extra,
             )
     # fp32 where atomics accumulated, else q's dtype: the caller casts (after summing the agents' two shares).
     return dq, dk, dv, dbias

@@ -47,6 +47,8 @@ last bits) can vary from run to run.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -54,8 +56,9 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import (
-    LN2, LOG2E, atomic_add_tile, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step,
+    LN2, LOG2E, atomic_add_tile, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step,
     store_tile,
 )
 from ops.bilevel_routing_attention.reference import region_geometry, route
@@ -212,17 +215,39 @@ def _blocks(n_queries: int, n_keys: int) -> tuple[int, int]:
     return min(64, dot_block(n_queries)), min(64, dot_block(n_keys))
 
 
+@dataclasses.dataclass(frozen=True)
+class RoutingPlan:
+    """Tiles and launch options of the forward and backward kernels; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    blocks: tuple[int, int]
+    block_dqk: int
+    block_dv: int
+    fwd: KernelPlan
+    bwd: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n_queries: int, n_keys: int) -> RoutingPlan:
+    """The launch plan for regions of ``n_queries`` tokens attending to ``n_keys`` routed tokens."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    stages = 3
+    return RoutingPlan(_blocks(n_queries, n_keys), dot_block(d_qk), dot_block(d_v), KernelPlan(4, stages),
+                       KernelPlan(4, stages), upcast_dot, dot_precision)
+
+
 def _launch_args(q, v, idx, sh, sw):
     batch, h, w, heads, dqk = q.shape
     rh, rw = region_geometry(h, w, (sh, sw))
     topk = idx.shape[-1]
-    block_m, block_n = _blocks(rh * rw, topk * rh * rw)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, dqk, v.shape[-1], rh * rw, topk * rh * rw)
+    block_m, block_n = plan.blocks
     grid = (batch * sh * sw * heads, triton.cdiv(rh * rw, block_m))
     shape_args = (h, w, heads, sh * sw, sw, topk, dqk, v.shape[-1])
-    meta = dict(RH=rh, RW=rw, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=dot_block(dqk),
-                BLOCK_DV=dot_block(v.shape[-1]), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=4)
-    return grid, shape_args, meta
+    meta = dict(RH=rh, RW=rw, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=plan.block_dqk,
+                BLOCK_DV=plan.block_dv, UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision)
+    return grid, shape_args, meta, plan
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -247,12 +272,13 @@ def _forward(
     lse = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
     if q.numel() == 0 or out.numel() == 0:
         return out, lse
-    grid, shape_args, meta = _launch_args(q, v, idx, sh, sw)
+    grid, shape_args, meta, plan = _launch_args(q, v, idx, sh, sw)
     with on_device(q):
-        bilevel_routing_attention_fwd_kernel[grid](
+        launch(
+            bilevel_routing_attention_fwd_kernel, grid,
             q, k, v, idx, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *idx.stride(),
-            scale * 1.4426950408889634, *shape_args, **meta,
+            scale * 1.4426950408889634, *shape_args, plan=plan.fwd, **meta,
         )
     return out, lse
 
@@ -281,13 +307,14 @@ def _backward(
     if q.numel() == 0 or v.numel() == 0:
         return dq.zero_(), dk.to(q.dtype), dv.to(q.dtype)
     lse = lse.contiguous()  # the kernel indexes lse as contiguous (B, H, W, heads)
-    grid, shape_args, meta = _launch_args(q, v, idx, sh, sw)
+    grid, shape_args, meta, plan = _launch_args(q, v, idx, sh, sw)
     with on_device(q):
-        bilevel_routing_attention_bwd_kernel[grid](
+        launch(
+            bilevel_routing_attention_bwd_kernel, grid,
             q, k, v, out, do, lse, idx, dq, dk, dv,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *do.stride(),
             *dq.stride(), *dk.stride(), *dv.stride(), *idx.stride(),
-            scale * 1.4426950408889634, scale, *shape_args, **meta,
+            scale * 1.4426950408889634, scale, *shape_args, plan=plan.bwd, **meta,
         )
     return dq, dk.to(q.dtype), dv.to(q.dtype)
 

@@ -48,14 +48,17 @@ columns of A are -inf so they get zero probability. Outputs are contiguous (B, N
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
 
-from ops._backend import empty, triton_interpret
+from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._triton_utils import dot, dot_block, on_device
 
 __all__ = ["channel_attention_triton"]
 
@@ -279,24 +282,45 @@ def _block_sizes(head_dim: int) -> tuple[int, int]:
     return block_n, block_d
 
 
-def _num_splits(num_tiles: int, batch_groups: int, device: torch.device) -> int:
+def _num_splits(num_tiles: int, batch_groups: int, target: Target) -> int:
     """How many chunks N is cut into (1 = the fused single-launch kernels); see the module docstring."""
-    if device.type != "cuda" or triton_interpret():
+    if target.interpret:
         return 1
-    target = _PROGRAMS_PER_SM * sm_count(device)
-    if batch_groups >= target:
+    wanted = _PROGRAMS_PER_SM * target.sms
+    if batch_groups >= wanted:
         return 1
-    return max(1, min(triton.cdiv(target, batch_groups), num_tiles // _MIN_TILES_PER_SPLIT))
+    return max(1, min(triton.cdiv(wanted, batch_groups), num_tiles // _MIN_TILES_PER_SPLIT))
 
 
-def _launch_plan(q: torch.Tensor) -> tuple[int, int, int, int]:
-    """(splits, tiles per split, BLOCK_N, BLOCK_D); no chunk is empty."""
-    batch, n, groups, head_dim = q.shape
+@dataclasses.dataclass(frozen=True)
+class ChannelPlan:
+    """Chunks of N (``splits`` of ``tiles_per_split`` tiles of ``block_n`` tokens; no chunk is empty), the
+    channel tile and launch options of the four kernels; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    splits: int
+    tiles_per_split: int
+    block_n: int
+    block_d: int
+    fwd_partial: KernelPlan
+    fwd: KernelPlan
+    bwd_partial: KernelPlan
+    bwd: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch_groups: int) -> ChannelPlan:
+    """The launch plan for ``n`` tokens of ``batch_groups`` (batch x groups) independent groups."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
     block_n, block_d = _block_sizes(head_dim)
     num_tiles = max(1, triton.cdiv(n, block_n))
-    splits = max(1, min(_num_splits(num_tiles, batch * groups, q.device), num_tiles))
+    splits = max(1, min(_num_splits(num_tiles, batch_groups, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
-    return triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d
+    stages = 3
+    kp = KernelPlan(4, stages)
+    return ChannelPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kp, kp, kp, kp,
+                       upcast_dot, dot_precision)
 
 
 def _forward(
@@ -308,29 +332,30 @@ def _forward(
     p = empty(batch, groups, head_dim, head_dim, device=q.device, dtype=torch.float32)
     if batch * groups == 0 or head_dim == 0:
         return out, p
-    splits, tiles_per_split, block_n, block_d = _launch_plan(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, batch * groups)
     ws = p  # unread by the fused kernel; any pointer will do
-    if splits > 1:
-        ws = empty(batch * groups, splits, block_d, block_d, device=q.device, dtype=torch.float32)
+    if plan.splits > 1:
+        ws = empty(batch * groups, plan.splits, plan.block_d, plan.block_d, device=q.device, dtype=torch.float32)
     with on_device(q):
-        _launch_fwd(q, k, v, ws, out, p, scale, splits, tiles_per_split, block_n, block_d)
+        _launch_fwd(q, k, v, ws, out, p, scale, plan)
     return out, p
 
 
-def _launch_fwd(q, k, v, ws, out, p, scale, splits, tiles_per_split, block_n, block_d):
+def _launch_fwd(q, k, v, ws, out, p, scale, plan):
     batch, n, groups, head_dim = q.shape
-    upcast_dot, dot_precision = dot_options(q)
-    grid = (batch * groups, splits)
-    if splits > 1:
-        channel_attention_fwd_partial_kernel[grid](
-            k, v, ws, *k.stride(), *v.stride(), n, groups, head_dim, tiles_per_split,
-            BLOCK_N=block_n, BLOCK_D=block_d, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+    grid = (batch * groups, plan.splits)
+    blocks = dict(BLOCK_N=plan.block_n, BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot,
+                  DOT_PRECISION=plan.dot_precision)
+    if plan.splits > 1:
+        launch(
+            channel_attention_fwd_partial_kernel, grid,
+            k, v, ws, *k.stride(), *v.stride(), n, groups, head_dim, plan.tiles_per_split,
+            plan=plan.fwd_partial, **blocks,
         )
-    channel_attention_fwd_kernel[grid](
+    launch(
+        channel_attention_fwd_kernel, grid,
         q, k, v, ws, out, p, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        scale, n, groups, head_dim, tiles_per_split,
-        SPLIT=splits > 1, BLOCK_N=block_n, BLOCK_D=block_d, UPCAST_DOT=upcast_dot,
-        DOT_PRECISION=dot_precision,
+        scale, n, groups, head_dim, plan.tiles_per_split, SPLIT=plan.splits > 1, plan=plan.fwd, **blocks,
     )
 
 
@@ -347,30 +372,31 @@ def _backward(
     dq, dk, dv = (empty(batch, n, groups, head_dim, device=q.device, dtype=q.dtype) for _ in range(3))
     if batch * groups * n == 0 or head_dim == 0:
         return dq, dk, dv
-    splits, tiles_per_split, block_n, block_d = _launch_plan(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, batch * groups)
     ws = p  # unread by the fused kernel; any pointer will do
-    if splits > 1:
-        ws = empty(batch * groups, splits, block_d, block_d, device=q.device, dtype=torch.float32)
+    if plan.splits > 1:
+        ws = empty(batch * groups, plan.splits, plan.block_d, plan.block_d, device=q.device, dtype=torch.float32)
     with on_device(q):
-        _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, splits, tiles_per_split, block_n, block_d)
+        _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, plan)
     return dq, dk, dv
 
 
-def _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, splits, tiles_per_split, block_n, block_d):
+def _launch_bwd(do, q, k, v, p, ws, dq, dk, dv, scale, plan):
     batch, n, groups, head_dim = q.shape
-    upcast_dot, dot_precision = dot_options(q)
-    grid = (batch * groups, splits)
-    if splits > 1:
-        channel_attention_bwd_partial_kernel[grid](
-            do, q, p, ws, dq, *do.stride(), *q.stride(), *dq.stride(), n, groups, head_dim, tiles_per_split,
-            BLOCK_N=block_n, BLOCK_D=block_d, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+    grid = (batch * groups, plan.splits)
+    blocks = dict(BLOCK_N=plan.block_n, BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot,
+                  DOT_PRECISION=plan.dot_precision)
+    if plan.splits > 1:
+        launch(
+            channel_attention_bwd_partial_kernel, grid,
+            do, q, p, ws, dq, *do.stride(), *q.stride(), *dq.stride(), n, groups, head_dim, plan.tiles_per_split,
+            plan=plan.bwd_partial, **blocks,
         )
-    channel_attention_bwd_kernel[grid](
+    launch(
+        channel_attention_bwd_kernel, grid,
         do, q, k, v, p, ws, dq, dk, dv,
         *do.stride(), *q.stride(), *k.stride(), *v.stride(), *dq.stride(), *dk.stride(), *dv.stride(),
-        scale, n, groups, head_dim, tiles_per_split,
-        SPLIT=splits > 1, BLOCK_N=block_n, BLOCK_D=block_d, UPCAST_DOT=upcast_dot,
-        DOT_PRECISION=dot_precision,
+        scale, n, groups, head_dim, plan.tiles_per_split, SPLIT=plan.splits > 1, plan=plan.bwd, **blocks,
     )
 
 

@@ -39,6 +39,8 @@ reference.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Optional
 
 import torch
@@ -48,7 +50,8 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._triton_utils import LN2, LOG2E, dot, dot_block, dot_options, load_tile, on_device, online_softmax_step, \
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._triton_utils import LN2, LOG2E, dot, dot_block, load_tile, on_device, online_softmax_step, \
     store_tile
 
 __all__ = ["lofi_attention_triton"]
@@ -222,6 +225,28 @@ def _block(n: int) -> int:
     return min(_MAX_BLOCK, dot_block(n))
 
 
+@dataclasses.dataclass(frozen=True)
+class LofiPlan:
+    """Tiles and launch options of the forward and the two backward kernels; ``upcast_dot`` /
+    ``dot_precision`` see :func:`ops._plans.dot_options`."""
+
+    blocks: tuple[int, int]
+    block_d: int
+    fwd: KernelPlan
+    bwd_dq: KernelPlan
+    bwd_dkdv: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, m: int) -> LofiPlan:
+    """The launch plan for ``n`` queries over ``m`` (pooled) keys."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    stages = 3
+    return LofiPlan((_block(n), _block(m)), dot_block(head_dim), KernelPlan(4, stages), KernelPlan(4, stages),
+                    KernelPlan(4, stages), upcast_dot, dot_precision)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Custom ops.
 
@@ -236,16 +261,17 @@ def _forward(
     lse = empty(batch, n, heads, device=q.device, dtype=torch.float32)
     if q.numel() == 0:
         return out, lse
-    block_m, block_n = _block(n), _block(m)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, m)
+    block_m, block_n = plan.blocks
     nqb = triton.cdiv(n, block_m)
-    upcast_dot, dot_precision = dot_options(q)
     with on_device(q):
-        lofi_attention_fwd_kernel[(batch * nqb * heads,)](
+        launch(
+            lofi_attention_fwd_kernel, (batch * nqb * heads,),
             q, k, v, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             scale * 1.4426950408889634, n, m, heads, nqb, head_dim,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
-            UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=4,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=plan.block_d,
+            UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
     return out, lse
 
@@ -273,28 +299,30 @@ def _backward(
     # `lse` is addressed as contiguous (B, N, heads); it comes from the forward op, contiguous, unless a graph
     # transform handed back an equal tensor in another layout.
     lse = lse.contiguous()
-    block_m, block_n = _block(n), _block(m)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, m)
+    block_m, block_n = plan.blocks
     nqb, nkb = triton.cdiv(n, block_m), triton.cdiv(m, block_n)
     fuse_dq = nkb == 1
     # delta is only a buffer between the two launches of the unfused backward
     delta = lse if fuse_dq else empty(batch, n, heads, device=q.device, dtype=torch.float32)
-    upcast_dot, dot_precision = dot_options(q)
     common = dict(
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
-        UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=4,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=plan.block_d,
+        UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
     )
     qk_scale = scale * 1.4426950408889634
     with on_device(q):
         if not fuse_dq:
-            lofi_attention_bwd_dq_kernel[(batch * nqb * heads,)](
+            launch(
+                lofi_attention_bwd_dq_kernel, (batch * nqb * heads,),
                 q, k, v, out, do, lse, delta, dq,
                 *q.stride(), *k.stride(), *v.stride(), *out.stride(), *do.stride(), *dq.stride(),
-                qk_scale, scale, n, m, heads, nqb, head_dim, **common,
+                qk_scale, scale, n, m, heads, nqb, head_dim, plan=plan.bwd_dq, **common,
             )
-        lofi_attention_bwd_dkdv_kernel[(batch * nkb * heads,)](
+        launch(
+            lofi_attention_bwd_dkdv_kernel, (batch * nkb * heads,),
             q, k, v, do, lse, delta, dk, dv, dq,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dq.stride(),
-            qk_scale, scale, n, m, heads, nkb, head_dim, FUSE_DQ=fuse_dq, **common,
+            qk_scale, scale, n, m, heads, nkb, head_dim, FUSE_DQ=fuse_dq, plan=plan.bwd_dkdv, **common,
         )
     return dq, dk, dv
 

@@ -40,6 +40,8 @@ Determinism: out, dq, dk, dv are deterministic; d(rpb) uses fp32 atomics, so on 
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Optional
 
 import torch
@@ -49,7 +51,8 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
-from ops._triton_utils import LN2, LOG2E, dot, dot_block, dot_options, load_tile, on_device, online_softmax_step, \
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._triton_utils import LN2, LOG2E, dot, dot_block, load_tile, on_device, online_softmax_step, \
     store_tile
 
 __all__ = ["neighborhood_attention_2d_triton"]
@@ -303,13 +306,36 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
 # Launch plans.
 
 
-def _grid(q: torch.Tensor, dh: int, dw: int) -> tuple[tuple[int, int], int, int]:
+def _grid(q: torch.Tensor, dh: int, dw: int, tile: tuple[int, int]) -> tuple[tuple[int, int], int, int]:
     """Grid (groups * tiles, B * heads) and the tiles per group along y / x (of the longest group). The tiles go on
     the first axis, whose size limit (2^31 - 1) is far above the others' (65535)."""
     batch, h, w, heads, _ = q.shape
-    tiles_y = triton.cdiv(triton.cdiv(h, dh), _TILE[0])
-    tiles_x = triton.cdiv(triton.cdiv(w, dw), _TILE[1])
+    tiles_y = triton.cdiv(triton.cdiv(h, dh), tile[0])
+    tiles_x = triton.cdiv(triton.cdiv(w, dw), tile[1])
     return (dh * dw * tiles_y * tiles_x, batch * heads), tiles_y, tiles_x
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborhoodPlan:
+    """Query tile (``tile``: rows x columns of the map), key tile length, channel tile and launch options of the
+    forward and the two backward kernels; ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`."""
+
+    tile: tuple[int, int]
+    block_n: int
+    block_d: int
+    fwd: KernelPlan
+    bwd_dq: KernelPlan
+    bwd_dkdv: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> NeighborhoodPlan:
+    """The launch plan for a head dimension of ``head_dim``."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    stages = 3
+    return NeighborhoodPlan(_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(4, stages), KernelPlan(4, stages),
+                            KernelPlan(4, stages), upcast_dot, dot_precision)
 
 
 def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):
@@ -338,16 +364,18 @@ def _forward(
     lse = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
     if q.numel() == 0:
         return out, lse
-    grid, tiles_y, tiles_x = _grid(q, dh, dw)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim)
+    grid, tiles_y, tiles_x = _grid(q, dh, dw, plan.tile)
     rpb_ptr, rpb_strides = _rpb_args(q, rpb)
     with on_device(q):
-        neighborhood_attention_2d_fwd_kernel[grid](
+        launch(
+            neighborhood_attention_2d_fwd_kernel, grid,
             q, k, v, rpb_ptr, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *rpb_strides,
             scale * 1.4426950408889634, h, w, heads, head_dim, tiles_y, tiles_x,
-            KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=_TILE[0], TW=_TILE[1],
-            BLOCK_N=_BLOCK_N, BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+            KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1],
+            BLOCK_N=plan.block_n, BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot,
+            DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
     return out, lse
 
@@ -383,22 +411,25 @@ def _backward(
     # op, contiguous, unless a graph transform handed back equal tensors in another layout.
     out, lse = out.contiguous(), lse.contiguous()
     delta = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
-    grid, tiles_y, tiles_x = _grid(q, dh, dw)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim)
+    grid, tiles_y, tiles_x = _grid(q, dh, dw, plan.tile)
     rpb_ptr, rpb_strides = _rpb_args(q, rpb)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *rpb_strides)
     common = dict(
-        KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=_TILE[0], TW=_TILE[1],
-        BLOCK_D=dot_block(head_dim), UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+        KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1],
+        BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
     )
     args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim, tiles_y, tiles_x)
     with on_device(q):
-        neighborhood_attention_2d_bwd_dq_kernel[grid](
+        launch(
+            neighborhood_attention_2d_bwd_dq_kernel, grid,
             q, k, v, out, do, lse, delta, rpb_ptr, dq, drpb if rpb_grad else lse, *strides, *args,
-            RPB_GRAD=rpb_grad, BLOCK_N=_BLOCK_N, **common,
+            RPB_GRAD=rpb_grad, BLOCK_N=plan.block_n, plan=plan.bwd_dq, **common,
         )
-        neighborhood_attention_2d_bwd_dkdv_kernel[grid](
-            q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, BLOCK_M=_BLOCK_N, **common,
+        launch(
+            neighborhood_attention_2d_bwd_dkdv_kernel, grid,
+            q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, BLOCK_M=plan.block_n, plan=plan.bwd_dkdv,
+            **common,
         )
     return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
 

@@ -41,6 +41,7 @@ so on a GPU their last bits can vary from run to run.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -50,9 +51,9 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import (
-    LN2, LOG2E, atomic_add_tile, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step,
-    sm_count, store_tile,
+    LN2, LOG2E, atomic_add_tile, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step, store_tile,
 )
 
 __all__ = ["overlapping_window_attention_triton"]
@@ -303,19 +304,50 @@ def _bwd_blocks(nq: int, nk: int) -> tuple[int, int]:
     return block_m, min(dot_block(nk), max(16, 4096 // block_m))
 
 
-def _windows_per_program(num_windows: int, heads: int, key_blocks: int, device: torch.device) -> int:
+def _windows_per_program(num_windows: int, heads: int, key_blocks: int, target: Target) -> int:
     """Length of the dk / dv kernel's window chunks: as long as possible while every SM still gets a few programs."""
-    if device.type != "cuda":
+    if target.interpret:
         # The interpreter runs programs one after another; a length that rarely divides the window count
         # exercises the loop and a short last chunk.
         return 3
-    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * sm_count(device))
+    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * target.sms)
     return max(1, min(_MAX_WINDOWS_PER_PROGRAM, per_program))
 
 
 def _num_warps(block_m: int, block_n: int) -> int:
-    # Untuned: no GPU measurements behind this choice yet (the same rule as window_attention's).
+    # The same rule as window_attention's.
     return 8 if block_m * block_n > 4096 or block_m >= 256 else 4
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlappingWindowPlan:
+    """Tiles and launch options of the three kernels; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    fwd_blocks: tuple[int, int]
+    dkdv_blocks: tuple[int, int]
+    dq_blocks: tuple[int, int]
+    block_d: int
+    windows_per_program: int
+    fwd: KernelPlan
+    dkdv: KernelPlan
+    dq: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, nq: int, nk: int, num_windows: int,
+                heads: int) -> OverlappingWindowPlan:
+    """The launch plan for ``nq``-query windows over ``nk``-key windows (``num_windows`` over the batch)."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    fwd_blocks, dkdv_blocks = _fwd_blocks(nq, nk), _bwd_blocks(nq, nk)
+    per_program = _windows_per_program(num_windows, heads, triton.cdiv(nk, dkdv_blocks[1]), target)
+    stages = 3
+    return OverlappingWindowPlan(
+        fwd_blocks, dkdv_blocks, fwd_blocks, dot_block(head_dim), per_program,
+        KernelPlan(_num_warps(*fwd_blocks), stages), KernelPlan(_num_warps(*dkdv_blocks), stages),
+        KernelPlan(_num_warps(*fwd_blocks), stages), upcast_dot, dot_precision,
+    )
 
 
 def _bias_args(q: torch.Tensor, bias_table: Optional[torch.Tensor]):
@@ -346,18 +378,19 @@ def _forward(
         return out, lse
     nww = triton.cdiv(w, ww)
     nw = triton.cdiv(h, wh) * nww
-    block_m, block_n = _fwd_blocks(wh * ww, kh * kw)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, wh * ww, kh * kw, batch * nw, heads)
+    block_m, block_n = plan.fwd_blocks
     bias_ptr, bias_strides = _bias_args(q, bias_table)
     grid = (batch * nw * heads, triton.cdiv(wh * ww, block_m))
     with on_device(q):
-        overlapping_window_attention_fwd_kernel[grid](
+        launch(
+            overlapping_window_attention_fwd_kernel, grid,
             q, k, v, bias_ptr, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides,
             scale * 1.4426950408889634, h, w, heads, nw, nww, head_dim,
             WH=wh, WW=ww, KH=kh, KW=kw, HAS_BIAS=bias_table is not None,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
-            UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=plan.block_d,
+            UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
     return out, lse
 
@@ -397,25 +430,27 @@ def _backward(
     nw = triton.cdiv(h, wh) * nww
     num_windows = batch * nw
     nq, nk = wh * ww, kh * kw
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, nq, nk, num_windows, heads)
     bias_ptr, bias_strides = _bias_args(q, bias_table)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *bias_strides)
-    common = dict(WH=wh, WW=ww, KH=kh, KW=kw, HAS_BIAS=bias_table is not None, BLOCK_D=dot_block(head_dim),
-                  UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision)
-    block_m, block_n = _bwd_blocks(nq, nk)
+    common = dict(WH=wh, WW=ww, KH=kh, KW=kw, HAS_BIAS=bias_table is not None, BLOCK_D=plan.block_d,
+                  UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision)
+    block_m, block_n = plan.dkdv_blocks
     key_blocks = triton.cdiv(nk, block_n)
-    per_program = _windows_per_program(num_windows, heads, key_blocks, q.device)
+    per_program = plan.windows_per_program
     with on_device(q):
-        overlapping_window_attention_bwd_dkdv_kernel[(triton.cdiv(num_windows, per_program) * heads, key_blocks)](
+        launch(
+            overlapping_window_attention_bwd_dkdv_kernel, (triton.cdiv(num_windows, per_program) * heads, key_blocks),
             q, k, v, out, do, lse, bias_ptr, dk32, dv32, dbias if bias_grad else lse, *strides,
             scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim, num_windows, per_program,
-            BIAS_GRAD=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_num_warps(block_m, block_n), **common,
+            BIAS_GRAD=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n, plan=plan.dkdv, **common,
         )
-        dq_m, dq_n = _fwd_blocks(nq, nk)
-        overlapping_window_attention_bwd_dq_kernel[(num_windows * heads, triton.cdiv(nq, dq_m))](
+        dq_m, dq_n = plan.dq_blocks
+        launch(
+            overlapping_window_attention_bwd_dq_kernel, (num_windows * heads, triton.cdiv(nq, dq_m)),
             q, k, v, out, do, lse, bias_ptr, dq, *strides,
             scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim,
-            BLOCK_M=dq_m, BLOCK_N=dq_n, num_warps=_num_warps(dq_m, dq_n), **common,
+            BLOCK_M=dq_m, BLOCK_N=dq_n, plan=plan.dq, **common,
         )
     return dq, dk32.to(q.dtype), dv32.to(q.dtype), dbias.to(bias_table.dtype) if bias_grad else dbias
 

@@ -57,16 +57,19 @@ contiguous in q's dtype; table gradients in the tables' dtypes.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ops._backend import empty, triton_interpret
+from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._triton_utils import dot, dot_block, dot_options, on_device, sm_count
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._triton_utils import dot, dot_block, on_device
 
 __all__ = ["rala_triton"]
 
@@ -494,24 +497,45 @@ def _block_sizes(head_dim: int) -> tuple[int, int, int]:
     return max(16, min(64, 4096 // block_d)), block_d, 8 if block_d >= 128 else 4
 
 
-def _num_splits(num_tiles: int, batch_heads: int, device: torch.device) -> int:
+def _num_splits(num_tiles: int, batch_heads: int, target: Target) -> int:
     """How many chunks N is cut into; see the module docstring."""
-    if device.type != "cuda" or triton_interpret():
+    if target.interpret:
         return 1
-    target = _PROGRAMS_PER_SM * sm_count(device)
-    if batch_heads >= target:
+    wanted = _PROGRAMS_PER_SM * target.sms
+    if batch_heads >= wanted:
         return 1
-    return max(1, min(triton.cdiv(target, batch_heads), num_tiles // _MIN_TILES_PER_SPLIT))
+    return max(1, min(triton.cdiv(wanted, batch_heads), num_tiles // _MIN_TILES_PER_SPLIT))
 
 
-def _launch_plan(q: torch.Tensor) -> tuple[int, int, int, int, int]:
-    """(splits, tiles per split, BLOCK_N, BLOCK_D, num_warps); no chunk is empty."""
-    batch, n, heads, head_dim = q.shape
+@dataclasses.dataclass(frozen=True)
+class RalaPlan:
+    """Chunks of N (``splits`` of ``tiles_per_split`` tiles of ``block_n`` tokens; no chunk is empty), the
+    channel tile and one :class:`KernelPlan` per kernel (by kernel name without ``rala_`` / ``_kernel``);
+    ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`."""
+
+    splits: int
+    tiles_per_split: int
+    block_n: int
+    block_d: int
+    kernels: dict
+    upcast_dot: bool
+    dot_precision: str
+
+
+_KERNELS = ("fwd_qsum", "fwd_kv", "fwd_combine", "fwd_out", "bwd_q", "bwd_combine", "bwd_kv", "bwd_dq")
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch_heads: int) -> RalaPlan:
+    """The launch plan for ``n`` tokens of ``batch_heads`` (batch x heads) independent heads."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
     block_n, block_d, num_warps = _block_sizes(head_dim)
     num_tiles = max(1, triton.cdiv(n, block_n))
-    splits = max(1, min(_num_splits(num_tiles, batch * heads, q.device), num_tiles))
+    splits = max(1, min(_num_splits(num_tiles, batch_heads, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
-    return triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, num_warps
+    stages = 3
+    kernels = {name: KernelPlan(num_warps, stages) for name in _KERNELS}
+    return RalaPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kernels,
+                    upcast_dot, dot_precision)
 
 
 def _opt(t: Optional[torch.Tensor], q: torch.Tensor, ndim: int):
@@ -545,8 +569,10 @@ def _forward(
     lse = empty(batch, heads, device=dev, dtype=torch.float32)
     if batch * heads * n == 0 or head_dim == 0:
         return out, qbar, kv, ks, lse
-    splits, tps, block_n, block_d, num_warps = _launch_plan(q)
     bh = batch * heads
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, bh)
+    splits, tps, block_n, block_d = plan.splits, plan.tiles_per_split, plan.block_n, plan.block_d
+    kp = plan.kernels
     ws_q = empty(bh, splits, block_d, device=dev, dtype=torch.float32)
     ws_kv = empty(bh, splits, block_d, block_d, device=dev, dtype=torch.float32)
     ws_ks = empty(bh, splits, block_d, device=dev, dtype=torch.float32)
@@ -555,25 +581,31 @@ def _forward(
     res_p, res_s = _opt(residual, q, 4)
     sin_p, tab_s = _opt(sin, q, 2)
     cos_p, _ = _opt(cos, q, 2)
-    upcast_dot, dot_precision = dot_options(q)
+    upcast_dot, dot_precision = plan.upcast_dot, plan.dot_precision
     grid = (bh, splits)
-    common = dict(BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)
+    common = dict(BLOCK_N=block_n, BLOCK_D=block_d)
     with on_device(q):
-        rala_fwd_qsum_kernel[grid](q, ws_q, *q.stride(), n, heads, head_dim, tps, **common)
-        rala_fwd_kv_kernel[grid](
+        launch(rala_fwd_qsum_kernel, grid, q, ws_q, *q.stride(), n, heads, head_dim, tps, plan=kp["fwd_qsum"],
+               **common)
+        launch(
+            rala_fwd_kv_kernel, grid,
             k, v, sin_p, cos_p, ws_q, ws_kv, ws_ks, ws_mz, *k.stride(), *v.stride(), *tab_s,
             scale, n, heads, head_dim, tps,
-            HAS_ROPE=sin is not None, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, **common,
+            HAS_ROPE=sin is not None, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, plan=kp["fwd_kv"],
+            **common,
         )
-        rala_fwd_combine_kernel[(bh,)](
-            ws_q, ws_kv, ws_ks, ws_mz, qbar, kv, ks, lse, n, head_dim, splits, BLOCK_D=block_d, num_warps=num_warps,
+        launch(
+            rala_fwd_combine_kernel, (bh,),
+            ws_q, ws_kv, ws_ks, ws_mz, qbar, kv, ks, lse, n, head_dim, splits, BLOCK_D=block_d,
+            plan=kp["fwd_combine"],
         )
-        rala_fwd_out_kernel[grid](
+        launch(
+            rala_fwd_out_kernel, grid,
             q, gate_p, res_p, sin_p, cos_p, kv, ks, out,
             *q.stride(), *gate_s, *res_s, *out.stride(), *tab_s,
             eps, n, heads, head_dim, tps,
             HAS_GATE=gate is not None, HAS_RES=residual is not None, HAS_ROPE=sin is not None,
-            DOT_PRECISION=dot_precision, **common,
+            DOT_PRECISION=dot_precision, plan=kp["fwd_out"], **common,
         )
     return out, qbar, kv, ks, lse
 
@@ -628,7 +660,9 @@ def _backward(
     # The kernels read the states with contiguous strides; a graph transform may hand back equal tensors in
     # another layout.
     qbar, kv, ks, lse = qbar.contiguous(), kv.contiguous(), ks.contiguous(), lse.contiguous()
-    splits, tps, block_n, block_d, num_warps = _launch_plan(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, bh)
+    splits, tps, block_n, block_d = plan.splits, plan.tiles_per_split, plan.block_n, plan.block_d
+    kp = plan.kernels
     ws_dkv = empty(bh, splits, block_d, block_d, device=dev, dtype=torch.float32)
     ws_dks = empty(bh, splits, block_d, device=dev, dtype=torch.float32)
     dkv_sum = empty(bh, block_d, block_d, device=dev, dtype=torch.float32)
@@ -641,29 +675,33 @@ def _backward(
     dsin_p, dcos_p = (dsin_rows, dcos_rows) if rope_grad else (ws_dks, ws_dks)  # unwritten without ROPE_GRAD
     dgate_p = dgate if gate is not None else dq  # unwritten without a gate / residual
     dres_p = dres if residual is not None else dq
-    upcast_dot, dot_precision = dot_options(q)
+    upcast_dot, dot_precision = plan.upcast_dot, plan.dot_precision
     grid = (bh, splits)
-    flags = dict(HAS_ROPE=sin is not None, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)
+    flags = dict(HAS_ROPE=sin is not None, BLOCK_N=block_n, BLOCK_D=block_d)
     with on_device(q):
-        rala_bwd_q_kernel[grid](
+        launch(
+            rala_bwd_q_kernel, grid,
             do, q, gate_p, res_p, sin_p, cos_p, kv, ks, dgate_p, dres_p, ws_dkv, ws_dks,
             *do.stride(), *q.stride(), *gate_s, *res_s, *dq.stride(), *tab_s,
             eps, n, heads, head_dim, tps,
             HAS_GATE=gate is not None, HAS_RES=residual is not None, UPCAST_DOT=upcast_dot,
-            DOT_PRECISION=dot_precision, **flags,
+            DOT_PRECISION=dot_precision, plan=kp["bwd_q"], **flags,
         )
-        rala_bwd_combine_kernel[(bh,)](ws_dkv, ws_dks, dkv_sum, dks_sum, splits, BLOCK_D=block_d, num_warps=num_warps)
-        rala_bwd_kv_kernel[grid](
+        launch(rala_bwd_combine_kernel, (bh,), ws_dkv, ws_dks, dkv_sum, dks_sum, splits, BLOCK_D=block_d,
+               plan=kp["bwd_combine"])
+        launch(
+            rala_bwd_kv_kernel, grid,
             k, v, sin_p, cos_p, qbar, kv, ks, lse, dkv_sum, dks_sum, dk, dv, ws_dqbar, dsin_p, dcos_p,
             *k.stride(), *v.stride(), *dk.stride(), *tab_s,
             scale, n, heads, head_dim, tps,
-            ROPE_GRAD=rope_grad, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, **flags,
+            ROPE_GRAD=rope_grad, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, plan=kp["bwd_kv"], **flags,
         )
-        rala_bwd_dq_kernel[grid](
+        launch(
+            rala_bwd_dq_kernel, grid,
             do, q, gate_p, sin_p, cos_p, kv, ks, ws_dqbar, dq, dsin_p, dcos_p,
             *do.stride(), *q.stride(), *gate_s, *dq.stride(), *tab_s,
             eps, n, heads, head_dim, tps,
-            HAS_GATE=gate is not None, ROPE_GRAD=rope_grad, DOT_PRECISION=dot_precision, **flags,
+            HAS_GATE=gate is not None, ROPE_GRAD=rope_grad, DOT_PRECISION=dot_precision, plan=kp["bwd_dq"], **flags,
         )
     if rope_grad:
         return dq, dk, dv, dgate, dres, dsin_rows.sum(0).to(sin.dtype), dcos_rows.sum(0).to(cos.dtype)

@@ -57,6 +57,7 @@ Determinism: out, dq, dk, dv are deterministic. d(table) uses fp32 atomics, so o
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -66,9 +67,9 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import (
-    LN2, LOG2E, dot, dot_block, dot_options, load_tile, lse_offsets, on_device, online_softmax_step, sm_count,
-    store_tile,
+    LN2, LOG2E, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step, store_tile,
 )
 
 __all__ = ["window_attention_triton"]
@@ -358,13 +359,13 @@ def _bwd_blocks(n: int) -> tuple[int, int]:
     return block_m, min(block_m, max(16, 4096 // block_m))
 
 
-def _windows_per_program(num_windows: int, heads: int, key_blocks: int, device: torch.device) -> int:
+def _windows_per_program(num_windows: int, heads: int, key_blocks: int, target: Target) -> int:
     """Length of the backward's window chunks: as long as possible while every SM still gets a few programs."""
-    if device.type != "cuda":
+    if target.interpret:
         # The interpreter runs programs one after another; a length that rarely divides the window count
         # exercises the loop and a short last chunk.
         return 3
-    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * sm_count(device))
+    per_program = (num_windows * heads * key_blocks) // (_PROGRAMS_PER_SM * target.sms)
     return max(1, min(_MAX_WINDOWS_PER_PROGRAM, per_program))
 
 
@@ -384,8 +385,40 @@ def _bias_mask_args(q: torch.Tensor, bias_table: Optional[torch.Tensor], mask: O
 
 def _num_warps(block_m: int, block_n: int) -> int:
     # The backward's whole-window tiles (256 queries) keep several fp32 (256, 16) tiles live: 8 warps hold them
-    # in registers without spilling. Untuned -- no GPU measurements behind this choice yet.
+    # in registers without spilling.
     return 8 if block_m * block_n > 4096 or block_m >= 256 else 4
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowPlan:
+    """Tiles and launch options of the three kernels; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    fwd_blocks: tuple[int, int]
+    bwd_blocks: tuple[int, int]
+    dq_blocks: tuple[int, int]
+    block_d: int
+    windows_per_program: int
+    fwd: KernelPlan
+    bwd: KernelPlan
+    dq: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_windows: int, heads: int,
+                bias_grad: bool) -> WindowPlan:
+    """The launch plan for ``n``-token windows (``num_windows`` of them over the batch) of ``heads`` heads."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    fwd_blocks, bwd_blocks = _fwd_blocks(n), _bwd_blocks(n)
+    key_blocks = triton.cdiv(n, bwd_blocks[1])
+    per_program = _windows_per_program(num_windows, heads, key_blocks, target) if bias_grad else 1
+    stages = 3
+    return WindowPlan(
+        fwd_blocks, bwd_blocks, fwd_blocks, dot_block(head_dim), per_program,
+        KernelPlan(_num_warps(*fwd_blocks), stages), KernelPlan(_num_warps(*bwd_blocks), stages),
+        KernelPlan(_num_warps(*fwd_blocks), stages), upcast_dot, dot_precision,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -409,18 +442,19 @@ def _forward(
     if q.numel() == 0:
         return out, lse
     nw, nww, n = _geometry(q, wh, ww)
-    block_m, block_n = _fwd_blocks(n)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, batch * nw, heads, False)
+    block_m, block_n = plan.fwd_blocks
     bias_ptr, mask_ptr, bm_strides = _bias_mask_args(q, bias_table, mask)
     grid = (batch * nw * heads, triton.cdiv(n, block_m))
     with on_device(q):
-        window_attention_fwd_kernel[grid](
+        launch(
+            window_attention_fwd_kernel, grid,
             q, k, v, bias_ptr, mask_ptr, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bm_strides,
             scale * 1.4426950408889634, h, w, heads, nw, nww, head_dim,
             WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=dot_block(head_dim),
-            UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, num_warps=_num_warps(block_m, block_n),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=plan.block_d,
+            UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
     return out, lse
 
@@ -455,35 +489,35 @@ def _backward(
     # forward op, contiguous, unless a graph transform handed back equal tensors in another layout.
     out, lse = out.contiguous(), lse.contiguous()
     nw, nww, n = _geometry(q, wh, ww)
-    block_m, block_n = _bwd_blocks(n)
+    num_windows = batch * nw
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, num_windows, heads, bias_grad)
+    block_m, block_n = plan.bwd_blocks
     key_blocks = triton.cdiv(n, block_n)
     fuse_dq = key_blocks == 1
-    num_windows = batch * nw
-    per_program = _windows_per_program(num_windows, heads, key_blocks, q.device) if bias_grad else 1
-    upcast_dot, dot_precision = dot_options(q)
+    per_program = plan.windows_per_program
     bias_ptr, mask_ptr, bm_strides = _bias_mask_args(q, bias_table, mask)
     qkv_strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
-    block_d = dot_block(head_dim)
     common = dict(
-        WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None, BLOCK_D=block_d,
-        UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
+        WH=wh, WW=ww, HAS_BIAS=bias_table is not None, HAS_MASK=mask is not None, BLOCK_D=plan.block_d,
+        UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
     )
     grid = (triton.cdiv(num_windows, per_program) * heads, key_blocks)
     with on_device(q):
-        window_attention_bwd_kernel[grid](
+        launch(
+            window_attention_bwd_kernel, grid,
             q, k, v, out, do, lse, bias_ptr, mask_ptr, dq, dk, dv, dbias if bias_grad else lse,
             *qkv_strides, *bm_strides,
             scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim, num_windows, per_program,
-            BIAS_GRAD=bias_grad, FUSE_DQ=fuse_dq, BLOCK_M=block_m, BLOCK_N=block_n,
-            num_warps=_num_warps(block_m, block_n), **common,
+            BIAS_GRAD=bias_grad, FUSE_DQ=fuse_dq, BLOCK_M=block_m, BLOCK_N=block_n, plan=plan.bwd, **common,
         )
         if not fuse_dq:
-            dq_m, dq_n = _fwd_blocks(n)
-            window_attention_bwd_dq_kernel[(num_windows * heads, triton.cdiv(n, dq_m))](
+            dq_m, dq_n = plan.dq_blocks
+            launch(
+                window_attention_bwd_dq_kernel, (num_windows * heads, triton.cdiv(n, dq_m)),
                 q, k, v, out, do, lse, bias_ptr, mask_ptr, dq,
                 *qkv_strides, *bm_strides,
                 scale * 1.4426950408889634, scale, h, w, heads, nw, nww, head_dim,
-                BLOCK_M=dq_m, BLOCK_N=dq_n, num_warps=_num_warps(dq_m, dq_n), **common,
+                BLOCK_M=dq_m, BLOCK_N=dq_n, plan=plan.dq, **common,
             )
     return dq, dk, dv, dbias.to(bias_table.dtype) if bias_grad else dbias
 

@@ -39,6 +39,8 @@ dots (no TF32). Softmax in base 2 with log2(e) folded into the scale.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -46,7 +48,8 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._triton_utils import dot, dot_block, dot_options, load_tile, on_device, store_tile
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._triton_utils import dot, dot_block, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
 
@@ -200,8 +203,33 @@ def _blocks(n: int) -> tuple[int, int]:
 
 
 def _num_warps(block_n: int, block_dv: int) -> int:
-    # Untuned: the (BLOCK_N, Dv) fp32 dv accumulator of the backward is the largest live tile.
+    # The (BLOCK_N, Dv) fp32 dv accumulator of the backward is the largest live tile.
     return 8 if block_n * block_dv > 8192 else 4
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPlan:
+    """Tiles and launch options of the forward and backward kernels; ``upcast_dot`` / ``dot_precision`` see
+    :func:`ops._plans.dot_options`."""
+
+    blocks: tuple[int, int]
+    block_dqk: int
+    block_dv: int
+    fwd: KernelPlan
+    bwd: KernelPlan
+    upcast_dot: bool
+    dot_precision: str
+
+
+def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int) -> GridPlan:
+    """The launch plan for groups of ``n`` tokens with ``d_qk`` / ``d_v`` channels per head."""
+    upcast_dot, dot_precision = dot_options(dtype, target)
+    block_m, block_n = _blocks(n)
+    block_dv = dot_block(d_v)
+    stages = 3
+    warps = _num_warps(block_n, block_dv)
+    return GridPlan((block_m, block_n), dot_block(d_qk), block_dv, KernelPlan(warps, stages),
+                    KernelPlan(warps, stages), upcast_dot, dot_precision)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -219,18 +247,18 @@ def _forward(
         return out
     gh, gw, plans = _launches(partition, h, w, wh, ww)
     n = wh * ww
-    block_m, block_n = _blocks(n)
-    block_dv = dot_block(d_v)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, d_qk, d_v, n)
+    block_m, block_n = plan.blocks
     grid = (batch * gh * gw * heads, triton.cdiv(n, block_m))
     with on_device(q):
         for row_a, row_i, col_c, col_j, accumulate in plans:
-            window_grid_attention_fwd_kernel[grid](
+            launch(
+                window_grid_attention_fwd_kernel, grid,
                 q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
                 scale * 1.4426950408889634, h, w, heads, gh, gw, row_a, row_i, col_c, col_j, d_qk, d_v,
                 WW=ww, N=n, ACCUMULATE=accumulate, BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_DQK=dot_block(d_qk), BLOCK_DV=block_dv, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
-                num_warps=_num_warps(block_n, block_dv),
+                BLOCK_DQK=plan.block_dqk, BLOCK_DV=plan.block_dv, UPCAST_DOT=plan.upcast_dot,
+                DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
             )
     return out
 
@@ -252,18 +280,18 @@ def _backward(
         return dq, dk, dv
     gh, gw, plans = _launches(partition, h, w, wh, ww)
     n = wh * ww
-    block_m, block_n = _blocks(n)
-    block_dv = dot_block(d_v)
-    upcast_dot, dot_precision = dot_options(q)
+    plan = launch_plan(device_target(q.device), q.dtype, d_qk, d_v, n)
+    block_m, block_n = plan.blocks
     with on_device(q):
         for row_a, row_i, col_c, col_j, accumulate in plans:
-            window_grid_attention_bwd_kernel[(batch * gh * gw * heads,)](
+            launch(
+                window_grid_attention_bwd_kernel, (batch * gh * gw * heads,),
                 q, k, v, do, dq, dk, dv,
                 *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *dv.stride(),
                 scale * 1.4426950408889634, scale, h, w, heads, gh, gw, row_a, row_i, col_c, col_j, d_qk, d_v,
                 WW=ww, N=n, ACCUMULATE=accumulate, BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_DQK=dot_block(d_qk), BLOCK_DV=block_dv, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision,
-                num_warps=_num_warps(block_n, block_dv),
+                BLOCK_DQK=plan.block_dqk, BLOCK_DV=plan.block_dv, UPCAST_DOT=plan.upcast_dot,
+                DOT_PRECISION=plan.dot_precision, plan=plan.bwd,
             )
     return dq, dk, dv
 

@@ -37,6 +37,7 @@ from timm.models.davit import ChannelAttention, ChannelAttentionV2
 
 from ops import channel_attention
 from ops._backend import empty
+from ops._plans import INTERPRETER
 from ops.channel_attention.reference import channel_attention_reference
 from tests.utils import assert_close
 
@@ -200,7 +201,7 @@ def test_triton_split_n_matches_reference(monkeypatch, splits, dtype):
     tiles, 3 splits give 2 + 2 + 1, 5 splits one tile each.
     """
     monkeypatch.setattr(triton_impl, "_num_splits", lambda num_tiles, batch_groups, device: splits)
-    assert triton_impl._launch_plan(torch.empty(2, 600, 3, 32))[0] == splits
+    assert triton_impl.launch_plan(INTERPRETER, torch.float32, 32, 600, 6).splits == splits
     check_against_reference(make_qkv(2, 600, 3, 32, dtype=dtype, std=0.5), TOL[dtype])
 
 

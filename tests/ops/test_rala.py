@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ops import rala
 from ops._backend import empty
+from ops._plans import INTERPRETER
 from ops.rala.official import rala_official, rope_tables, theta_shift
 from ops.rala.reference import rala_reference
 from tests.utils import assert_close
@@ -235,7 +236,8 @@ def test_triton_split_n_matches_reference(monkeypatch, dtype):
     """The chunked plan, forced: N = 300 at d = 16 is 5 tiles of 64 (the last partial); 3 splits give chunks
     of 2 + 2 + 1 tiles, merged by the combine kernels."""
     monkeypatch.setattr(triton_impl, "_num_splits", lambda num_tiles, batch_heads, device: 3)
-    assert triton_impl._launch_plan(torch.empty(1, 300, 2, 16))[:2] == (3, 2)
+    plan = triton_impl.launch_plan(INTERPRETER, torch.float32, 16, 300, 2)
+    assert (plan.splits, plan.tiles_per_split) == (3, 2)
     qkvo, residual = make_inputs(1, 300, 2, 16, dtype=dtype, seed=6)
     check_against_reference(qkvo, residual, random_tables(300, 16), TOL[dtype])
 
