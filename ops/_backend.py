@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ops._checks import TRITON_DTYPES, check_same_device, check_triton_dtype
+
 __all__ = [
     "BACKENDS", "ENV_BACKEND", "empty", "resolve_backend", "triton_available", "triton_interpret", "use_backend",
 ]
@@ -55,15 +57,23 @@ def _requested(backend: str | None) -> tuple[str | None, str]:
     return None, "default"
 
 
-def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
+def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor | None) -> str:
     """Return the backend that runs `op` on `tensors`; raise if the requested one cannot run them.
 
-    `backend` is the op's ``backend=`` keyword (``None`` means: environment variable, then default).
+    `backend` is the op's ``backend=`` keyword (``None`` means: environment variable, then default). `tensors` are
+    every tensor argument of the op, the query first (``None`` for absent optional ones): the op input contract
+    that is the same for every op is checked here, once, after the op's own layout checks (``ops/_checks.py``):
+    one device for all of them, and on Triton a dtype of
+    :data:`~ops._checks.TRITON_DTYPES` (fp64 runs on the reference backend only) and int32-indexable sizes.
     """
-    device = tensors[0].device
+    present = [t for t in tensors if t is not None]
+    q = present[0]
+    check_same_device(op, present)
+    device = q.device
     name, source = _requested(backend)
-    if name is None:
-        return "triton" if device.type == "cuda" and triton_available() else "reference"
+    if name is None:  # fp64 (or another dtype the kernels are not written for) takes the exact reference path
+        use_triton = device.type == "cuda" and triton_available() and q.dtype in TRITON_DTYPES
+        return "triton" if use_triton else "reference"
     if name not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {name!r} (from {source}); expected one of {BACKENDS}")
     if name == "triton":
@@ -76,6 +86,12 @@ def resolve_backend(op: str, backend: str | None, *tensors: torch.Tensor) -> str
                 f"set {_ENV_INTERPRET}=1 before importing triton to run the kernels in the CPU interpreter, "
                 f"or use backend='reference'"
             )
+        check_triton_dtype(op, q)
+        largest = max(present, key=torch.Tensor.numel)
+        if largest.numel() >= 2**31:
+            raise ValueError(
+                f"{op}: backend 'triton' indexes tensors with 32-bit offsets; a tensor of shape "
+                f"{tuple(largest.shape)} has {largest.numel()} >= 2**31 elements: split the batch")
     return name
 
 

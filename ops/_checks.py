@@ -12,7 +12,7 @@ import torch
 
 __all__ = [
     "SPATIAL", "TOKENS", "TRITON_DTYPES", "check_floating", "check_positive_int", "check_qkv", "check_rank",
-    "check_same_shape", "check_shape", "check_triton_dtype", "pair",
+    "check_same_device", "check_same_shape", "check_shape", "check_triton_dtype", "pair",
 ]
 
 # The two layouts of ops/__init__.py: spatial ops, and ops global over the tokens.
@@ -53,6 +53,13 @@ def check_same_shape(op: str, names: str, *tensors: torch.Tensor) -> None:
     shapes = [tuple(t.shape) for t in tensors]
     if len(set(shapes)) != 1:
         raise ValueError(f"{op}: {names} must have one shape, got {', '.join(map(str, shapes))}")
+
+
+def check_same_device(op: str, tensors: Sequence[torch.Tensor]) -> None:
+    """All of an op's tensor arguments live on one device (kernels read them through one device's pointers)."""
+    devices = {str(t.device) for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"{op}: all tensor arguments must be on one device, got {', '.join(sorted(devices))}")
 
 
 def check_floating(op: str, names: str, *tensors: torch.Tensor) -> None:

@@ -70,7 +70,7 @@ def agent_attention(
         ``(B, N, heads, head_dim)`` in the dtype of ``q``.
     """
     _check(q, k, v, agents, agent_bias, query_bias)
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v, agents, agent_bias, query_bias) == "reference":
         return agent_attention_reference(q, k, v, agents, agent_bias, query_bias, scale)
     from ops.agent_attention.triton import agent_attention_triton
 

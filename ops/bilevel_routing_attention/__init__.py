@@ -59,7 +59,7 @@ def bilevel_routing_attention(
     """
     n_win = pair(_OP, "n_win (regions per side)", n_win)
     _check(q, k, v, n_win, topk)
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v) == "reference":
         return bilevel_routing_attention_reference(q, k, v, n_win, topk, scale)
     from ops.bilevel_routing_attention.triton import bilevel_routing_attention_triton
 

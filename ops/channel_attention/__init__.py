@@ -25,7 +25,7 @@ def channel_attention(
         ``(B, N, groups, head_dim)``: ``out[n, i] = sum_j softmax_j(scale * sum_m k[m, i] v[m, j]) q[n, j]``.
     """
     check_qkv("channel_attention", q, k, v, ("B", "N", "groups", "head_dim"))
-    if resolve_backend("channel_attention", backend, q) == "reference":
+    if resolve_backend("channel_attention", backend, q, k, v) == "reference":
         return channel_attention_reference(q, k, v, scale)
     from ops.channel_attention.triton import channel_attention_triton
 

@@ -29,7 +29,9 @@ from typing import Optional
 import torch
 
 from ops._backend import resolve_backend
-from ops._checks import SPATIAL, TOKENS, check_floating, check_positive_int, check_rank, check_same_shape
+from ops._checks import (
+    SPATIAL, TOKENS, check_floating, check_positive_int, check_rank, check_same_device, check_same_shape,
+)
 from ops.hilo_attention.reference import lofi_attention_reference
 from ops.window_attention import window_attention
 
@@ -77,7 +79,7 @@ def lofi_attention(
     if k.shape[1] == 0:
         raise ValueError(f"{op}: the key set is empty (k has shape {tuple(k.shape)}); expected at least one key")
     check_floating(op, "q, k, v", q, k, v)
-    if resolve_backend(op, backend, q) == "reference":
+    if resolve_backend(op, backend, q, k, v) == "reference":
         return lofi_attention_reference(q, k, v, scale)
     from ops.hilo_attention.triton import lofi_attention_triton
 
@@ -130,6 +132,7 @@ def hilo_attention(
     for name, t in present.items():
         check_rank(op, name, t, SPATIAL)
     check_floating(op, ", ".join(present), *present.values())
+    check_same_device(op, list(present.values()))
     if has_hifi:
         check_same_shape(op, "hifi_q, hifi_k, hifi_v", *hifi)
     if has_lofi:

@@ -62,7 +62,7 @@ def neighborhood_attention_2d(
     kernel_size = pair(_OP, "kernel_size", kernel_size)
     dilation = pair(_OP, "dilation", dilation)
     _check(q, k, v, kernel_size, dilation, rpb)
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v, rpb) == "reference":
         return neighborhood_attention_2d_reference(q, k, v, kernel_size, dilation, rpb, scale)
     from ops.neighborhood_attention.triton import neighborhood_attention_2d_triton
 

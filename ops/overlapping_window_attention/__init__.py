@@ -66,7 +66,7 @@ def overlapping_window_attention(
     """
     window, key_window = _windows(window, key_window)
     _check(q, k, v, window, key_window, bias_table)
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v, bias_table) == "reference":
         return overlapping_window_attention_reference(q, k, v, window, key_window, bias_table, scale)
     from ops.overlapping_window_attention.triton import overlapping_window_attention_triton
 

@@ -74,7 +74,7 @@ def rala(
     _check(q, k, v, gate, residual, rope)
     sin, cos = rope if rope is not None else (None, None)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if resolve_backend("rala", backend, q) == "reference":
+    if resolve_backend("rala", backend, q, k, v, gate, residual, *(rope or ())) == "reference":
         return rala_reference(q, k, v, gate, residual, sin, cos, scale, eps)
     from ops.rala.triton import rala_triton
 

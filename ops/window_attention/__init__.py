@@ -50,7 +50,7 @@ def window_attention(
     """
     window = pair(_OP, "window", window)
     _check(q, k, v, window, bias_table, mask)
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v, bias_table, mask) == "reference":
         return window_attention_reference(q, k, v, window, bias_table, mask, scale)
     from ops.window_attention.triton import window_attention_triton
 

@@ -48,7 +48,7 @@ def window_grid_attention(
     if partition not in PARTITIONS:
         raise ValueError(f"{_OP}: partition must be one of {PARTITIONS}, got {partition!r}")
     check_qkv(_OP, q, k, v, SPATIAL, v_dim="v_dim")
-    if resolve_backend(_OP, backend, q) == "reference":
+    if resolve_backend(_OP, backend, q, k, v) == "reference":
         return window_grid_attention_reference(q, k, v, window, partition, scale)
     from ops.window_grid_attention.triton import window_grid_attention_triton
 

@@ -56,6 +56,7 @@ are pretrained tags of ``hat_x4`` (``hat_x4.real_gan``, ``hat_x4.real_gan_sharpe
 (U-Net, spectral norm) is a training-only network and not registered. The official weights are on Google Drive /
 Baidu (no stable URL), so no tag downloads; convert a local file with ``checkpoint_filter_fn``.
 """
+import logging
 import re
 from typing import Any, Dict, Optional, Tuple
 
@@ -71,6 +72,7 @@ from ops.window_attention.official import table_from_official as window_table_fr
 from zoo.layers.attention import QKVAttention, head_dim_of
 from zoo.layers.backbone import architecture_name, check_image_input, init_linear_trunc_normal, unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['HAT']
 
@@ -516,6 +518,10 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     ``params``; strips a DDP ``module.`` prefix; drops the ``relative_position_index_SA`` / ``_OCA`` buffers
     (recomputed from the window sizes); reshapes the flat ``((2ws-1)^2, heads)`` / ``((ws+wse-1)^2, heads)``
     bias tables into the ops' ``(heads, ...)`` layout, the OCAB one through its wrapped official index.
+
+    A checkpoint of another scale (e.g. x4 weights into an x2 model, to fine-tune for x2): the pixel-shuffle
+    ``upsample.*`` convolutions are the only scale-specific weights; they keep the model's initialisation (timm's
+    convention for a new classifier, logged as a warning) and every other weight loads.
     """
     state_dict = unwrap_checkpoint(state_dict, containers=('params_ema', 'params'))
     out = {}
@@ -525,6 +531,15 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
         if k.endswith('relative_position_bias_table') and v.ndim == 2:
             v = _convert_official_table(v, k, model)
         out[k] = v
+    own = model.state_dict()
+    upsampler = {k for k in (*out, *own) if k.startswith('upsample.')}
+    if any(k not in out or k not in own or out[k].shape != own[k].shape for k in upsampler):
+        logging.getLogger(__name__).warning(
+            'checkpoint upsampler (%s) does not fit the x%s model: upsample.* keeps its initialisation',
+            ', '.join(f'{k} {tuple(out[k].shape)}' for k in sorted(out) if k.startswith('upsample.')),
+            getattr(model, 'upscale', '?'))
+        out = {k: v for k, v in out.items() if not k.startswith('upsample.')}
+        out.update({k: v for k, v in own.items() if k.startswith('upsample.')})
     return out
 
 
