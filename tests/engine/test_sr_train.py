@@ -103,8 +103,8 @@ def test_eval_sr_of_a_plain_weights_file(sr_run, tmp_path):
     import zoo  # noqa: F401  (registers the zoo models)
     from zoo.engine.setup import load_init_weights
     model = timm.create_model("hat_s_x2", **TINY_SR["model"]["kwargs"])
-    missing, unexpected = load_init_weights(model, path)
-    assert not missing and not unexpected
+    loaded = load_init_weights(model, path)
+    assert not loaded.missing and not loaded.unexpected and not loaded.reinitialised
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k
 

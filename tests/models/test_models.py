@@ -35,6 +35,7 @@ import ops
 import timm
 import zoo
 import zoo.models
+from zoo.errors import ModelInputError
 from timm.models import model_entrypoint
 from param_counts import PARAM_COUNTS
 from tests.models.bitwise import MODELS as CLASS_REPRESENTATIVES  # one model per model class
@@ -421,7 +422,8 @@ def test_fx_trace(name):
 
 @pytest.mark.parametrize('name', FX_MODELS)
 def test_input_contract(name):
-    """Wrong rank, wrong channel count and inputs smaller than the total stride are errors naming the shape."""
+    """Wrong rank, wrong channel count, an integer dtype, an empty batch and inputs smaller than the total stride are
+    errors (zoo.errors.ModelInputError, a ValueError) naming the shape or dtype."""
     model = _create_meta(name)
     c, h, w = _input_size(model, COMPILE_SIZE)
     s = _stride(model)
@@ -430,6 +432,10 @@ def test_input_contract(name):
             model(torch.empty(2, c + 1, h, w))
         with pytest.raises(ValueError, match=rf'got \({c}, {h}, {w}\)'):
             model(torch.empty(c, h, w))
+        with pytest.raises(ModelInputError, match='floating-point .* got torch.uint8'):
+            model(torch.empty(2, c, h, w, dtype=torch.uint8))
+        with pytest.raises(ModelInputError, match=rf'batch is empty \(shape \(0, {c}, {h}, {w}\)\)'):
+            model(torch.empty(0, c, h, w))
         if not model.pretrained_cfg.get('fixed_input_size', False):
             with pytest.raises(ValueError, match=rf'input {s - 1}x{w} is smaller .* at least {s}'):
                 model(torch.empty(2, c, s - 1, w))

@@ -26,21 +26,24 @@ def create_dataset(
         seed: int = 0,
         img_size: int = 32,
         subset: int | None = None,
+        labels: str = "digit",
+        skip_corrupt: bool = False,
 ):
     """The `split` ('train' or 'eval') of data set `name`. For 'folder', `folder_split` names the sub-folder
     (or shard prefix) of `root` to read; for 'digits' the eval split is the seeded held-out test split.
-    Every data set has a ``classes`` list (the label names)."""
+    Every data set has a ``classes`` list (the label names). `labels`: what a digits target is ('digit' or
+    'parity'); `skip_corrupt`: an ImageFolder skips (and reports) unreadable images instead of stopping."""
     if split not in ("train", "eval"):
         raise InputError(f"split {split!r} is not one of 'train', 'eval'")
     if name == "digits":
         return DigitsDataset("train" if split == "train" else "test", test_fraction=test_fraction, seed=seed,
-                             img_size=img_size, transform=transform, subset=subset)
+                             img_size=img_size, transform=transform, subset=subset, labels=labels)
     if name in ("folder", "shards"):
         if not root:
             raise InputError(f"data set {name!r} needs the root directory (data.root / --data-dir)")
         folder = folder_split if folder_split is not None else split
         if name == "folder":
-            ds = image_folder(root, folder, transform=transform)
+            ds = image_folder(root, folder, transform=transform, skip_corrupt=skip_corrupt)
         else:
             ds = TarShards(root, folder, transform=transform)
         if subset is not None:

@@ -12,10 +12,12 @@ import torch.utils.data
 from PIL import Image
 from zoo.errors import InputError
 
-__all__ = ["DIGITS_CLASSES", "DigitsDataset", "digits_split"]
+__all__ = ["DIGITS_CLASSES", "DIGITS_LABELS", "DigitsDataset", "digits_split"]
 
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 _SPLITS = ("train", "test")
+# What a sample's target is: the digit itself, or a 2-class task on the same images (the fine-tuning demo)
+DIGITS_LABELS = {"digit": DIGITS_CLASSES, "parity": ("even", "odd")}
 
 
 def digits_split(split: str, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,9 +40,8 @@ def digits_split(split: str, test_fraction: float = 0.2, seed: int = 0) -> tuple
 
 class DigitsDataset(torch.utils.data.Dataset):
     """One split of the digits as RGB PIL images of `img_size` x `img_size` (bicubic upscale of the 8x8
-    originals, done once here so that random crops work at the model's resolution), with integer targets."""
-
-    classes = list(DIGITS_CLASSES)
+    originals, done once here so that random crops work at the model's resolution), with integer targets: the
+    digit (`labels` 'digit') or its parity (`labels` 'parity': 0 even, 1 odd)."""
 
     def __init__(
             self,
@@ -51,15 +52,21 @@ class DigitsDataset(torch.utils.data.Dataset):
             img_size: int = 32,
             transform=None,
             subset: int | None = None,
+            labels: str = "digit",
     ):
-        images, labels = digits_split(split, test_fraction, seed)
+        if labels not in DIGITS_LABELS:
+            raise InputError(f"digits labels {labels!r} is not one of {', '.join(map(repr, DIGITS_LABELS))}")
+        self.classes = list(DIGITS_LABELS[labels])
+        images, targets = digits_split(split, test_fraction, seed)
+        if labels == "parity":
+            targets = targets % 2
         if subset is not None:
-            images, labels = images[:subset], labels[:subset]
+            images, targets = images[:subset], targets[:subset]
         self.images = np.stack([
             np.asarray(Image.fromarray(im).resize((img_size, img_size), Image.Resampling.BICUBIC))
             for im in images
         ]) if len(images) else np.zeros((0, img_size, img_size), np.uint8)
-        self.targets = labels.tolist()
+        self.targets = targets.tolist()
         self.transform = transform
         self.split = split
 

@@ -23,6 +23,9 @@ from pathlib import Path
 import torch.utils.data
 from PIL import Image
 
+from zoo.data.images import open_rgb
+from zoo.errors import FileError
+
 __all__ = ["IMAGE_EXTENSIONS", "TarShards", "find_shards", "write_shards"]
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -70,9 +73,9 @@ class TarShards(torch.utils.data.Dataset):
                             try:
                                 entry["label"] = int(text)
                             except ValueError:
-                                raise ValueError(f"{shard}: {m.name} holds {text!r}, not a class index") from None
+                                raise FileError(f"{shard}: {m.name} holds {text!r}, not a class index") from None
             except tarfile.TarError as e:
-                raise ValueError(f"tar shard {str(shard)!r} cannot be read ({e}); it must be an uncompressed tar") \
+                raise FileError(f"tar shard {str(shard)!r} cannot be read ({e}); it must be an uncompressed tar") \
                     from None
             for key, entry in pending.items():
                 if "image" in entry and "label" in entry:
@@ -80,7 +83,7 @@ class TarShards(torch.utils.data.Dataset):
                     self.targets.append(entry["label"])
                 elif "image" in entry or "label" in entry:
                     lacks = "an image but no .cls label" if "image" in entry else "a .cls label but no image"
-                    raise ValueError(f"{shard}: sample {key!r} has {lacks}")
+                    raise FileError(f"{shard}: sample {key!r} has {lacks}")
         if not self.samples:
             raise FileNotFoundError(f"the tar shards of split {split!r} in {str(root)!r} hold no image + .cls samples")
         names = self.root / "classes.txt"
@@ -110,7 +113,7 @@ class TarShards(torch.utils.data.Dataset):
         si, offset, size = self.samples[index]
         f = self._file(si)
         f.seek(offset)
-        img = Image.open(io.BytesIO(f.read(size))).convert("RGB")
+        img = open_rgb(f.read(size), f"{self.shards[si]} (member at byte {offset})")
         if self.transform is not None:
             img = self.transform(img)
         return img, self.targets[index]

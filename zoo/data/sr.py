@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from zoo.data.images import open_rgb
+
 __all__ = ["IMG_EXTENSIONS", "SKIMAGE_PHOTOS", "SRPairs", "imresize", "list_images", "paired_paths",
            "resize_matrix", "skimage_photos"]
 
@@ -124,12 +126,9 @@ def paired_paths(hr_dir: str | Path, lr_dir: str | Path, filename_tmpl: str = "{
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """RGB ``(3, H, W)`` float32 in [0, 1] from an 8-bit image file (grey / alpha converted to RGB)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return to_tensor(arr)
+    """RGB ``(3, H, W)`` float32 in [0, 1] from an image file (grey / alpha converted to RGB, 16-bit scaled to 8;
+    :func:`zoo.data.images.open_rgb`)."""
+    return to_tensor(np.asarray(open_rgb(path)))
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:

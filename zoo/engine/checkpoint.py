@@ -71,12 +71,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a damaged file fails anywhere in zip / pickle parsing, with any exception type
         text = str(e)
-        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if isinstance(e, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL" in text):
+            found = re.search(r"GLOBAL ([\w.]+)", text)  # torch words it differently across versions
             raise CheckpointError(
                 f"checkpoint {str(path)!r} holds a Python object ({found.group(1) if found else 'not a tensor'}) "
-                f"that is not unpickled: checkpoints are read with torch.load(weights_only=True) and may hold "
-                f"only tensors and plain values") from None
+                f"that is not unpickled (it could run code): checkpoints are read with torch.load(weights_only=True) "
+                f"and may hold only tensors and plain values") from None
         first = text.strip().splitlines()[0] if text.strip() else ""
         previous = path.with_name(PREVIOUS_CHECKPOINT)
         hint = (f"; the checkpoint written before it is {str(previous)!r}: continue from that one with "

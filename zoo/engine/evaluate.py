@@ -227,7 +227,8 @@ def evaluate_checkpoint(
                 f"{str(path)!r} was trained on data set {data.get('name')!r}, not digits; pass --data-dir")
         dataset = create_dataset(
             "digits", "eval", transform=transform, test_fraction=data.get("test_fraction", 0.2),
-            seed=data.get("split_seed", 0), img_size=data.get("img_size", info["data_config"]["input_size"][-1]))
+            seed=data.get("split_seed", 0), img_size=data.get("img_size", info["data_config"]["input_size"][-1]),
+            labels=data.get("digits_labels", "digit"))
         data_name = "digits held-out split"
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and len(dataset.classes) > num_classes:

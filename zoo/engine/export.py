@@ -108,9 +108,23 @@ def load_export(path: str | Path, **kwargs: Any) -> nn.Module:
 
     import zoo  # noqa: F401  (registers the zoo models with timm)
 
+    from safetensors import safe_open
+
     path = Path(path)
-    if not (path / WEIGHTS_NAME).is_file():
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not an export folder: it has no {WEIGHTS_NAME}")
     read_export_config(path)
-    return timm.create_model(f"local-dir:{path}", pretrained=True, **kwargs)
+    try:  # the header names every tensor and its byte range: a truncated or damaged file fails here, named
+        with safe_open(str(weights), "pt") as f:
+            f.keys()
+    except Exception as e:  # safetensors raises its own SafetensorError (or OSError) for a damaged header
+        raise FileError(f"{str(weights)!r} cannot be read ({type(e).__name__}: {e}); the file is truncated or "
+                        f"corrupt (a copy or download that did not finish?)") from None
+    try:
+        return timm.create_model(f"local-dir:{path}", pretrained=True, **kwargs)
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise FileError(f"{str(weights)!r} cannot be read ({e}); the file is truncated or corrupt") from None
 

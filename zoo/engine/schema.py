@@ -54,6 +54,8 @@ class DataConfig:
     test_fraction: float = 0.2  # digits: held-out fraction (stratified)
     split_seed: int = 0  # digits: the split's seed, independent of the training seed
     img_size: int = 32  # model input size (digits are upscaled from 8x8 to this)
+    digits_labels: Literal["digit", "parity"] = "digit"  # digits: the digit, or even / odd (fine-tuning demo)
+    skip_corrupt: bool = False  # folder: skip (and report) unreadable images instead of stopping the run
     train_subset: int | None = None  # train on the first N training images only (quick runs, tests)
     batch_size: int = 64
     eval_batch_size: int = 256

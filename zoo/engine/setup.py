@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,11 @@ import torch
 from torch import nn
 
 from zoo.engine.checkpoint import CheckpointError
-from zoo.engine.export import WEIGHTS_NAME
 from zoo.engine.schema import Recipe, RecipeError
 
 __all__ = [
-    "autocast", "create_model", "ema_weights", "load_init_weights", "model_data_config", "resolve_data_config",
+    "InitWeights", "autocast", "create_model", "ema_weights", "load_init_weights", "model_data_config",
+    "resolve_data_config",
     "resolve_device", "seed_everything",
 ]
 
@@ -89,32 +90,97 @@ def resolve_data_config(recipe: Recipe, model: nn.Module) -> dict[str, Any]:
                              mean=d.mean, std=d.std, crop_pct=d.crop_pct)
 
 
-def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
-    """Load starting weights into `model`: an export folder (model.safetensors), a training checkpoint of this
-    engine (EMA weights when present) or another checkpoint file (e.g. BasicSR's ``params_ema`` / ``params``,
-    converted by the model's ``checkpoint_filter_fn`` when its module has one). Returns (missing, unexpected)."""
-    path = Path(path)
-    if path.is_dir():
-        from safetensors.torch import load_file
+@dataclass
+class InitWeights:
+    """What :func:`load_init_weights` did: weights the model kept from its own initialisation (`missing`), checkpoint
+    weights it did not use (`unexpected`), and the layers re-initialised because they do not fit the model
+    (`reinitialised`: ``name -> why``, e.g. the classifier of another number of classes)."""
+    missing: list[str]
+    unexpected: list[str]
+    reinitialised: dict[str, str]
 
-        if not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} is a folder without {WEIGHTS_NAME}")
-        sd = load_file(str(path / WEIGHTS_NAME))
-    elif path.is_file():
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "recipe" in sd and "model" in sd:  # this engine's training checkpoint
-            sd = ema_weights(sd["ema"]) if sd.get("ema") is not None else sd["model"]
-        filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            sd = filter_fn(sd, model)
-    else:
+    def describe(self) -> str:
+        parts = [f"re-initialised {name} ({why})" for name, why in self.reinitialised.items()]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: {', '.join(self.missing[:6])}"
+                         f"{', ...' if len(self.missing) > 6 else ''}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unused")
+        return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def _fit_to_model(model: nn.Module, sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """What timm's ``pretrained=True`` does to fit weights to a model built with other ``num_classes`` /
+    ``in_chans``: the classifier (``pretrained_cfg['classifier']``) is dropped where its shape differs, so it keeps
+    the model's initialisation; the first conv (``pretrained_cfg['first_conv']``) is adapted to the model's input
+    channels by timm's ``adapt_input_conv``. Position tables of another input size are the family's
+    ``checkpoint_filter_fn``'s business (it runs before this)."""
+    from timm.models import adapt_input_conv
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    own = model.state_dict()
+    sd = dict(sd)
+    reinit: dict[str, str] = {}
+    for name in _names(cfg.get("classifier")):
+        weight = f"{name}.weight"
+        if weight in sd and (weight not in own or own[weight].shape != sd[weight].shape):
+            theirs, mine = sd[weight].shape[0], own[weight].shape[0] if weight in own else 0
+            for key in (weight, f"{name}.bias"):
+                sd.pop(key, None)
+            reinit[name] = f"checkpoint {theirs} classes, model {mine}"
+    for name in _names(cfg.get("first_conv")):
+        key = f"{name}.weight"
+        if key in sd and key in own and sd[key].ndim == 4 and sd[key].shape[1] != own[key].shape[1]:
+            theirs = sd[key].shape[1]
+            try:
+                sd[key] = adapt_input_conv(own[key].shape[1], sd[key])
+            except NotImplementedError as e:
+                raise CheckpointError(f"the first conv {name} of the checkpoint takes {theirs} channels and cannot be "
+                                      f"adapted to the model's {own[key].shape[1]}: {e}") from None
+            reinit[f"{name} (adapted)"] = f"{theirs} -> {own[key].shape[1]} input channels, timm's adapt_input_conv"
+    return sd, reinit
+
+
+def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -> InitWeights:
+    """Load starting weights into `model` the way timm's ``pretrained=True`` does: an export folder
+    (model.safetensors), a training checkpoint of this engine (EMA weights when present) or an official checkpoint
+    file, read without executing anything from it (``zoo.convert.load_checkpoint_file``) and converted by the
+    model family's ``checkpoint_filter_fn``. A classifier of another number of classes is re-initialised and the
+    first conv adapted to the model's input channels (both reported); every other weight must fit, and with
+    `strict` every other weight of the model must be in the checkpoint."""
+    from zoo.convert import load_checkpoint_file
+
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"model.init_checkpoint {str(path)!r} does not exist")
+    sd = load_checkpoint_file(path)
+    if "recipe" in sd and "model" in sd:  # this engine's training checkpoint
+        sd = ema_weights(sd["ema"]) if sd.get("ema") is not None else sd["model"]
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            sd = filter_fn(sd, model)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"model.init_checkpoint {str(path)!r} cannot be converted for this model "
+                                  f"({type(e).__name__}: {e})") from None
+    sd, reinit = _fit_to_model(model, sd)
     try:
-        result = model.load_state_dict(sd, strict=strict)
-    except RuntimeError as e:
-        raise CheckpointError(f"model.init_checkpoint {str(path)!r} does not fit the model "
-                              f"(model.init_strict {strict}): {e}") from None
-    return list(result.missing_keys), list(result.unexpected_keys)
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # a shape mismatch outside the classifier
+        raise CheckpointError(f"model.init_checkpoint {str(path)!r} does not fit the model: {e}") from None
+    reinit_keys = {f"{n}.{p}" for n in reinit for p in ("weight", "bias")}
+    missing = [k for k in result.missing_keys if k not in reinit_keys]
+    if strict and (missing or result.unexpected_keys):
+        raise CheckpointError(
+            f"model.init_checkpoint {str(path)!r} does not fit the model (model.init_strict true): "
+            f"{len(missing)} of the model's weights are not in it ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}) and {len(result.unexpected_keys)} of its weights are not in "
+            f"the model ({', '.join(result.unexpected_keys[:5])}{', ...' if len(result.unexpected_keys) > 5 else ''})")
+    return InitWeights(missing, list(result.unexpected_keys), reinit)
 
 
 def ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:

@@ -179,10 +179,8 @@ def _train(recipe: Recipe, output_dir, device: torch.device, env: DistEnv, *, re
     data_config = task.data_config(recipe, model)
     task.set_transforms(recipe, data_config, train_ds, eval_ds)
     if recipe.model.init_checkpoint and state is None:
-        missing, unexpected = load_init_weights(model, recipe.model.init_checkpoint, recipe.model.init_strict)
-        log(f"initial weights from {recipe.model.init_checkpoint}"
-            + (f" ({len(missing)} missing: {', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})"
-               if missing else "") + (f" ({len(unexpected)} unused)" if unexpected else ""))
+        loaded = load_init_weights(model, recipe.model.init_checkpoint, recipe.model.init_strict)
+        log(f"initial weights from {recipe.model.init_checkpoint}{loaded.describe()}")
     if recipe.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if state is not None:  # full weights into the plain model, before it is moved / sharded / wrapped

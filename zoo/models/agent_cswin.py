@@ -59,9 +59,10 @@ from ops import window_attention
 from zoo.layers.agent import AGENT_PAPER, AgentAttentionBase, fit_agent_checkpoint, parse_attn_type, \
     per_stage_agent_grids
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
     init_linear_trunc_normal, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['AgentCSWinTransformer']
 
@@ -285,6 +286,8 @@ class AgentCSWinTransformer(StagedBackbone):
         """
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        check_int_arg('AgentCSWinTransformer', 'split_size', split_size, lengths=(len(depths),), scalar=False)
+        check_int_arg('AgentCSWinTransformer', 'agent_num', agent_num, lengths=(len(depths),), scalar=False)
         depths, num_heads, split_size = tuple(depths), tuple(num_heads), tuple(split_size)
         agent_num = tuple(int(a) for a in agent_num)
         num_stages = len(depths)
@@ -347,22 +350,34 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    return build_backbone(
+    return create(lambda pretrained, **kwargs: build_backbone(
         AgentCSWinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
-        **kwargs)
+        **kwargs), variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return imagenet_cfg(url, **{**AGENT_PAPER, 'crop_pct': 0.9, **kwargs})
 
 
-# The official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive (links in the official README), not on
-# the Hugging Face Hub: load them with `pretrained_cfg_overlay=dict(file=...)`; `checkpoint_filter_fn` converts them.
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
+# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
+_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
+    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
+    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
+                            container=_AGENT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'agent_cswin_t.in1k': _cfg(),
-    'agent_cswin_s.in1k': _cfg(),
-    'agent_cswin_b.in1k': _cfg(),
-    'agent_cswin_b_384.in1k': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'agent_cswin_t.in1k': _cfg(**_agent_weights('8c562a74441e46d5902b', 'agent_cswin_t')),
+    'agent_cswin_s.in1k': _cfg(**_agent_weights('30eb8af675bc4b7a8747', 'agent_cswin_s')),
+    'agent_cswin_b.in1k': _cfg(**_agent_weights('c8035b0839b2410c8c9f', 'agent_cswin_b')),
+    'agent_cswin_b_384.in1k': _cfg(
+        **_agent_weights('1239be0df44b47719432', 'agent_cswin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
+        crop_pct=1.0),
 })
 
 

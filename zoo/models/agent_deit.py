@@ -55,8 +55,9 @@ from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
 from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, resize_pos_embed
-from zoo.layers.backbone import architecture_name, check_image_input, imagenet_cfg, init_linear_trunc_normal, \
-    prune_isotropic, unwrap_checkpoint
+from zoo.layers.backbone import architecture_name, check_image_input, check_int_arg, imagenet_cfg, \
+    init_linear_trunc_normal, prune_isotropic, unwrap_checkpoint
+from zoo.weights import create, official_weights
 
 __all__ = ['AgentDeiT']
 
@@ -123,6 +124,7 @@ class AgentDeiT(nn.Module):
         agent_layer = depth if agent_layer is None else agent_layer
         if not 0 <= agent_layer <= depth:
             raise ValueError(f'AgentDeiT: agent_layer must be in [0, depth={depth}], got {agent_layer}')
+        check_int_arg('AgentDeiT', 'agent_num', agent_num, lengths=(depth,))
         agent_num = (agent_num,) * depth if isinstance(agent_num, int) else tuple(agent_num)
         if len(agent_num) != depth:
             raise ValueError(f'AgentDeiT: agent_num must be an int or one per block ({depth}), got {agent_num}')
@@ -288,14 +290,14 @@ def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> Agen
     kwargs = dict(_MODEL_ARGS[variant], **kwargs)
     # every block by default (as the zoo's hierarchical models give every stage); timm's ViTs default to the last 3
     out_indices = kwargs.pop('out_indices', tuple(range(kwargs.get('depth', 12))))
-    return build_model_with_cfg(
+    return create(lambda pretrained, **kwargs: build_model_with_cfg(
         AgentDeiT,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
         **kwargs,
-    )
+    ), variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -303,14 +305,24 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
         url, pool_size=None, first_conv='patch_embed.proj', classifier='head', **AGENT_PAPER, **kwargs)
 
 
-# Weights: the official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive share links (no direct file
-# URL), so no cfg carries a url; a local copy loads with `pretrained_cfg_overlay=dict(file=PATH)` through
-# `checkpoint_filter_fn`.
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README), unwrapped by `checkpoint_filter_fn`.
+# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
+_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
+    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
+    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
+                            container=_AGENT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'agent_deit_t': _cfg(),
-    'agent_deit_s': _cfg(),
-    'agent_deit_s_448': _cfg(input_size=(3, 448, 448), crop_pct=1.0),
-    'agent_deit_b': _cfg(),
+    'agent_deit_t.in1k': _cfg(**_agent_weights('57e0904221824ee7b7af', 'agent_deit_t')),
+    'agent_deit_s.in1k': _cfg(**_agent_weights('fdd43304372541db8ea7', 'agent_deit_s')),
+    'agent_deit_s_448.in1k': _cfg(
+        **_agent_weights('a228f86241c445f1969b', 'agent_deit_s_448'), input_size=(3, 448, 448), crop_pct=1.0),
+    'agent_deit_b.in1k': _cfg(**_agent_weights('5115f15fdd7e4ab58fbc', 'agent_deit_b')),
 })
 
 

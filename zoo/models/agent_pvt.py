@@ -55,8 +55,9 @@ from timm.layers import ClassifierHead, calculate_drop_path_rates, register_notr
 from timm.models import generate_default_cfgs, register_model
 
 from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, per_stage_agent_grids, resize_pos_embed
-from zoo.layers.backbone import StagedBackbone, build_backbone, forward_blocks, imagenet_cfg, \
+from zoo.layers.backbone import StagedBackbone, build_backbone, check_int_arg, forward_blocks, imagenet_cfg, \
     init_linear_trunc_normal, rename_keys, unwrap_checkpoint
+from zoo.weights import create, official_weights
 
 __all__ = ['AgentPVT']
 
@@ -171,6 +172,7 @@ class AgentPVT(StagedBackbone):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         num_stages = len(embed_dims)
+        check_int_arg('AgentPVT', 'agent_num', agent_num, lengths=(num_stages,), scalar=False)
         if not (len(num_heads) == len(mlp_ratios) == len(depths) == len(agent_num) == num_stages):
             raise ValueError(
                 f'AgentPVT: embed_dims {embed_dims}, num_heads {num_heads}, mlp_ratios {mlp_ratios}, depths {depths} '
@@ -241,23 +243,34 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> AgentPVT:
-    return build_backbone(
-        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return imagenet_cfg(url, first_conv='stages.0.patch_embed.proj', **AGENT_PAPER, **kwargs)
 
 
-# Weights: the official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive share links (no direct file
-# URL), so no cfg carries a url; a local copy loads with `pretrained_cfg_overlay=dict(file=PATH)` through
-# `checkpoint_filter_fn`.
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; Agent-PVT-L is its agent_pvt_b.yaml row), converted by `checkpoint_filter_fn`.
+# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
+_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
+    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
+    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
+                            container=_AGENT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'agent_pvt_t': _cfg(),
-    'agent_pvt_s': _cfg(),
-    'agent_pvt_m': _cfg(),
-    'agent_pvt_m_256': _cfg(input_size=(3, 256, 256), pool_size=(8, 8)),
-    'agent_pvt_l': _cfg(),
+    'agent_pvt_t.in1k': _cfg(**_agent_weights('13fdf0e0a7c5498c934f', 'agent_pvt_t')),
+    'agent_pvt_s.in1k': _cfg(**_agent_weights('36b8be9a8863456685a3', 'agent_pvt_s')),
+    'agent_pvt_m.in1k': _cfg(**_agent_weights('4d00ecacf18b45f9b88c', 'agent_pvt_m')),
+    'agent_pvt_m_256.in1k': _cfg(
+        **_agent_weights('654df734121643b19c52', 'agent_pvt_m_256'), input_size=(3, 256, 256), pool_size=(8, 8)),
+    'agent_pvt_l.in1k': _cfg(**_agent_weights('040cfe0cfbbe4762ad09', 'agent_pvt_l')),
 })
 
 

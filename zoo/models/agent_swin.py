@@ -64,8 +64,9 @@ from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 from ops import window_attention
 from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, parse_attn_type, per_stage_agent_grids
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.weights import create, official_weights
 
 __all__ = ['AgentSwinTransformer']
 
@@ -217,6 +218,8 @@ class AgentSwinTransformer(StagedBackbone):
         """
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        check_int_arg('AgentSwinTransformer', 'window_size', window_size)
+        check_int_arg('AgentSwinTransformer', 'agent_num', agent_num, lengths=(len(depths),), scalar=False)
         depths, num_heads, agent_num = tuple(depths), tuple(num_heads), tuple(int(a) for a in agent_num)
         num_stages = len(depths)
         if not (len(num_heads) == len(agent_num) == num_stages):
@@ -305,24 +308,38 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    return build_backbone(
+    return create(lambda pretrained, **kwargs: build_backbone(
         AgentSwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
-        **kwargs)
+        **kwargs), variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return imagenet_cfg(url, first_conv='patch_embed.proj', **AGENT_PAPER, **kwargs)
 
 
-# The official ImageNet-1k checkpoints are on Tsinghua Cloud / Google Drive (links in the official README), not on
-# the Hugging Face Hub: load them with `pretrained_cfg_overlay=dict(file=...)`; `checkpoint_filter_fn` converts them.
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
 # 288 / 384 fine-tunes evaluate without the center crop (TEST.CROP False).
+# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
+_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
+    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
+    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
+                            container=_AGENT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'agent_swin_t.in1k': _cfg(),
-    'agent_swin_s.in1k': _cfg(),
-    'agent_swin_s_288.in1k': _cfg(input_size=(3, 288, 288), pool_size=(9, 9), crop_pct=1.0),
-    'agent_swin_b.in1k': _cfg(),
-    'agent_swin_b_384.in1k': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'agent_swin_t.in1k': _cfg(**_agent_weights('a2ddc1190c224f768a41', 'agent_swin_t')),
+    'agent_swin_s.in1k': _cfg(**_agent_weights('f607172c9fea4d6e99bb', 'agent_swin_s')),
+    'agent_swin_s_288.in1k': _cfg(
+        **_agent_weights('09760394e93b4046a25e', 'agent_swin_s_288'), input_size=(3, 288, 288), pool_size=(9, 9),
+        crop_pct=1.0),
+    'agent_swin_b.in1k': _cfg(**_agent_weights('4fcd2d0114bb490483c3', 'agent_swin_b')),
+    'agent_swin_b_384.in1k': _cfg(
+        **_agent_weights('bb84ee9058954706a557', 'agent_swin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
+        crop_pct=1.0),
 })
 
 

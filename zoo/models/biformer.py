@@ -80,9 +80,10 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import bilevel_routing_attention, window_attention
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
+from zoo.weights import create, unavailable
 
 __all__ = ['BiFormer']
 
@@ -339,6 +340,8 @@ class BiFormer(StagedBackbone):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        check_int_arg('BiFormer', 'n_win', n_win, lengths=(2,))
+        check_int_arg('BiFormer', 'topks', topks, lengths=(len(depths),), scalar=False, minimum=None)
         depths, embed_dims, topks = tuple(depths), tuple(embed_dims), tuple(topks)
         qk_dims = embed_dims if qk_dims is None else tuple(qk_dims)
         num_stages = len(embed_dims)
@@ -445,8 +448,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    return build_backbone(
-        BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -460,15 +464,21 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     })
 
 
-# Weights: the official ImageNet-1k checkpoints were shared through OneDrive links that no longer resolve
-# (rayleizhu/BiFormer issue #53), so no cfg carries a url; a local copy loads with
-# `pretrained_cfg_overlay=dict(file=PATH)` through `checkpoint_filter_fn`.
+# Weights: the official ImageNet-1k checkpoints ({'model': state_dict, ...}) were linked from the README through
+# matix.li short links that no longer resolve (rayleizhu/BiFormer issue #53), so no cfg carries a url and
+# `pretrained=True` says so, naming the README's other mirror; a local copy loads with
+# `pretrained_cfg_overlay=dict(file=PATH)` (or dict(url=...) for a copy on a web server) through `checkpoint_filter_fn`.
+_BIFORMER_DEAD = unavailable(
+    "the official download links (matix.li, rayleizhu/BiFormer README) are dead (rayleizhu/BiFormer issue #53); "
+    "the README's other mirror is a OneDrive folder, https://1drv.ms/u/s!AkBbczdRlZvChGsXFqAA-PVnA-R8?e=IPlOCG "
+    "(download the file by hand in a browser)")
 default_cfgs = generate_default_cfgs({
-    'biformer_tiny': _cfg(),
-    'biformer_small': _cfg(),
-    'biformer_base': _cfg(),
-    'biformer_stl': _cfg(first_conv='stem.conv'),
-    'biformer_stl_nchw': _cfg(first_conv='stem.conv'),
+    'biformer_tiny.in1k': _cfg(**_BIFORMER_DEAD),
+    'biformer_small.in1k': _cfg(**_BIFORMER_DEAD),
+    'biformer_base.in1k': _cfg(**_BIFORMER_DEAD),
+    'biformer_stl.in1k': _cfg(first_conv='stem.conv', **_BIFORMER_DEAD),
+    'biformer_stl_nchw': _cfg(first_conv='stem.conv', **unavailable(
+        'no official checkpoint was released for the NCHW STL model (rayleizhu/BiFormer README)')),
 })
 
 

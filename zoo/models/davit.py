@@ -58,9 +58,10 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import channel_attention, window_attention
 from zoo.layers.attention import QKVAttention
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['DaVit']
 
@@ -342,6 +343,7 @@ class DaVit(StagedBackbone):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        check_int_arg('DaVit', 'window_size', window_size, lengths=(2,))
         depths, embed_dims, num_heads = tuple(depths), tuple(embed_dims), tuple(num_heads)
         num_stages = len(embed_dims)
         if not (len(depths) == len(num_heads) == num_stages):
@@ -450,9 +452,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 def _create_davit(variant: str, pretrained: bool = False, **kwargs) -> DaVit:
     # Florence-2's tower has no head norm (its projection follows elsewhere), so its weights load non-strict
     strict = kwargs.pop('pretrained_strict', not variant.endswith('_fl'))
-    return build_backbone(
+    return create(lambda pretrained, **kwargs: build_backbone(
         DaVit, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
-        pretrained_strict=strict, **kwargs)
+        pretrained_strict=strict, **kwargs), variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -477,6 +479,12 @@ def _cfg_fl(hf_hub_id: str, **kwargs) -> Dict[str, Any]:
     })
 
 
+def _davit_weights(drive_id: str) -> Dict[str, Any]:
+    # official trainer: timm's train.py (its CheckpointSaver also pickles the argparse args); unverified
+    return official_weights(f'https://drive.google.com/file/d/{drive_id}/view',
+                            container="{'state_dict': state_dict, 'args': argparse.Namespace, ...} or a state dict")
+
+
 # Weights: the official ImageNet-1k checkpoints as timm hosts them on the Hugging Face Hub (`timm/davit_*.msft_in1k`,
 # converted from https://github.com/dingmyu/davit and labelled apache-2.0 there; timm's layout is the zoo's, so they
 # load without conversion), and the Florence-2 vision towers (MIT) from Microsoft's Florence-2 repositories, converted
@@ -485,6 +493,10 @@ default_cfgs = generate_default_cfgs({
     'zoo_davit_tiny.msft_in1k': _cfg(hf_hub_id='timm/davit_tiny.msft_in1k', license='apache-2.0'),
     'zoo_davit_small.msft_in1k': _cfg(hf_hub_id='timm/davit_small.msft_in1k', license='apache-2.0'),
     'zoo_davit_base.msft_in1k': _cfg(hf_hub_id='timm/davit_base.msft_in1k', license='apache-2.0'),
+    # the same weights as first released (dingmyu/davit README, Google Drive; needs the optional gdown client)
+    'zoo_davit_tiny.msft_in1k_gdrive': _cfg(**_davit_weights('1RSpi3lxKaloOL5-or20HuG975tbPwxRZ')),
+    'zoo_davit_small.msft_in1k_gdrive': _cfg(**_davit_weights('1q976ruj45mt0RhO9oxhOo6EP_cmj4ahQ')),
+    'zoo_davit_base.msft_in1k_gdrive': _cfg(**_davit_weights('1u9sDBEueB-YFuLigvcwf4b2YyA4MIVsZ')),
     'zoo_davit_large': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
     'zoo_davit_huge': _cfg(),
     'zoo_davit_giant': _cfg(),

@@ -60,8 +60,9 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import window_grid_attention
 from ops.window_grid_attention import PARTITIONS
-from zoo.layers.backbone import StagedBackbone, build_backbone, imagenet_cfg, init_linear_trunc_normal, \
+from zoo.layers.backbone import StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, init_linear_trunc_normal, \
     pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.weights import create, official_weights
 
 __all__ = ['EMO2']
 
@@ -242,6 +243,8 @@ class EMO2Stage(nn.Module):
 
 
 def _per_stage(value, n: int, name: str) -> tuple:
+    if name == 'window_size':
+        check_int_arg('EMO2', name, value, lengths=(n,))
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
     if len(values) != n:
         raise ValueError(f'EMO2: {name} must have one entry per stage ({n}), got {value!r}')
@@ -393,8 +396,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_emo2(variant: str, pretrained: bool = False, **kwargs) -> EMO2:
-    return build_backbone(
-        EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -411,18 +415,32 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 _CFG_256 = dict(input_size=(3, 256, 256), pool_size=(8, 8))
 _CFG_512 = dict(input_size=(3, 512, 512), pool_size=(16, 16))
 
-# The official checkpoints are released through links in the repository's README (not fetched here), so no
-# variant has a download URL; convert a local file with `checkpoint_filter_fn` (`python -m zoo.convert`).
+# Weights: the official ImageNet-1k checkpoints are files of the GitHub repository zhangzjn/data (folder
+# emov2_pretrained_weights; the zhangzjn/EMOv2 README links their `blob/` pages, which are HTML: the cfgs use the
+# `raw/` links, which serve the files). in1k_kd: distilled from a TResNet-L teacher; emo2_5m_512's file is the README's
+# 512x512 KD model. No 20M / 50M or other 256 / 512 classification checkpoint is released.
+_EMO2_URL = 'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/'
+# the official trainer saves {'net', 'net_E' (EMA), 'optimizer', ...} and plain state dicts (unverified)
+_EMO2_CONTAINER = "{'net': state_dict, 'net_E': EMA state_dict, 'optimizer', ...} or a plain state dict"
+
+
+def _emo2_weights(file: str) -> Dict[str, Any]:
+    return official_weights(_EMO2_URL + file, container=_EMO2_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'emo2_1m': _cfg(),
+    'emo2_1m.in1k': _cfg(**_emo2_weights('EMOv2_1M_224.pth')),
+    'emo2_1m.in1k_kd': _cfg(**_emo2_weights('EMOv2_1M_224_KD.pth')),
     'emo2_1m_256': _cfg(**_CFG_256),
     'emo2_1m_512': _cfg(**_CFG_512),
-    'emo2_2m': _cfg(),
+    'emo2_2m.in1k': _cfg(**_emo2_weights('EMOv2_2M_224.pth')),
+    'emo2_2m.in1k_kd': _cfg(**_emo2_weights('EMOv2_2M_224_KD.pth')),
     'emo2_2m_256': _cfg(**_CFG_256),
     'emo2_2m_512': _cfg(**_CFG_512),
-    'emo2_5m': _cfg(),
+    'emo2_5m.in1k': _cfg(**_emo2_weights('EMOv2_5M_224.pth')),
+    'emo2_5m.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_224_KD.pth')),
     'emo2_5m_256': _cfg(**_CFG_256),
-    'emo2_5m_512': _cfg(**_CFG_512),
+    'emo2_5m_512.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_512.pth'), **_CFG_512),
     'emo2_20m': _cfg(),
     'emo2_20m_256': _cfg(**_CFG_256),
     'emo2_50m': _cfg(),

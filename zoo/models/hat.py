@@ -70,7 +70,9 @@ from ops import overlapping_window_attention, window_attention
 from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
 from ops.window_attention.official import table_from_official as window_table_from_official
 from zoo.layers.attention import QKVAttention, head_dim_of
-from zoo.layers.backbone import architecture_name, check_image_input, init_linear_trunc_normal, unwrap_checkpoint
+from zoo.errors import InputError
+from zoo.layers.backbone import architecture_name, check_image_input, check_int_arg, init_linear_trunc_normal, \
+    unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
 from zoo.weights import create, official_weights
 
@@ -373,6 +375,9 @@ class HAT(nn.Module):
                 f"'', got num_classes={num_classes}, global_pool={global_pool!r}")
         if len(depths) != len(num_heads):
             raise ValueError(f'HAT: depths {depths} and num_heads {num_heads} must have one entry per group')
+        check_int_arg('HAT', 'window_size', window_size)
+        if isinstance(overlap_ratio, bool) or not isinstance(overlap_ratio, (int, float)) or not overlap_ratio >= 0:
+            raise InputError(f'HAT: overlap_ratio must be a number >= 0 (official 0.5), got {overlap_ratio!r}')
         self.num_classes = 0
         self.in_chans = in_chans
         self.upscale = upscale
@@ -547,11 +552,12 @@ def _create_hat(variant: str, pretrained: bool = False, **kwargs) -> HAT:
     if kwargs.get('features_only'):
         raise ValueError(f'{variant} is a super-resolution model (one full-resolution feature map): features_only '
                          f'is not supported; use forward_features')
-    return build_model_with_cfg(
-        HAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(_MODEL_ARGS[variant], **kwargs))
+    return create(lambda pretrained, **kwargs: build_model_with_cfg(
+        HAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(_MODEL_ARGS[variant], **kwargs)),
+        variant, pretrained, kwargs)
 
 
-def _cfg(url: str = '', scale: int = 4, **kwargs) -> Dict[str, Any]:
+def _cfg(url: str = '', scale: int = 4, notes: Tuple[str, ...] = (), **kwargs) -> Dict[str, Any]:
     return {
         'url': url,
         'num_classes': 0, 'input_size': (3, 64, 64), 'pool_size': None,
@@ -563,7 +569,7 @@ def _cfg(url: str = '', scale: int = 4, **kwargs) -> Dict[str, Any]:
                        f'input_size is the LR training patch, mean / std the official rgb_mean / 1 / img_range',
         # timm's PretrainedCfg takes no unknown fields (a `task` key would break timm's own config.json round trip,
         # `local-dir:` loading), so the task and the scale are stated in its `notes`, as `key: value` strings
-        'notes': ('task: super-resolution', f'scale: {scale}'),
+        'notes': ('task: super-resolution', f'scale: {scale}', *notes),
         'paper_ids': 'arXiv:2205.04437',
         'paper_name': 'Activating More Pixels in Image Super-Resolution Transformer',
         'origin_url': 'https://github.com/XPixelGroup/HAT',
@@ -576,17 +582,34 @@ def _cfg_ext(scale: int, **kwargs) -> Dict[str, Any]:
                 paper_name='HAT: Hybrid Attention Transformer for Image Restoration', **kwargs)
 
 
-# Official weights (Google Drive / Baidu, no stable URL): tags name the released files' training data.
+# Official weights: files in the shared Google Drive folder of the XPixelGroup/HAT README (mirror: Baidu Netdisk,
+# same README), fetched with the optional `gdown` client (zoo.weights); tags name the released files' training data.
 # df2k: `HAT[-S]_SRx{2,3,4}.pth`; imagenet_df2k: `HAT[-L]_SRx*_ImageNet-pretrain.pth` (ImageNet pre-training,
 # DF2K fine-tuning); real_gan / real_gan_sharper: `Real_HAT_GAN_SRx4[_sharper].pth` (HAT x4 generator).
+_HAT_FOLDER = 'https://drive.google.com/drive/folders/1HpmReFfoUqUbnAOQ7rvOeNU3uf_m69w0'
+# BasicSR's save_network (the official test configs load params_ema; files not downloaded here, unverified)
+_HAT_CONTAINER = "{'params': state_dict, 'params_ema': EMA state_dict}"
+
+
+def _hat_weights(file: str) -> Dict[str, Any]:
+    return official_weights(_HAT_FOLDER, file_name=file, container=_HAT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'hat_s_x2.df2k': _cfg_ext(2), 'hat_s_x3.df2k': _cfg_ext(3), 'hat_s_x4.df2k': _cfg_ext(4),
-    'hat_x2.df2k': _cfg(scale=2), 'hat_x2.imagenet_df2k': _cfg(scale=2),
-    'hat_x3.df2k': _cfg(scale=3), 'hat_x3.imagenet_df2k': _cfg(scale=3),
-    'hat_x4.df2k': _cfg(scale=4), 'hat_x4.imagenet_df2k': _cfg(scale=4),
-    'hat_x4.real_gan': _cfg_ext(4), 'hat_x4.real_gan_sharper': _cfg_ext(4),
-    'hat_l_x2.imagenet_df2k': _cfg(scale=2), 'hat_l_x3.imagenet_df2k': _cfg(scale=3),
-    'hat_l_x4.imagenet_df2k': _cfg(scale=4),
+    'hat_s_x2.df2k': _cfg_ext(2, **_hat_weights('HAT-S_SRx2.pth')),
+    'hat_s_x3.df2k': _cfg_ext(3, **_hat_weights('HAT-S_SRx3.pth')),
+    'hat_s_x4.df2k': _cfg_ext(4, **_hat_weights('HAT-S_SRx4.pth')),
+    'hat_x2.df2k': _cfg(scale=2, **_hat_weights('HAT_SRx2.pth')),
+    'hat_x2.imagenet_df2k': _cfg(scale=2, **_hat_weights('HAT_SRx2_ImageNet-pretrain.pth')),
+    'hat_x3.df2k': _cfg(scale=3, **_hat_weights('HAT_SRx3.pth')),
+    'hat_x3.imagenet_df2k': _cfg(scale=3, **_hat_weights('HAT_SRx3_ImageNet-pretrain.pth')),
+    'hat_x4.df2k': _cfg(scale=4, **_hat_weights('HAT_SRx4.pth')),
+    'hat_x4.imagenet_df2k': _cfg(scale=4, **_hat_weights('HAT_SRx4_ImageNet-pretrain.pth')),
+    'hat_x4.real_gan': _cfg_ext(4, **_hat_weights('Real_HAT_GAN_SRx4.pth')),
+    'hat_x4.real_gan_sharper': _cfg_ext(4, **_hat_weights('Real_HAT_GAN_SRx4_sharper.pth')),
+    'hat_l_x2.imagenet_df2k': _cfg(scale=2, **_hat_weights('HAT-L_SRx2_ImageNet-pretrain.pth')),
+    'hat_l_x3.imagenet_df2k': _cfg(scale=3, **_hat_weights('HAT-L_SRx3_ImageNet-pretrain.pth')),
+    'hat_l_x4.imagenet_df2k': _cfg(scale=4, **_hat_weights('HAT-L_SRx4_ImageNet-pretrain.pth')),
 })
 
 _HAT_S = dict(embed_dim=144, depths=(6,) * 6, num_heads=(6,) * 6, compress_ratio=24, squeeze_factor=24)

@@ -61,9 +61,11 @@ from torchvision.ops import DeformConv2d
 from ops import hilo_attention
 from ops.hilo_attention import hilo_head_split
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, \
+from zoo.errors import InputError
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
     init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['LITv2']
 
@@ -104,7 +106,13 @@ class DeformableTokenMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # NHWC -> NHWC
         x = x.permute(0, 3, 1, 2)
-        x = self.conv(x, self.conv_offset(x))
+        offset = self.conv_offset(x)
+        # torchvision's deform_conv2d turns offsets into indices without a check: a NaN / Inf offset (a diverging
+        # run, NaN input) crashes the process. Sample those positions at offset 0 and make their outputs NaN,
+        # which is what sampling at a non-finite position means; finite offsets are untouched.
+        finite = torch.isfinite(offset)
+        x = self.conv(x, torch.where(finite, offset, 0.))
+        x = torch.where(finite.all(dim=1, keepdim=True), x, float('nan'))
         return self.act(self.norm(x)).permute(0, 2, 3, 1)
 
 
@@ -276,7 +284,11 @@ class LITv2(StagedBackbone):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        check_int_arg('LITv2', 'local_ws', local_ws, lengths=(len(depths),), scalar=False, minimum=0)
         depths, num_heads, has_msa, local_ws = tuple(depths), tuple(num_heads), tuple(has_msa), tuple(local_ws)
+        if any(msa and ws < 1 for msa, ws in zip(has_msa, local_ws)):
+            raise InputError(
+                f'LITv2: local_ws {local_ws} must be >= 1 in every stage with attention (has_msa {has_msa})')
         num_stages = len(depths)
         if not (len(num_heads) == len(has_msa) == len(local_ws) == num_stages):
             raise ValueError(
@@ -361,8 +373,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
-    return build_backbone(
-        LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -376,15 +389,32 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     })
 
 
-# Weights: the official ImageNet-1k checkpoints are GitHub release assets of ziplab/LITv2 (v1.0); they are not
-# fetched here, so no cfg carries a url. A local copy loads with `pretrained_cfg_overlay=dict(file=PATH)` through
-# `checkpoint_filter_fn`. The official evaluation (Swin's pipeline) resizes to 256 and center-crops 224 (0.875);
-# the 384 model is evaluated without cropping.
+# Weights: the official ImageNet-1k checkpoints, GitHub release assets of ziplab/LITv2 (v1.0; v1.1: the README's
+# "Pretrained LITv2-S with Different Values of Alpha", tags alpha_A_B build litv2_small with alpha=A.B), loaded by
+# `pretrained=True` (zoo.weights). The official evaluation (Swin's pipeline) resizes to 256 and center-crops 224
+# (0.875); the 384 model is evaluated without cropping.
+_LITV2_URL = 'https://github.com/ziplab/LITv2/releases/download/'
+# what the official trainer saves (Swin's save_checkpoint, ziplab/LITv2 classification/utils.py; unverified)
+_LITV2_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def _litv2_weights(file: str, **kwargs) -> Dict[str, Any]:
+    return official_weights(_LITV2_URL + file, container=_LITV2_CONTAINER, **kwargs)
+
+
 default_cfgs = generate_default_cfgs({
-    'litv2_small.in1k': _cfg(),
-    'litv2_medium.in1k': _cfg(),
-    'litv2_base.in1k': _cfg(),
-    'litv2_base.in1k_384': _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'litv2_small.in1k': _cfg(**_litv2_weights('v1.0/litv2_s.pth')),
+    'litv2_medium.in1k': _cfg(**_litv2_weights('v1.0/litv2_m.pth')),
+    'litv2_base.in1k': _cfg(**_litv2_weights('v1.0/litv2_b.pth')),
+    'litv2_base.in1k_384': _cfg(
+        **_litv2_weights('v1.0/litv2_b_384.pth'), input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'litv2_small.alpha_0_0': _cfg(**_litv2_weights('v1.1/alpha_0.pth', model_args=dict(alpha=0.0))),
+    'litv2_small.alpha_0_2': _cfg(**_litv2_weights('v1.1/alpha_0.2.pth', model_args=dict(alpha=0.2))),
+    'litv2_small.alpha_0_4': _cfg(**_litv2_weights('v1.1/alpha_0.4.pth', model_args=dict(alpha=0.4))),
+    'litv2_small.alpha_0_5': _cfg(**_litv2_weights('v1.1/alpha_0.5.pth', model_args=dict(alpha=0.5))),
+    'litv2_small.alpha_0_7': _cfg(**_litv2_weights('v1.1/alpha_0.7.pth', model_args=dict(alpha=0.7))),
+    'litv2_small.alpha_0_9': _cfg(**_litv2_weights('v1.1/alpha_0.9.pth', model_args=dict(alpha=0.9))),
+    'litv2_small.alpha_1_0': _cfg(**_litv2_weights('v1.1/alpha_1.pth', model_args=dict(alpha=1.0))),
 })
 
 

@@ -92,12 +92,14 @@ from timm.layers import Mlp, register_notrace_function, to_2tuple, trunc_normal_
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from ops import neighborhood_attention_2d, window_attention
+from zoo.errors import InputError
 from zoo.layers.attention import QKVAttention
 from zoo.layers.backbone import (
-    ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, check_image_input, feature_take_indices,
-    imagenet_cfg, init_linear_trunc_normal, pad_to_multiple, prune_isotropic, rename_keys,
+    ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, check_image_input, check_int_arg,
+    feature_take_indices, imagenet_cfg, init_linear_trunc_normal, pad_to_multiple, prune_isotropic, rename_keys,
     unwrap_checkpoint)
 from zoo.layers.blocks import PreNormBlock, apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['NAT', 'NATIsotropic']
 
@@ -141,6 +143,8 @@ class NeighborhoodAttention(QKVAttention):
     ):
         dd = dict(device=device, dtype=dtype)
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, **dd)
+        check_int_arg('NeighborhoodAttention', 'kernel_size', kernel_size)
+        check_int_arg('NeighborhoodAttention', 'dilation', dilation)
         if kernel_size % 2 == 0:
             raise ValueError(f'NeighborhoodAttention: kernel_size must be odd, got {kernel_size}')
         self.kernel_size = kernel_size
@@ -475,6 +479,9 @@ class NAT(_NATHead, StagedBackbone):
         dd = dict(device=device, dtype=dtype)
         depths, num_heads = tuple(depths), tuple(num_heads)
         num_stages = len(depths)
+        if dilations is not None and not isinstance(dilations, (tuple, list)):
+            raise InputError(f'NAT: dilations must be a tuple with one entry per stage ({num_stages}), each an int or '
+                             f'one int per block, got {dilations!r}')
         if len(num_heads) != num_stages or (dilations is not None and len(dilations) != num_stages):
             raise ValueError(
                 f'NAT: depths {depths}, num_heads {num_heads} and dilations {dilations} must have one length')
@@ -559,6 +566,8 @@ class NATIsotropic(_NATHead, nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        if kernel_size is not None:  # None: global attention (ViT-RPB)
+            check_int_arg('NATIsotropic', 'kernel_size', kernel_size)
         self.in_chans = in_chans
         self.num_features = embed_dim
         self.grad_checkpointing = False
@@ -686,16 +695,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    return build_backbone(
-        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
     kwargs = dict(_ISOTROPIC_ARGS[variant], **kwargs)
     # every block is a feature level
-    return build_backbone(
+    return create(lambda pretrained, **kwargs: build_backbone(
         NATIsotropic, variant, pretrained, filter_fn=checkpoint_filter_fn, num_stages=kwargs.get('depth', 12),
-        **kwargs)
+        **kwargs), variant, pretrained, kwargs)
 
 
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
@@ -703,7 +713,8 @@ _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{
+    # the official release files are flat state dicts in the official layout (the official loader reads them as is)
+    return imagenet_cfg(**official_weights(url, container='flat state dict') if url else {}, **{
         'first_conv': 'patch_embed.proj.0', 'classifier': 'head',
         'license': 'mit',
         'paper_ids': 'arXiv:2204.07143',

@@ -62,6 +62,7 @@ from zoo.layers.attention import head_dim_of
 from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, rename_keys, \
     unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
+from zoo.weights import create, official_weights
 
 __all__ = ['RAVLT']
 
@@ -408,8 +409,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 
 def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
-    return build_backbone(
-        RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs)
+    return create(lambda pretrained, **kwargs: build_backbone(
+        RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
+        variant, pretrained, kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -425,15 +427,22 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     })
 
 
-# Weights: the official ImageNet-1k files (HF aldjalkdf/RAVLT, RAVLT_{T,S,B,L}.pth) hold an unverified container
-# with a pickled argparse Namespace, so no cfg points at them; a local copy loads with
-# `pretrained_cfg_overlay=dict(file=PATH)` through `checkpoint_filter_fn` (strip the 'args' entry first for
-# `weights_only` loading).
+# Weights: the official ImageNet-1k files of the Hugging Face repository aldjalkdf/RAVLT (RAVLT_{T,S,B,L}.pth,
+# through their `resolve/` links; `blob/` is an HTML page). The official trainer pickles its argparse Namespace
+# beside the weights: zoo.weights reads it as an inert stand-in (nothing from the file runs).
+_RAVLT_URL = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
+_RAVLT_CONTAINER = "{'model': state_dict, 'model_ema', 'optimizer', 'epoch', 'args': argparse.Namespace} (unverified)"
+
+
+def _ravlt_weights(file: str) -> Dict[str, Any]:
+    return official_weights(_RAVLT_URL + file, container=_RAVLT_CONTAINER)
+
+
 default_cfgs = generate_default_cfgs({
-    'ravlt_t': _cfg(),
-    'ravlt_s': _cfg(),
-    'ravlt_b': _cfg(),
-    'ravlt_l': _cfg(),
+    'ravlt_t.in1k': _cfg(**_ravlt_weights('RAVLT_T.pth')),
+    'ravlt_s.in1k': _cfg(**_ravlt_weights('RAVLT_S.pth')),
+    'ravlt_b.in1k': _cfg(**_ravlt_weights('RAVLT_B.pth')),
+    'ravlt_l.in1k': _cfg(**_ravlt_weights('RAVLT_L.pth')),
 })
 
 

@@ -138,7 +138,8 @@ class ClassificationTask(Task):
 
     def datasets(self, recipe: Recipe, global_batch: int):
         d = recipe.data
-        common = dict(root=d.root, test_fraction=d.test_fraction, seed=d.split_seed, img_size=d.img_size)
+        common = dict(root=d.root, test_fraction=d.test_fraction, seed=d.split_seed, img_size=d.img_size,
+                      labels=d.digits_labels, skip_corrupt=d.skip_corrupt)
         train_ds = create_dataset(d.name, "train", folder_split=d.train_split, subset=d.train_subset, **common)
         eval_ds = create_dataset(d.name, "eval", folder_split=d.val_split, **common)
         if list(train_ds.classes) != list(eval_ds.classes):
