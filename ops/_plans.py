@@ -26,7 +26,7 @@ from ops._backend import triton_interpret
 
 __all__ = [
     "GPU_TARGETS", "INTERPRETER", "KernelPlan", "Launch", "Target", "compile_target", "device_target",
-    "dot_options", "fp32_dot_precision", "launch",
+    "dot_options", "exact_fp32", "fp32_dot_precision", "launch",
 ]
 
 
@@ -135,6 +135,12 @@ def fp32_dot_precision() -> str:
     (``torch.set_float32_matmul_precision("high")`` or ``"medium"``), ``"ieee"`` (exact fp32) for the default
     ``"highest"`` -- what ``torch.matmul`` does with the same setting."""
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def exact_fp32(dtype: torch.dtype) -> bool:
+    """fp32 inputs with IEEE dots: ``tl.dot`` then runs on the FMA units with its operand tiles spread over the
+    registers, several times the register footprint of a tensor-core dot -- such plans need smaller tiles."""
+    return dtype == torch.float32 and fp32_dot_precision() == "ieee"
 
 
 def dot_options(dtype: torch.dtype, target: Target) -> tuple[bool, str]:

@@ -57,7 +57,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import (
     LN2,
     LOG2E,
@@ -75,8 +75,8 @@ __all__ = ["agent_attention_triton"]
 # Keys up to this many fit one tile (stage 2's agents); the backward keeps up to this many queries in one
 # block (stage 1's agents), so that their dk / dv need no atomics.
 _MAX_TILE = 256
-# Score tiles of about this many fp32 elements stay in registers at 4-8 warps. Untuned: no GPU measurements
-# behind these choices yet.
+# Score tiles of about this many fp32 elements: the interpreter's (and the tests') tiles; GPU plans take fewer
+# (launch_plan). Untuned: no GPU measurements behind these choices yet.
 _TILE_ELEMENTS = 8192
 # The forward splits the keys over more programs until there are a few per SM, each range at least this many tiles.
 _PROGRAMS_PER_SM = 4
@@ -300,10 +300,10 @@ def _biased_attention_bwd_kv_kernel(
 # Launch plans.
 
 
-def _fwd_blocks(m: int, n: int) -> tuple[int, int]:
+def _fwd_blocks(m: int, n: int, tile_elements: int = _TILE_ELEMENTS) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N): up to 256 keys in one tile (stage 2's agents), else 64-key tiles streamed."""
     block_n = dot_block(n) if n <= _MAX_TILE else 64
-    return min(128, dot_block(m), max(16, _TILE_ELEMENTS // block_n)), block_n
+    return min(128, dot_block(m), max(16, tile_elements // block_n)), block_n
 
 
 def _num_splits(programs: int, key_tiles: int, target: Target) -> int:
@@ -317,7 +317,7 @@ def _num_splits(programs: int, key_tiles: int, target: Target) -> int:
     return max(1, min(wanted, key_tiles // _MIN_TILES_PER_SPLIT))
 
 
-def _bwd_plan(m: int, n: int) -> tuple[bool, int, int]:
+def _bwd_plan(m: int, n: int, tile_elements: int = _TILE_ELEMENTS) -> tuple[bool, int, int]:
     """(key_parallel, BLOCK_M, BLOCK_N) of the backward.
 
     Many keys (stage 1: a few agents over N tokens): parallel over 64-key blocks, all agents of a block in up to
@@ -327,12 +327,12 @@ def _bwd_plan(m: int, n: int) -> tuple[bool, int, int]:
     """
     if n > _MAX_TILE:
         block_m = min(_MAX_TILE, dot_block(m))
-        return True, block_m, max(16, min(64, _TILE_ELEMENTS // block_m))
-    return (False, *_fwd_blocks(m, n))
+        return True, block_m, max(16, min(64, tile_elements // block_m))
+    return (False, *_fwd_blocks(m, n, tile_elements))
 
 
 def _num_warps(block_m: int, block_n: int) -> int:
-    return 8 if block_m * block_n >= _TILE_ELEMENTS else 4
+    return 8 if block_m * block_n >= 4096 else 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,16 +357,26 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
     """The launch plan of one biased-attention stage: ``m`` queries over ``n`` keys for ``batch_heads``
     (batch x heads) programs' worth of rows."""
     upcast_dot, dot_precision = dot_options(dtype, target)
-    block_m, block_n = _fwd_blocks(m, n)
+    exact = exact_fp32(dtype) and not target.interpret
+    if target.interpret:
+        tile_elements = _TILE_ELEMENTS
+    else:
+        # 32 x 256 score tiles spill in bf16 (and need 228-400 KB of shared memory in fp32 at three stages);
+        # FMA dots (exact fp32) want smaller tiles still.
+        tile_elements = 2048 if exact else 4096
+    block_m, block_n = _fwd_blocks(m, n, tile_elements)
     m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
     splits = _num_splits(batch_heads * m_blocks, key_tiles, target)
     split_len = triton.cdiv(key_tiles, max(1, splits)) * block_n
     splits = max(1, triton.cdiv(n, split_len))
-    key_parallel, bwd_m, bwd_n = _bwd_plan(m, n)
-    stages = 3
+    key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, tile_elements)
+    # The forward streams key tiles (stage 1: thousands of keys): two stages overlap the next tile's load.
+    fwd_stages = 2 if key_tiles > 1 and not exact else 1
+    # fp32 operands take twice the registers of 16-bit ones: 8 warps for the backward's tiles.
+    bwd_warps = 8 if dtype == torch.float32 and not target.interpret else _num_warps(bwd_m, bwd_n)
     return AgentPlan(
         (block_m, block_n), splits, split_len, key_parallel, (bwd_m, bwd_n), dot_block(head_dim),
-        KernelPlan(_num_warps(block_m, block_n), stages), KernelPlan(_num_warps(bwd_m, bwd_n), stages),
+        KernelPlan(_num_warps(block_m, block_n), fwd_stages), KernelPlan(bwd_warps, 1),
         upcast_dot, dot_precision,
     )
 

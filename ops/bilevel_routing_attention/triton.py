@@ -56,7 +56,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import (
     LN2, LOG2E, atomic_add_tile, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step,
     store_tile,
@@ -232,9 +232,10 @@ class RoutingPlan:
 def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n_queries: int, n_keys: int) -> RoutingPlan:
     """The launch plan for regions of ``n_queries`` tokens attending to ``n_keys`` routed tokens."""
     upcast_dot, dot_precision = dot_options(dtype, target)
-    stages = 3
+    # The kernels loop over the routed regions' key tiles (topk of them): two stages overlap the next tile's load.
+    stages = 1 if exact_fp32(dtype) else 2
     return RoutingPlan(_blocks(n_queries, n_keys), dot_block(d_qk), dot_block(d_v), KernelPlan(4, stages),
-                       KernelPlan(4, stages), upcast_dot, dot_precision)
+                       KernelPlan(4, 1), upcast_dot, dot_precision)
 
 
 def _launch_args(q, v, idx, sh, sw):

@@ -57,7 +57,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import dot, dot_block, on_device
 
 __all__ = ["channel_attention_triton"]
@@ -317,7 +317,8 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     num_tiles = max(1, triton.cdiv(n, block_n))
     splits = max(1, min(_num_splits(num_tiles, batch_groups, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
-    stages = 3
+    # The kernels stream token tiles against a (D, D) matrix: two stages overlap the next tile's load.
+    stages = 1 if exact_fp32(dtype) else 2
     kp = KernelPlan(4, stages)
     return ChannelPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kp, kp, kp, kp,
                        upcast_dot, dot_precision)

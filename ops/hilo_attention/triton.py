@@ -50,7 +50,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import LN2, LOG2E, dot, dot_block, load_tile, on_device, online_softmax_step, \
     store_tile
 
@@ -242,7 +242,9 @@ class LofiPlan:
 def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, m: int) -> LofiPlan:
     """The launch plan for ``n`` queries over ``m`` (pooled) keys."""
     upcast_dot, dot_precision = dot_options(dtype, target)
-    stages = 3
+    # The forward and dq kernels stream the pooled keys, the dk / dv kernel the queries: two stages overlap the
+    # next tile's load (one for FMA dots, whose tiles already fill the registers).
+    stages = 1 if exact_fp32(dtype) else 2
     return LofiPlan((_block(n), _block(m)), dot_block(head_dim), KernelPlan(4, stages), KernelPlan(4, stages),
                     KernelPlan(4, stages), upcast_dot, dot_precision)
 

@@ -51,7 +51,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import LN2, LOG2E, dot, dot_block, load_tile, on_device, online_softmax_step, \
     store_tile
 
@@ -333,9 +333,11 @@ class NeighborhoodPlan:
 def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> NeighborhoodPlan:
     """The launch plan for a head dimension of ``head_dim``."""
     upcast_dot, dot_precision = dot_options(dtype, target)
-    stages = 3
-    return NeighborhoodPlan(_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(4, stages), KernelPlan(4, stages),
-                            KernelPlan(4, stages), upcast_dot, dot_precision)
+    # 4 warps spill in the forward and dq kernels even in bf16 (none at 8); FMA dots (exact fp32) need 8 in all
+    # three. The forward streams the query tile's key region (four 64-key tiles for 7 x 7 windows).
+    exact = exact_fp32(dtype)
+    return NeighborhoodPlan(_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(8, 1 if exact else 2), KernelPlan(8, 1),
+                            KernelPlan(8 if exact else 4, 1), upcast_dot, dot_precision)
 
 
 def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):

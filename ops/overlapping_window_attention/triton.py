@@ -51,7 +51,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import (
     LN2, LOG2E, atomic_add_tile, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step, store_tile,
 )
@@ -341,12 +341,17 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, nq: int, nk: 
     """The launch plan for ``nq``-query windows over ``nk``-key windows (``num_windows`` over the batch)."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     fwd_blocks, dkdv_blocks = _fwd_blocks(nq, nk), _bwd_blocks(nq, nk)
+    exact = exact_fp32(dtype) and not target.interpret
+    if exact:
+        # As window_attention's: FMA dots keep 64 queries per dk / dv tile, not the whole window.
+        dkdv_blocks = (min(64, dkdv_blocks[0]), dkdv_blocks[1])
     per_program = _windows_per_program(num_windows, heads, triton.cdiv(nk, dkdv_blocks[1]), target)
-    stages = 3
+    # The forward and dq kernels stream the key window (576 keys for HAT's OCAB); the dk / dv loop is short.
+    stream_stages = 1 if exact else 2
     return OverlappingWindowPlan(
         fwd_blocks, dkdv_blocks, fwd_blocks, dot_block(head_dim), per_program,
-        KernelPlan(_num_warps(*fwd_blocks), stages), KernelPlan(_num_warps(*dkdv_blocks), stages),
-        KernelPlan(_num_warps(*fwd_blocks), stages), upcast_dot, dot_precision,
+        KernelPlan(_num_warps(*fwd_blocks), stream_stages), KernelPlan(_num_warps(*dkdv_blocks), 1),
+        KernelPlan(_num_warps(*fwd_blocks), stream_stages), upcast_dot, dot_precision,
     )
 
 

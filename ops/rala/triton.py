@@ -68,7 +68,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import dot, dot_block, on_device
 
 __all__ = ["rala_triton"]
@@ -529,11 +529,18 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     """The launch plan for ``n`` tokens of ``batch_heads`` (batch x heads) independent heads."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     block_n, block_d, num_warps = _block_sizes(head_dim)
+    if not target.interpret:
+        # The backward q / kv / dq kernels spill at 4 warps from head_dim 64 on, even in bf16.
+        num_warps = 8
+    if exact_fp32(dtype) and not target.interpret:
+        # FMA dots: a (BLOCK_N, 128) token tile against the 128 x 128 state spills at 32 tokens; 16 hold.
+        block_n = 16
     num_tiles = max(1, triton.cdiv(n, block_n))
     splits = max(1, min(_num_splits(num_tiles, batch_heads, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
-    stages = 3
-    kernels = {name: KernelPlan(num_warps, stages) for name in _KERNELS}
+    # One stage: the token loops' loads are small next to the (D, D) state; three stages of the backward kv / dq
+    # kernels at head_dim 96 (padded to 128) need 244-256 KB of shared memory, over any GPU's limit.
+    kernels = {name: KernelPlan(num_warps, 1) for name in _KERNELS}
     return RalaPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kernels,
                     upcast_dot, dot_precision)
 

@@ -67,7 +67,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import optional_grad_fake, register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import (
     LN2, LOG2E, dot, dot_block, load_tile, lse_offsets, on_device, online_softmax_step, store_tile,
 )
@@ -411,13 +411,22 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_w
     """The launch plan for ``n``-token windows (``num_windows`` of them over the batch) of ``heads`` heads."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     fwd_blocks, bwd_blocks = _fwd_blocks(n), _bwd_blocks(n)
+    exact = exact_fp32(dtype) and not target.interpret
+    if exact:
+        # FMA dots hold whole operand tiles in registers: the backward's (256, 16) whole-window tiles spill (and
+        # their three pipeline stages need 262-426 KB of shared memory); 64 queries per tile do not.
+        bwd_blocks = (min(64, bwd_blocks[0]), 16)
     key_blocks = triton.cdiv(n, bwd_blocks[1])
     per_program = _windows_per_program(num_windows, heads, key_blocks, target) if bias_grad else 1
-    stages = 3
+    # Software pipelining only pays where a loop streams several key tiles (the forward over windows of more than
+    # 64 tokens, bf16 / fp16 / TF32); the backward's loops are over one to four query tiles.
+    fwd_stages = 2 if n > fwd_blocks[1] and not exact else 1
+    # fp32 operands (TF32 or FMA dots) take twice the registers of 16-bit ones: 8 warps for the backward's tiles.
+    bwd_warps = 8 if dtype == torch.float32 and not target.interpret else _num_warps(*bwd_blocks)
     return WindowPlan(
         fwd_blocks, bwd_blocks, fwd_blocks, dot_block(head_dim), per_program,
-        KernelPlan(_num_warps(*fwd_blocks), stages), KernelPlan(_num_warps(*bwd_blocks), stages),
-        KernelPlan(_num_warps(*fwd_blocks), stages), upcast_dot, dot_precision,
+        KernelPlan(_num_warps(*fwd_blocks), fwd_stages), KernelPlan(bwd_warps, 1),
+        KernelPlan(_num_warps(*fwd_blocks), fwd_stages), upcast_dot, dot_precision,
     )
 
 

@@ -48,7 +48,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
 from ops._triton_utils import dot, dot_block, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
@@ -226,10 +226,11 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int)
     upcast_dot, dot_precision = dot_options(dtype, target)
     block_m, block_n = _blocks(n)
     block_dv = dot_block(d_v)
-    stages = 3
     warps = _num_warps(block_n, block_dv)
-    return GridPlan((block_m, block_n), dot_block(d_qk), block_dv, KernelPlan(warps, stages),
-                    KernelPlan(warps, stages), upcast_dot, dot_precision)
+    # The kernels hold a group's keys in one tile: no loop to pipeline. FMA dots (exact fp32) spill at 4 warps.
+    bwd_warps = 8 if exact_fp32(dtype) else warps
+    return GridPlan((block_m, block_n), dot_block(d_qk), block_dv, KernelPlan(warps, 1),
+                    KernelPlan(bwd_warps, 1), upcast_dot, dot_precision)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -294,8 +294,8 @@ def test_triton_more_agents_than_one_tile():
 def test_triton_forced_small_blocks(monkeypatch, key_parallel):
     """16 x 16 tiles everywhere, both stages' backward on one plan: several query blocks and key tiles in both
     stages and both directions, every atomic path (dq, dk / dv, biases) and the forward's key splits."""
-    monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n: (16, 16))
-    monkeypatch.setattr(triton_impl, "_bwd_plan", lambda m, n: (key_parallel, 16, 16))
+    monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n, *_: (16, 16))
+    monkeypatch.setattr(triton_impl, "_bwd_plan", lambda m, n, *_: (key_parallel, 16, 16))
     check_against_reference(make_inputs(2, 45, 2, 16, 25), TOL[torch.float32])
 
 
@@ -303,7 +303,7 @@ def test_triton_forced_small_blocks(monkeypatch, key_parallel):
 def test_triton_forward_key_splits(monkeypatch, splits):
     """Stage 1's keys in any number of ranges (merged by logsumexp weights), 16-key tiles: 61 keys are 4 tiles, so
     5 and 100 ranges clamp to one tile each, 2 leaves a short last range."""
-    monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n: (16, 16))
+    monkeypatch.setattr(triton_impl, "_fwd_blocks", lambda m, n, *_: (16, 16))
     monkeypatch.setattr(triton_impl, "_num_splits", lambda programs, tiles, device: min(splits, tiles))
     check_against_reference(make_inputs(1, 61, 2, 8, 9), TOL[torch.float32])
 

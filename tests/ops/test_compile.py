@@ -1,0 +1,152 @@
+"""Compile-check tier: every Triton kernel compiled ahead of time for a GPU on the CPU (:mod:`ops._compile_check`).
+
+The kernels are compiled with Triton's own compiler for ``GPUTarget("cuda", arch, 32)`` with the launches the
+wrappers' real launch plans make (recorded under :func:`ops._plans.compile_target` from zoo models run on the meta
+device), and each compiled version must
+
+* fit the target's shared memory per block (``metadata.shared`` <= 227 KB on sm_90, 163 KB on sm_80: Triton
+  raises ``OutOfResources`` above it instead of launching), and
+* spill at most ``SPILL_BOUND[dtype]`` bytes per thread (``ptxas -v`` spill stores of the bundled ptxas): 1 KB
+  in fp16 / bf16, 2 KB in fp32 with TF32 dots, 24 KB in fp32 with IEEE dots (FMA dots; not yet fixed).
+
+Default tier: one small model per op family at its default size, sm_90, each kernel's first version per dtype
+(fp32 with IEEE dots, fp32 with TF32 dots, bf16). ``-m slow``: every registered model at its default size and
+every recipe size (cls / sr recipes, seg backbones at their crop and at 512 x 683), sm_80 and sm_90, fp32 (IEEE
+and TF32), fp16 and bf16. The check runs in a subprocess: this process has imported triton for its interpreter.
+
+The plan tests below need no compiler: they read the plans and the launches they record.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ops import _plans
+from ops._compile_check import OPS, SPILL_BOUND
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# One model per op family (window, channel, routing, HiLo, neighbourhood, overlapping window, RALA, grid, agent).
+DEFAULT_MODELS = ("zoo_davit_tiny", "biformer_tiny", "litv2_small", "nat_mini", "hat_s_x2", "ravlt_t", "emo2_1m",
+                  "agent_pvt_t")
+
+
+def _all_kernels() -> set[str]:
+    names = set()
+    for op in OPS:
+        module = importlib.import_module(f"ops.{op}.triton")
+        names |= {name for name in vars(module) if name.endswith("_kernel")}
+    return names
+
+
+def _compile_check(tmp_path: Path, *args: str, timeout: int) -> list[dict]:
+    out = tmp_path / "rows.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-m", "ops._compile_check", "--quiet", "--json", str(out), *args], cwd=ROOT,
+                   env=env, check=True, timeout=timeout)
+    return json.loads(out.read_text())["rows"]
+
+
+def _problems(rows: list[dict]) -> list[str]:
+    return [
+        f"sm_{r['arch']} {r['dtype']} {r['kernel']} [{r['config']}] warps {r['num_warps']} stages {r['num_stages']}: "
+        f"shared {r['shared']} B (limit {r['smem_limit']}), spill stores {r['spill_stores']} B "
+        f"(bound {SPILL_BOUND[r['dtype']]}); from {r['sources'][:3]}"
+        for r in rows if r["shared"] > r["smem_limit"] or r["spill_stores"] > SPILL_BOUND[r["dtype"]]
+    ]
+
+
+@pytest.fixture(scope="module")
+def default_rows(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("compile")
+    return _compile_check(tmp, "--arch", "90", "--dtypes", "fp32,tf32,bf16", "--per-kernel", "1",
+                          "--models", *DEFAULT_MODELS, timeout=900)
+
+
+def test_default_subset_covers_every_kernel(default_rows):
+    """The default subset compiles every kernel of the nine ops, in each checked dtype."""
+    for dtype in ("fp32", "tf32", "bf16"):
+        assert {r["kernel"] for r in default_rows if r["dtype"] == dtype} == _all_kernels(), dtype
+
+
+def test_default_subset_fits_sm90(default_rows):
+    """Every kernel of the subset: shared memory within sm_90's 227 KB, spills within SPILL_BOUND."""
+    assert not _problems(default_rows), "\n".join(_problems(default_rows))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [80, 90])
+def test_every_model_and_recipe_fits(arch, tmp_path):
+    """Every registered model at its default size and every recipe size, fp32 (IEEE, TF32), fp16 and bf16."""
+    rows = _compile_check(tmp_path, "--arch", str(arch), "--dtypes", "fp32,tf32,fp16,bf16", "--recipes",
+                          timeout=7200)
+    assert {r["kernel"] for r in rows} == _all_kernels()
+    assert not _problems(rows), "\n".join(_problems(rows))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Plans and precision (no compiler needed)
+
+
+def _window_launches(dtype: torch.dtype, arch: int, n_side: int = 8) -> list[_plans.Launch]:
+    module = importlib.import_module("ops.window_attention.triton")
+    q = torch.empty(2, 2 * n_side, 2 * n_side, 3, 32, device="meta", dtype=dtype)
+    with _plans.compile_target(arch) as launches:
+        module._forward(q, q, q, n_side, n_side, None, None, 0.1)
+    return launches
+
+
+@pytest.mark.parametrize("setting, expected", [("highest", "ieee"), ("high", "tf32"), ("medium", "tf32")])
+def test_fp32_dot_precision_follows_torch(setting, expected):
+    """fp32 inputs: TF32 dots exactly when torch's matmuls may use TF32; the launched constexpr says so."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(setting)
+        assert _plans.fp32_dot_precision() == expected
+        assert _plans.exact_fp32(torch.float32) == (expected == "ieee")
+        (launch,) = _window_launches(torch.float32, 90)
+        assert launch.constexprs["DOT_PRECISION"] == expected
+        # 16-bit inputs: the flag only concerns fp32 operands a kernel forms itself.
+        assert _plans.dot_options(torch.bfloat16, _plans.GPU_TARGETS[90]) == (False, "tf32")
+        assert not _plans.exact_fp32(torch.bfloat16)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_bf16_upcast_only_in_the_interpreter():
+    assert _plans.dot_options(torch.bfloat16, _plans.INTERPRETER) == (True, "tf32")
+    (launch,) = _window_launches(torch.bfloat16, 80)
+    assert launch.constexprs["UPCAST_DOT"] is False
+
+
+def test_compile_target_records_instead_of_launching():
+    """Inside compile_target the wrappers plan for the GPU (its SM count sizes the grid) and nothing runs: the
+    meta tensors would make any launch fail."""
+    launches = _window_launches(torch.float16, 90)
+    assert [launch.kernel.__name__ if hasattr(launch.kernel, "__name__") else launch.kernel.fn.__name__
+            for launch in launches] == ["window_attention_fwd_kernel"]
+    assert launches[0].plan == _plans.KernelPlan(4, 1)  # an 8 x 8 window: one 64 x 64 tile, no loop to pipeline
+    assert _plans.device_target(torch.device("cpu")) == _plans.INTERPRETER
+
+
+def test_exact_fp32_plans_shrink_the_window_backward():
+    """HAT's 16 x 16 windows: the backward's whole-window (256, 16) tiles with tensor-core dots, 64-query tiles
+    with FMA dots (exact fp32); the interpreter keeps the tested tiles."""
+    module = importlib.import_module("ops.window_attention.triton")
+    saved = torch.get_float32_matmul_precision()
+    try:
+        for setting, blocks in (("highest", (64, 16)), ("high", (256, 16))):
+            torch.set_float32_matmul_precision(setting)
+            plan = module.launch_plan(_plans.GPU_TARGETS[90], torch.float32, 30, 256, 64, 6, True)
+            assert plan.bwd_blocks == blocks and plan.bwd.num_stages == 1
+        plan = module.launch_plan(_plans.INTERPRETER, torch.float32, 30, 256, 64, 6, True)
+        assert plan.bwd_blocks == (256, 16)
+    finally:
+        torch.set_float32_matmul_precision(saved)
