@@ -168,10 +168,14 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
             raise CheckpointError(f"model.init_checkpoint {str(path)!r} cannot be converted for this model "
                                   f"({type(e).__name__}: {e})") from None
     sd, reinit = _fit_to_model(model, sd)
-    try:
-        result = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e:  # a shape mismatch outside the classifier
-        raise CheckpointError(f"model.init_checkpoint {str(path)!r} does not fit the model: {e}") from None
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(
+            f"model.init_checkpoint {str(path)!r} does not fit the model: {len(wrong)} weights differ in shape "
+            f"(checkpoint vs model): {'; '.join(wrong[:4])}{'; ...' if len(wrong) > 4 else ''}")
+    result = model.load_state_dict(sd, strict=False)
     reinit_keys = {f"{n}.{p}" for n in reinit for p in ("weight", "bias")}
     missing = [k for k in result.missing_keys if k not in reinit_keys]
     if strict and (missing or result.unexpected_keys):
