@@ -70,10 +70,16 @@ def default_rows(tmp_path_factory) -> list[dict]:
                           "--models", *DEFAULT_MODELS, timeout=900)
 
 
+# LITv2 at 224 x 224 pools to at most 64 keys: its Lo-Fi backward is the fused one-launch kernel; the separate dq
+# kernel runs at larger sizes (the slow tier's recipes).
+ONLY_AT_LARGER_SIZES = {"lofi_attention_bwd_dq_kernel"}
+
+
 def test_default_subset_covers_every_kernel(default_rows):
-    """The default subset compiles every kernel of the nine ops, in each checked dtype."""
+    """The default subset compiles every kernel of the nine ops (but ONLY_AT_LARGER_SIZES), in each dtype."""
     for dtype in ("fp32", "tf32", "bf16"):
-        assert {r["kernel"] for r in default_rows if r["dtype"] == dtype} == _all_kernels(), dtype
+        got = {r["kernel"] for r in default_rows if r["dtype"] == dtype}
+        assert got == _all_kernels() - ONLY_AT_LARGER_SIZES, dtype
 
 
 def test_default_subset_fits_sm90(default_rows):
