@@ -13,7 +13,9 @@ One row per model of ``zoo.list_models()``, grouped by family (model file), smal
 * top-1: the ImageNet-1K top-1 the paper / official repository reports for the official checkpoint, read from the
   ``top1`` field of that checkpoint's entry in ``weights/manifest.yaml`` (the one place where facts about official
   checkpoints live); ``–`` where no such entry has one;
-* pretrained: the tags ``timm.create_model(name, pretrained=True)`` can load.
+* pretrained: the tags ``timm.create_model('NAME.TAG', pretrained=True)`` downloads (the first is the default);
+  ``†``: the file is on Google Drive and needs the optional ``gdown`` client (``pip install gdown``); ``–``: no
+  downloadable official weights (BiFormer's links are dead: ``python -m zoo.weights list`` says why per tag).
 
 Only the lines between the markers are ever rewritten; the rest of README.md is left as it is.
 """
@@ -57,12 +59,18 @@ def model_rows() -> list[dict]:
 
     import zoo
     from zoo.engine.flops import model_stats
+    from zoo.weights import status
 
     top1 = paper_top1()
     rows = []
     for name in zoo.list_models():
         stats = model_stats(name)
-        tags = [p.split(".", 1)[1] for p in timm.list_pretrained(f"{name}.*")]
+        # registration order, the default tag first
+        default = timm.models.get_pretrained_cfg(name).tag
+        names = [p for p in timm.models.get_arch_pretrained_cfgs(name) if p in timm.list_pretrained(f"{name}.*")]
+        names.sort(key=lambda p: p != f"{name}.{default}")
+        tags = [p.split(".", 1)[1] + ("†" if status(timm.models.get_pretrained_cfg(p)) == "gdown" else "")
+                for p in names]
         family = model_entrypoint(name).__module__.rsplit(".", 1)[-1]
         rows.append(dict(name=name, family=family, top1=top1.get(name), tags=tags, **stats))
     unknown = sorted(set(top1) - {r["name"] for r in rows})
@@ -79,7 +87,7 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         _, h, w = r["input_size"]
         top1 = "–" if r["top1"] is None else f"{r['top1']:.1f}"
-        tags = ", ".join(f"`{t}`" for t in r["tags"]) or "–"
+        tags = ", ".join(f"`{t.rstrip('†')}`" + ("†" if t.endswith("†") else "") for t in r["tags"]) or "–"
         lines.append(f"| `{r['name']}` | {r['family']} | {h}x{w} | {r['params'] / 1e6:.1f} | "
                      f"{r['macs'] / 1e9:.2f} | {top1} | {tags} |")
     return "\n".join(lines) + "\n"
