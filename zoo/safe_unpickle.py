@@ -2,8 +2,8 @@
 
 Official training scripts save more than tensors: Swin-style trainers (LITv2, Agent-*) store the yacs ``CfgNode``
 under ``'config'``, timm / DeiT-style trainers (RAVLT, DaViT, Agent-DeiT) an ``argparse.Namespace`` under
-``'args'``. ``torch.load(weights_only=True)`` refuses such files, and loading them with ``weights_only=False``
-would run whatever the file's pickle asks for.
+``'args'``. ``torch.load(weights_only=True)`` refuses such files, and full unpickling would run whatever the file's
+pickle asks for.
 
 This module keeps ``torch.load``'s restricted unpickler (``weights_only=True``: tensors, storages, containers and
 plain values only) and maps the *names* of the known config classes to inert stand-ins defined here; the real
