@@ -11,6 +11,7 @@ training configs official files pickle mapped to inert stand-ins; nothing from t
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import pickle
 import sys
@@ -126,14 +127,20 @@ def convert(model_name: str, checkpoint: str | Path, output_dir: str | Path, **m
     import timm
     from timm.data import resolve_data_config
 
+    import zoo
     from zoo.engine.export import export_model
+    from zoo.errors import FileError, InputError
 
+    if model_name not in zoo.list_models():
+        close = difflib.get_close_matches(model_name, zoo.list_models(), n=3)
+        raise InputError(f"--model {model_name!r} is not a zoo model"
+                         + (f"; did you mean {', '.join(close)}?" if close else "; python -m zoo.weights list"))
     state_dict = load_checkpoint_file(checkpoint)
     model = timm.create_model(model_name, pretrained=False, **model_kwargs)
     state_dict = checkpoint_filter_for(model_name)(state_dict, model)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise FileError(
             f"{str(checkpoint)!r} does not fit {model_name}: missing keys {sorted(missing)[:10]}"
             f"{' ...' if len(missing) > 10 else ''}, unexpected keys {sorted(unexpected)[:10]}"
             f"{' ...' if len(unexpected) > 10 else ''}"
@@ -160,4 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zoo.errors import run_cli
+
+    sys.exit(run_cli("python -m zoo.convert", main, sys.argv[1:]))

@@ -247,3 +247,14 @@ def test_unknown_digits_labels_are_named():
 
     with pytest.raises(InputError, match=r"digits labels 'colour' is not one of 'digit', 'parity'"):
         create_dataset("digits", "train", labels="colour")
+
+
+def test_convert_misspelled_model_is_one_line(export_dir):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "zoo.convert", "--model", "zoo_davit_tinny", "--checkpoint",
+                           str(export_dir / "model.safetensors"), "--output", str(export_dir.parent / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--model 'zoo_davit_tinny' is not a zoo model; did you mean zoo_davit_tiny" in proc.stderr
