@@ -258,3 +258,14 @@ def test_convert_misspelled_model_is_one_line(export_dir):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--model 'zoo_davit_tinny' is not a zoo model; did you mean zoo_davit_tiny" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["agent_pvt_t", "agent_cswin_t"])
+def test_init_weights_into_another_input_size_resizes_the_position_tables(tmp_path, name):
+    # an export at 224 into the same architecture at 256 and another number of classes: the agent / position
+    # tables are resized by the family's checkpoint_filter_fn, the head re-initialised, everything else strict
+    torch.manual_seed(0)
+    export_model(timm.create_model(name, num_classes=10), tmp_path)
+    model = timm.create_model(name, num_classes=3, img_size=256)
+    loaded = load_init_weights(model, tmp_path)
+    assert list(loaded.reinitialised) in (["head"], ["head.fc"]) and not loaded.missing and not loaded.unexpected

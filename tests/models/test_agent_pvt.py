@@ -74,7 +74,8 @@ def test_official_layout_converts_and_loads_strict():
     assert torch.equal(model.head.fc.weight, official['head.weight'])
     # the zoo's own layout (and a DDP prefix on it) passes through unchanged
     own = model.state_dict()
-    assert checkpoint_filter_fn(own, model) is own
+    passed = checkpoint_filter_fn(own, model)  # the zoo's own layout, same sizes: every tensor as it was
+    assert list(passed) == list(own) and all(passed[k] is own[k] for k in own)
     wrapped = checkpoint_filter_fn({'model': {f'module.{k}': v for k, v in own.items()}}, model)
     assert wrapped.keys() == own.keys()
 

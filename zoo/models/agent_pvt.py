@@ -223,23 +223,24 @@ _OFFICIAL_RULES = (
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Official Agent-PVT checkpoints -> zoo layout; the zoo's own layout passes through unchanged.
+    """Official Agent-PVT checkpoints -> zoo layout; the zoo's own layout keeps its names.
 
     Unwraps the official container (``{'model': ..., 'optimizer': ..., ...}``) and a DDP ``module.`` prefix, renames
     ``patch_embed{i}`` / ``pos_embed{i}`` / ``block{i}.{j}`` / ``head``, and fits grid-sized tensors to `model`: the
     position embeddings bicubically, ``ah/aw/ha/wa`` biases linearly along their spatial axis (the official
-    ``load_pretrained``'s rules, e.g. a 224 checkpoint into `agent_pvt_m_256`).
+    ``load_pretrained``'s rules, e.g. a 224 checkpoint into `agent_pvt_m_256`), in either layout (a zoo export
+    fine-tuned at another input size too).
     """
     state_dict = unwrap_checkpoint(state_dict)
-    if any(k.startswith('stages.') for k in state_dict):
-        return state_dict  # zoo layout
+    if not any(k.startswith('stages.') for k in state_dict):  # official layout
+        state_dict = rename_keys(state_dict, _OFFICIAL_RULES)
 
     def resize_pos(key: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         if not key.endswith('pos_embed'):
             return v
         return resize_pos_embed(v, model.stages[int(key.split('.')[1])].grid_size)
 
-    return fit_agent_checkpoint(rename_keys(state_dict, _OFFICIAL_RULES), model, resize_pos)
+    return fit_agent_checkpoint(state_dict, model, resize_pos)
 
 
 def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> AgentPVT:
