@@ -2,7 +2,7 @@
 
 Every case asserts the exact error type (or exit status 2 and one line on stderr for the command lines) and that
 the message names the offending file or value. Models and ops have their own bad-input modules
-(tests/models/test_bad_inputs.py, tests/ops/test_bad_inputs.py).
+(tests/models/test_model_bad_inputs.py, tests/ops/test_op_bad_inputs.py).
 """
 from __future__ import annotations
 
