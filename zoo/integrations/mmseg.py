@@ -24,6 +24,10 @@ file, or an official / timm classification checkpoint; it goes through the famil
 converter ``pretrained=True`` and ``python -m zoo.convert`` use) and is read without unpickling. Every backbone
 tensor must be found in it; tensors of the parts cut away (the classifier, the final norm) are reported and
 ignored.
+
+It also registers :class:`IgnoreSafeWeightedCrossEntropyLoss` (``type='IgnoreSafeWeightedCrossEntropyLoss'``), a
+class-weighted cross-entropy that accepts ignored pixels: mmseg 1.2.2's ``CrossEntropyLoss(class_weight=...)`` raises
+``IndexError`` on them (see the class).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ from timm.layers import LayerNorm2d
 import zoo
 from zoo.convert import checkpoint_filter_for, load_state_dict_file
 
-__all__ = ["ZooBackbone"]
+__all__ = ["IgnoreSafeWeightedCrossEntropyLoss", "ZooBackbone"]
 
 
 def _normalise_indices(out_indices: Sequence[int] | int, num_stages: int, model_name: str) -> list[int]:
@@ -223,3 +227,84 @@ class ZooBackbone(BaseModule):
 
 
 MODELS.register_module(name="ZooBackbone", module=ZooBackbone)
+
+
+class IgnoreSafeWeightedCrossEntropyLoss(nn.Module):
+    """Softmax cross-entropy with per-class weights that skips ignored pixels: the weighted mean
+
+        sum_i s_i w[y_i] CE_i / sum_i s_i w[y_i]      over the pixels i with y_i != ignore_index
+
+    (w: `class_weight`, s: the per-pixel ``weight`` a decode head's pixel sampler passes, 1 without one), which is
+    ``F.cross_entropy(weight=w, ignore_index=..., reduction='mean')`` when s = 1.
+
+    Why not mmseg's own: in mmseg 1.2.2, ``mmseg/models/losses/cross_entropy_loss.py``, function ``cross_entropy``,
+    ``CrossEntropyLoss(class_weight=...)`` computes its mean's denominator with (line 66)
+    ``label_weights = torch.stack([class_weight[cls] for cls in label])``, which indexes the class weights with the
+    raw labels, ignored ones included, before ``label_weights[label == ignore_index] = 0`` could mask them: any
+    ignored pixel (255, e.g. ADE20K's ``reduce_zero_label`` pixels) raises
+    ``IndexError: index 255 is out of bounds for dimension 0 with size C``. Here the ignored pixels are masked
+    before the class weights are looked up. Config, in a decode head::
+
+        loss_decode=dict(type='IgnoreSafeWeightedCrossEntropyLoss', class_weight=[...], loss_weight=1.0)
+    """
+
+    def __init__(self, class_weight: Optional[Sequence[float]] = None, loss_weight: float = 1.0,
+                 reduction: str = "mean", loss_name: str = "loss_ce"):
+        super().__init__()
+        if reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: reduction={reduction!r}, expected 'none', "
+                             "'mean' or 'sum'")
+        if not loss_name.startswith("loss_"):
+            raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: loss_name={loss_name!r} must start with 'loss_' "
+                             "(mmseg only back-propagates losses named loss_*)")
+        if class_weight is not None:
+            values = [float(v) for v in class_weight]
+            if not values or any(not v >= 0.0 for v in values) or sum(values) <= 0.0:
+                raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: class_weight={list(class_weight)!r} must be "
+                                 "non-negative numbers, not all zero")
+        self.class_weight = values if class_weight is not None else None  # a tensor of the scores' dtype in forward
+        self.loss_weight = float(loss_weight)
+        self.reduction = reduction
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    def extra_repr(self) -> str:
+        weights = None if self.class_weight is None else [round(v, 4) for v in self.class_weight]
+        return f"class_weight={weights}, loss_weight={self.loss_weight}, reduction={self.reduction!r}"
+
+    def forward(self, cls_score: torch.Tensor, label: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                avg_factor: Optional[float] = None, reduction_override: Optional[str] = None,
+                ignore_index: int = -100, **kwargs) -> torch.Tensor:
+        reduction = reduction_override or self.reduction
+        if reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: reduction_override={reduction_override!r}")
+        num_classes = cls_score.shape[1]
+        if self.class_weight is not None and len(self.class_weight) != num_classes:
+            raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: {len(self.class_weight)} class weights for "
+                             f"{num_classes} classes in the scores")
+        valid = label != ignore_index
+        bad = valid & ((label < 0) | (label >= num_classes))
+        if bad.any():
+            raise ValueError(f"IgnoreSafeWeightedCrossEntropyLoss: label value {int(label[bad][0])} is neither a class "
+                             f"(0..{num_classes - 1}) nor ignore_index={ignore_index}")
+        safe = torch.where(valid, label, torch.zeros_like(label))  # ignored pixels: any class, weighted 0 below
+        loss = F.cross_entropy(cls_score, safe, reduction="none")
+        pixel_weight = valid.to(loss.dtype)
+        if self.class_weight is not None:
+            pixel_weight = pixel_weight * loss.new_tensor(self.class_weight)[safe]
+        if weight is not None:
+            pixel_weight = pixel_weight * weight.to(loss.dtype)
+        loss = loss * pixel_weight
+        if reduction == "sum":
+            loss = loss.sum()
+        elif reduction == "mean":
+            denominator = pixel_weight.sum() if avg_factor is None else avg_factor
+            # every pixel ignored: zero, with a gradient path, as F.cross_entropy's NaN is of no use to training
+            loss = loss.sum() / denominator if float(denominator) > 0 else loss.sum() * 0.0
+        return self.loss_weight * loss
+
+
+MODELS.register_module(name="IgnoreSafeWeightedCrossEntropyLoss", module=IgnoreSafeWeightedCrossEntropyLoss)
