@@ -3,7 +3,7 @@
 Each op's Triton module has one ``launch_plan(target, dtype, ...)`` that picks its kernels' tiles, ``num_warps``
 and ``num_stages`` for a :class:`Target` -- a GPU's compute capability, shared memory per block and SM count, or
 the CPU interpreter -- and the wrappers launch every kernel through :func:`launch` with that plan. Keeping the
-target explicit is what lets the compile check (:mod:`ops._compile_check`, ``tests/ops/test_compile.py``) run
+target explicit is what lets the compile check (:mod:`benchmarks.compile_check`, ``tests/ops/test_compile.py``) run
 the wrappers' real planning code for an sm_80 or sm_90 GPU on a machine without one: inside
 :func:`compile_target` the wrappers see that GPU as their device's target and :func:`launch` records each launch
 (kernel, arguments, constexprs, warps, stages) instead of running it.

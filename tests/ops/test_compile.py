@@ -1,4 +1,4 @@
-"""Compile-check tier: every Triton kernel compiled ahead of time for a GPU on the CPU (:mod:`ops._compile_check`).
+"""Compile-check tier: every Triton kernel compiled ahead of time for a GPU on the CPU (benchmarks/compile_check.py).
 
 The kernels are compiled with Triton's own compiler for ``GPUTarget("cuda", arch, 32)`` with the launches the
 wrappers' real launch plans make (recorded under :func:`ops._plans.compile_target` from zoo models run on the meta
@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from ops import _plans
-from ops._compile_check import OPS, SPILL_BOUND
+from benchmarks.compile_check import OPS, SPILL_BOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def _all_kernels() -> set[str]:
 def _compile_check(tmp_path: Path, *args: str, timeout: int) -> list[dict]:
     out = tmp_path / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    subprocess.run([sys.executable, "-m", "ops._compile_check", "--quiet", "--json", str(out), *args], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "benchmarks.compile_check", "--quiet", "--json", str(out), *args], cwd=ROOT,
                    env=env, check=True, timeout=timeout)
     return json.loads(out.read_text())["rows"]
 

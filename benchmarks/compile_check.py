@@ -18,7 +18,7 @@ Three steps, each reusing the real code rather than a copy of it:
    limit before it launches: ``OutOfResources`` above it) and the ``ptxas -v`` register / spill report of the
    bundled ptxas. Compiles land in Triton's cache; ptxas reports are cached next to it by kernel hash.
 
-Run: ``python -m ops._compile_check --arch 90 --dtypes bf16,fp32 [--models NAME ...] [--recipes] [--json OUT]``.
+Run: ``python -m benchmarks.compile_check --arch 90 --dtypes bf16,fp32 [--models NAME ...] [--recipes] [--json OUT]``.
 This module must run in a process where ``TRITON_INTERPRET`` was unset when triton was imported (the kernels are
 then ``JITFunction``s, which ``triton.compile`` needs); ``tests/ops/test_compile.py`` runs it as a subprocess.
 """
