@@ -15,7 +15,10 @@ ignore index 255 and k to k - 1. Here 0 marks the anti-aliased rim of each digit
 with certainty, so not scored), 1 the background and 2 + d the digit d; after the reduction the classes are
 :data:`SEG_DIGITS_CLASSES` = ``('background', '0', ..., '9')``, to pass as ``metainfo`` in the config.
 
-    python -m zoo.data.seg_synth data/seg_digits [--num-train 400 --num-val 100 --size 160 --seed 0]
+    python -m zoo.data.seg_synth data/seg_digits [--num-train 400 --num-val 100 --size 160 --max-digits 8 --seed 0]
+
+Each image gets 1 to ``max_digits`` digits (as many as fit without overlapping), each a square of side 1/5 to 2/5
+of the image (32 to 64 px at the default 160 px), in an ink colour that contrasts with the photograph under it.
 """
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ def _sample(rng: np.random.Generator, photos: list[np.ndarray], glyphs: np.ndarr
 
 
 def make_seg_digits(out_dir: str | Path, *, num_train: int = 400, num_val: int = 100, size: int = 160,
-                    max_digits: int = 4, seed: int = 0) -> Path:
+                    max_digits: int = 8, seed: int = 0) -> Path:
     """Write the data set under `out_dir` (created; existing files of the same names are overwritten) and return
     it. Images are `size` x `size` RGB JPEGs with 1 to `max_digits` digits each, labels PNGs as described above."""
     from zoo.data.digits import digits_split
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-train", type=int, default=400)
     p.add_argument("--num-val", type=int, default=100)
     p.add_argument("--size", type=int, default=160, help="image side in pixels")
-    p.add_argument("--max-digits", type=int, default=4, help="digits per image: 1 to this")
+    p.add_argument("--max-digits", type=int, default=8, help="digits per image: 1 to this (as many as fit)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:

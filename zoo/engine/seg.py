@@ -161,6 +161,62 @@ def _check_data_roots(cfg) -> None:
                 + f" (or point it elsewhere with --set {loader}.dataset.data_root=DIR)")
 
 
+def _pretraining_command(checkpoint: Path) -> str | None:
+    """The ``train.py`` command whose classification recipe (configs/cls/*.yaml) exports to `checkpoint`, if any."""
+    import yaml
+
+    from zoo.engine.config import DEFAULT_RECIPE
+
+    folder = checkpoint.parent if checkpoint.name == "model.safetensors" else checkpoint
+    if folder.name != "export":
+        return None
+    folder = folder.parent
+    for recipe in sorted(DEFAULT_RECIPE.parent.glob("*.yaml")):
+        try:
+            output = yaml.safe_load(recipe.read_text()).get("output")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if output and Path(output) == folder:
+            if recipe == DEFAULT_RECIPE:
+                return "python train.py"
+            return f"python train.py --config {recipe.relative_to(DEFAULT_RECIPE.parents[2])}"
+    return None
+
+
+def _check_pretrained(cfg) -> None:
+    """A backbone ``init_cfg`` checkpoint that is a local path must exist (mmengine would fail deep inside the
+    Runner); when a classification recipe here exports to it, the error names the command that writes it."""
+    init = ((cfg.get("model") or {}).get("backbone") or {}).get("init_cfg")
+    checkpoint = init.get("checkpoint") if isinstance(init, dict) else None
+    if not checkpoint or "://" in str(checkpoint) or Path(checkpoint).exists():
+        return
+    command = _pretraining_command(Path(checkpoint))
+    raise FileNotFoundError(
+        f"model.backbone.init_cfg.checkpoint {str(checkpoint)!r} does not exist"
+        + (f"; the classification pretraining writes it: {command}" if command else "")
+        + " (or start from random weights with --set model.backbone.init_cfg=null)")
+
+
+@contextlib.contextmanager
+def _torch_threads(cfg) -> Iterator[None]:
+    """The config's top-level ``threads`` (torch intra-op threads; absent or None: torch's default) while the
+    Runner runs, restored afterwards."""
+    import torch
+
+    threads = cfg.get("threads")
+    if threads is None:
+        yield
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads={threads!r} in the config: expected an integer >= 1 (or null: torch's default)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
@@ -203,6 +259,20 @@ class SegTrainResult:
     work_dir: Path
     checkpoint: Path | None  # the last checkpoint written (None when the schedule saved none)
     metrics: dict[str, float]  # the last validation's metrics (empty when none ran)
+    picture: Path | None = None  # image | ground truth | prediction of a few validation images (None: no validation)
+
+
+def _main_process() -> bool:
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
+def _draw_predictions(runner, dataset, path: Path, num_images: int, title: str) -> Path | None:
+    """The prediction grid of :func:`zoo.engine.seg_vis.save_prediction_grid` (main process only)."""
+    if num_images <= 0 or not _main_process():
+        return None
+    from zoo.engine.seg_vis import save_prediction_grid
+
+    return save_prediction_grid(runner.model, dataset, path, num_images=num_images, title=title)
 
 
 def _last_checkpoint(work_dir: Path) -> Path | None:
@@ -211,12 +281,14 @@ def _last_checkpoint(work_dir: Path) -> Path | None:
 
 
 def train_seg(config_path: str | os.PathLike, overrides: Sequence[str] = (), work_dir: str | os.PathLike | None = None,
-              resume: str | os.PathLike | None = None) -> SegTrainResult:
+              resume: str | os.PathLike | None = None, vis_images: int = 4) -> SegTrainResult:
     """Train with mmengine's Runner from the mmseg config `config_path`.
 
     work_dir: ``--output``; default the config's ``work_dir``, else the checkpoint's folder when resuming from
     a path, else ``output/<config name>``. resume: None (new run; the config's ``load_from`` still applies),
     ``"auto"`` (the last checkpoint in work_dir; a new run when there is none) or a checkpoint path.
+    vis_images: when the run validated, the first this many validation images with their ground truth and the
+    final model's predictions are drawn into ``work_dir/val_predictions_iter_N.png`` (0: no picture).
     """
     cfg = load_seg_config(config_path, overrides)
     if resume not in (None, "auto"):
@@ -239,25 +311,40 @@ def train_seg(config_path: str | os.PathLike, overrides: Sequence[str] = (), wor
         if cfg.get("load_from") and "://" not in str(cfg.load_from):  # a URL is read inside seg_safe_globals()
             check_checkpoint(cfg.load_from)
     _check_data_roots(cfg)
+    _check_pretrained(cfg)  # (mmengine initialises the weights before it resumes, too)
     _setup_launcher(cfg)
 
-    with seg_safe_globals():
+    _check_num_images(vis_images)
+    work = Path(cfg.work_dir)
+    picture = None
+    with seg_safe_globals(), _torch_threads(cfg):
         runner = _build_runner(cfg)
         runner.train()
-    metrics = {}
-    for key, buffer in runner.message_hub.log_scalars.items():
-        if key.startswith("val/") and key[4:] in ("aAcc", "mIoU", "mAcc"):
-            metrics[key[4:]] = float(buffer.current())
-    work = Path(cfg.work_dir)
-    return SegTrainResult(work_dir=work, checkpoint=_last_checkpoint(work), metrics=metrics)
+        metrics = {}
+        for key, buffer in runner.message_hub.log_scalars.items():
+            if key.startswith("val/") and key[4:] in ("aAcc", "mIoU", "mAcc"):
+                metrics[key[4:]] = float(buffer.current())
+        if metrics:
+            picture = _draw_predictions(
+                runner, runner.val_dataloader.dataset, work / f"val_predictions_iter_{runner.iter}.png", vis_images,
+                f"{Path(config_path).stem}, iteration {runner.iter}: mIoU {metrics.get('mIoU', float('nan')):.2f} %")
+    return SegTrainResult(work_dir=work, checkpoint=_last_checkpoint(work), metrics=metrics, picture=picture)
+
+
+def _check_num_images(num_images: Any) -> None:
+    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 0:
+        raise ValueError(f"number of images to draw: {num_images!r}, expected an integer >= 0 (0: no picture)")
 
 
 def evaluate_seg(config_path: str | os.PathLike, checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
-                 work_dir: str | os.PathLike | None = None, tta: bool = False) -> dict[str, float]:
+                 work_dir: str | os.PathLike | None = None, tta: bool = False,
+                 picture: str | os.PathLike | None = None, vis_images: int = 4) -> dict[str, float]:
     """``runner.test()`` of the mmseg config with the weights of `checkpoint`: ``{'aAcc', 'mIoU', 'mAcc'}`` in %
     (mmseg's IoUMetric on the config's ``test_dataloader``). `tta`: multi-scale / flip testing with the config's
     ``tta_pipeline`` and ``tta_model``, as mmseg's ``tools/test.py --tta``. Logs go to `work_dir` (default: a
-    temporary folder, removed afterwards)."""
+    temporary folder, removed afterwards). `picture`: a PNG path; the first `vis_images` test images, their ground
+    truth and the model's predictions are drawn into it after scoring (None: no picture; none with `tta`)."""
+    _check_num_images(vis_images)
     cfg = load_seg_config(config_path, overrides)
     cfg.load_from, cfg.resume = str(check_checkpoint(checkpoint)), False
     if tta:
@@ -273,9 +360,12 @@ def evaluate_seg(config_path: str | os.PathLike, checkpoint: str | os.PathLike, 
         if work_dir is None:
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-seg-eval-"))
         cfg.work_dir = str(work_dir)
-        with seg_safe_globals():
+        with seg_safe_globals(), _torch_threads(cfg):
             runner = _build_runner(cfg)
             metrics = runner.test()
+            if picture is not None and not tta:  # (TTA items are lists of augmented views: not drawn)
+                _draw_predictions(runner, runner.test_dataloader.dataset, Path(picture), vis_images,
+                                  f"{Path(config_path).stem}, {Path(checkpoint).name}: mIoU {metrics['mIoU']:.2f} %")
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -301,6 +391,8 @@ def train_cli(args) -> int:
     if main_process:
         if result.metrics:
             print("validation: " + "  ".join(f"{k} {v:.2f} %" for k, v in result.metrics.items()))
+        if result.picture is not None:
+            print(f"predictions (image | ground truth | prediction): {result.picture}")
         print(f"checkpoint: {result.checkpoint}" if result.checkpoint else f"no checkpoint saved in {result.work_dir}")
         print(f"work dir (logs, checkpoints): {result.work_dir}")
     return 0
@@ -314,7 +406,7 @@ def _eval_parser():
         description="mIoU / mAcc / aAcc (mmseg's IoUMetric) of a segmentation checkpoint on the test set of an "
                     "mmsegmentation config, through mmengine's Runner.test().",
         epilog="example:\n  python eval.py --config configs/seg/demo/upernet_zoo_davit_digits.py \\\n"
-               "      --checkpoint output/upernet_zoo_davit_digits/iter_400.pth")
+               "      --checkpoint output/upernet_zoo_davit_digits/iter_3000.pth")
     p.add_argument("--config", metavar="CONFIG.py", required=True, help="mmsegmentation config (Python file)")
     p.add_argument("--checkpoint", metavar="PATH", required=True, help="checkpoint written by train.py (.pth)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
@@ -323,7 +415,11 @@ def _eval_parser():
     p.add_argument("--output", metavar="DIR", help="folder for the Runner's logs (default: a temporary one)")
     p.add_argument("--tta", action="store_true",
                    help="multi-scale / flip testing with the config's tta_pipeline and tta_model")
-    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--vis", metavar="N", type=int, default=4,
+                   help="draw the first N test images, their ground truth and the predictions into a PNG (default "
+                        "%(default)s; 0: none): --vis-out, default next to the checkpoint as <name>_predictions.png")
+    p.add_argument("--vis-out", metavar="PNG", help="where to write the picture of --vis")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (the last line)")
     return p
 
 
@@ -336,13 +432,22 @@ def eval_cli(argv: Sequence[str]) -> int:
     if not is_seg_config(args.config):
         parser.error(f"--config {args.config!r} is not an mmsegmentation config (.py); classification and "
                      "super-resolution checkpoints are scored without --config")
+    if args.vis < 0:
+        parser.error(f"--vis {args.vis}: expected a number of images >= 0 (0: no picture)")
+    picture = None
+    if args.vis > 0 and not args.tta:
+        checkpoint = Path(args.checkpoint)
+        picture = Path(args.vis_out) if args.vis_out else checkpoint.with_name(f"{checkpoint.stem}_predictions.png")
     try:
-        metrics = evaluate_seg(args.config, args.checkpoint, args.overrides, args.output, tta=args.tta)
+        metrics = evaluate_seg(args.config, args.checkpoint, args.overrides, args.output, tta=args.tta,
+                               picture=picture, vis_images=max(args.vis, 1))
     except (RecipeError, *_SEG_ERRORS) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         return 2
-    if os.environ.get("RANK", "0") not in ("0", ""):
+    if not _main_process():
         return 0
+    if picture is not None:
+        print(f"predictions (image | ground truth | prediction): {picture}")
     if args.json:
         print(json.dumps(metrics))
     else:
