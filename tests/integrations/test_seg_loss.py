@@ -116,3 +116,34 @@ def test_built_from_a_config_and_errors_name_the_bad_values():
         IgnoreSafeWeightedCrossEntropyLoss(class_weight=[1.0, -1.0])
     with pytest.raises(ValueError, match="loss_name='ce'"):
         IgnoreSafeWeightedCrossEntropyLoss(loss_name="ce")
+
+
+def test_class_weight_corrected_segmentor_removes_the_weights_prior():
+    """ClassWeightCorrectedEncoderDecoder's inference scores are EncoderDecoder's minus log(class_weight)."""
+    from mmseg.utils import register_all_modules
+
+    import zoo.integrations.mmseg  # noqa: F401
+
+    register_all_modules()
+    weights = [0.1, 1.0, 2.0]
+
+    def segmentor(kind: str, **test_cfg):
+        torch.manual_seed(0)
+        return MODELS.build(dict(
+            type=kind, data_preprocessor=dict(type="SegDataPreProcessor"),
+            backbone=dict(type="ZooBackbone", model_name="zoo_davit_tiny", out_indices=(2, 3),
+                          model_kwargs=dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64), num_heads=(1, 1, 1, 1),
+                                        window_size=2)),
+            decode_head=dict(type="FCNHead", in_channels=64, in_index=1, channels=8, num_convs=1, num_classes=3,
+                             loss_decode=dict(type="IgnoreSafeWeightedCrossEntropyLoss", class_weight=weights)),
+            test_cfg=dict(mode="whole", **test_cfg))).eval()
+
+    x = torch.randn(1, 3, 64, 64)
+    metas = [dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64))]
+    with torch.no_grad():
+        plain = segmentor("EncoderDecoder").encode_decode(x, metas)
+        corrected = segmentor("ClassWeightCorrectedEncoderDecoder").encode_decode(x, metas)
+        off = segmentor("ClassWeightCorrectedEncoderDecoder", undo_class_weight=False).encode_decode(x, metas)
+    expected = plain - torch.tensor(weights).log().view(1, 3, 1, 1)
+    assert torch.allclose(corrected, expected, atol=1e-6) and torch.equal(off, plain)
+    assert not torch.allclose(corrected, plain)

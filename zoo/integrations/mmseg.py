@@ -27,7 +27,8 @@ ignored.
 
 It also registers :class:`IgnoreSafeWeightedCrossEntropyLoss` (``type='IgnoreSafeWeightedCrossEntropyLoss'``), a
 class-weighted cross-entropy that accepts ignored pixels: mmseg 1.2.2's ``CrossEntropyLoss(class_weight=...)`` raises
-``IndexError`` on them (see the class).
+``IndexError`` on them (see the class), and :class:`ClassWeightCorrectedEncoderDecoder`, mmseg's ``EncoderDecoder``
+whose predictions take the class weights of that loss back out of the scores.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from timm.layers import LayerNorm2d
 import zoo
 from zoo.convert import checkpoint_filter_for, load_state_dict_file
 
-__all__ = ["IgnoreSafeWeightedCrossEntropyLoss", "ZooBackbone"]
+__all__ = ["ClassWeightCorrectedEncoderDecoder", "IgnoreSafeWeightedCrossEntropyLoss", "ZooBackbone"]
 
 
 def _normalise_indices(out_indices: Sequence[int] | int, num_stages: int, model_name: str) -> list[int]:
@@ -308,3 +309,52 @@ class IgnoreSafeWeightedCrossEntropyLoss(nn.Module):
 
 
 MODELS.register_module(name="IgnoreSafeWeightedCrossEntropyLoss", module=IgnoreSafeWeightedCrossEntropyLoss)
+
+
+from mmseg.models.segmentors import EncoderDecoder  # noqa: E402
+
+
+class ClassWeightCorrectedEncoderDecoder(EncoderDecoder):
+    """mmseg's ``EncoderDecoder`` whose inference removes the prior that class-weighted training put in the scores.
+
+    Cross-entropy with class weights w is minimised by softmax scores proportional to ``w_c p(c | x)``, not
+    ``p(c | x)``: a background weight of 0.1 makes every pixel ten times less likely to be called background than
+    the model believes it is. That is what the weights are for while the model learns (early on, a digit pixel's
+    probability is split over ten digits and background would win every argmax), but once it has learnt, the
+    argmax of the weighted scores over-predicts the up-weighted classes. Here ``-log w_c`` is added to the scores
+    of class c at inference (``encode_decode``, used by whole and sliding-window inference; training is
+    unchanged), with w the decode head's loss ``class_weight``, so the argmax is that of ``p(c | x)`` (logit
+    adjustment). Same weights and checkpoints as ``EncoderDecoder``. ``test_cfg=dict(undo_class_weight=False)``
+    turns it off.
+    """
+
+    def _class_log_weights(self) -> Optional[torch.Tensor]:
+        if not self.test_cfg.get("undo_class_weight", True):
+            return None
+        losses = self.decode_head.loss_decode
+        losses = losses if isinstance(losses, nn.ModuleList) else [losses]
+        weights = [getattr(loss, "class_weight", None) for loss in losses]
+        weights = [w for w in weights if w is not None]
+        if not weights:
+            return None
+        if any(list(map(float, w)) != list(map(float, weights[0])) for w in weights[1:]):
+            raise ValueError(f"ClassWeightCorrectedEncoderDecoder: the decode head's losses have different class "
+                             f"weights {weights}; the prior to remove is ambiguous")
+        w = torch.as_tensor([float(v) for v in weights[0]])
+        if not bool((w > 0).all()):
+            raise ValueError(f"ClassWeightCorrectedEncoderDecoder: class_weight {weights[0]} has a zero; its class "
+                             "could never be predicted back (use undo_class_weight=False)")
+        return w.log()
+
+    def encode_decode(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
+        seg_logits = super().encode_decode(inputs, batch_img_metas)
+        log_w = self._class_log_weights()
+        if log_w is None:
+            return seg_logits
+        if log_w.numel() != seg_logits.shape[1]:
+            raise ValueError(f"ClassWeightCorrectedEncoderDecoder: {log_w.numel()} class weights for "
+                             f"{seg_logits.shape[1]} classes in the scores")
+        return seg_logits - log_w.to(seg_logits).view(1, -1, 1, 1)
+
+
+MODELS.register_module(name="ClassWeightCorrectedEncoderDecoder", module=ClassWeightCorrectedEncoderDecoder)
