@@ -21,7 +21,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from zoo.engine.schema import (
+from zoo.engine.schema import (  # noqa: F401  (DEFAULT_RECIPE is re-exported)
+    DEFAULT_RECIPE,
     AugConfig, DataConfig, EmaConfig, ModelConfig, OptimConfig, Recipe, RecipeError, SchedConfig, SrConfig,
     TrainConfig, load_yaml, parse_override,
 )
@@ -34,8 +35,6 @@ __all__ = [
     "apply_overrides", "load_recipe", "recipe_from_dict", "recipe_to_dict", "recipe_to_yaml",
 ]
 
-# Repository root / configs / cls / digits_davit.yaml; the recipe `python train.py` runs without arguments.
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "cls" / "digits_davit.yaml"
 
 
 # ----------------------------------------------------------------------------------------------------------------

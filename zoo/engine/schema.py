@@ -8,6 +8,7 @@ can name the recipe's types without importing the validator.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,9 +17,13 @@ import yaml
 from zoo.errors import UserError
 
 __all__ = [
-    "AugConfig", "DataConfig", "EmaConfig", "ModelConfig", "OptimConfig", "Recipe", "RecipeError", "SchedConfig",
-    "SrConfig", "TrainConfig", "load_yaml", "parse_override",
+    "DEFAULT_RECIPE", "AugConfig", "DataConfig", "EmaConfig", "ModelConfig", "OptimConfig", "Recipe", "RecipeError",
+    "SchedConfig", "SrConfig", "TrainConfig", "load_yaml", "parse_override",
 ]
+
+# Repository root / configs / cls / digits_davit.yaml; the recipe `python train.py` runs without arguments.
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "cls" / "digits_davit.yaml"
+
 
 class RecipeError(UserError, ValueError):
     """A recipe that does not match the schema: unknown key, wrong type, bad value."""

@@ -165,7 +165,7 @@ def _pretraining_command(checkpoint: Path) -> str | None:
     """The ``train.py`` command whose classification recipe (configs/cls/*.yaml) exports to `checkpoint`, if any."""
     import yaml
 
-    from zoo.engine.config import DEFAULT_RECIPE
+    from zoo.engine.schema import DEFAULT_RECIPE
 
     folder = checkpoint.parent if checkpoint.name == "model.safetensors" else checkpoint
     if folder.name != "export":
