@@ -186,7 +186,7 @@ def test_meta_forward_at_default_size(name):
 def test_bad_arguments():
     with pytest.raises(ValueError, match='perfect square, got 50'):
         AgentDeiT(agent_num=50)
-    with pytest.raises(ValueError, match='one per block'):
+    with pytest.raises(ValueError, match=r'agent_num must be a positive int or a tuple of 12 .* got \(49, 49\)'):
         AgentDeiT(agent_num=(49, 49))
     with pytest.raises(ValueError, match='agent_layer must be in'):
         AgentDeiT(agent_layer=13)
