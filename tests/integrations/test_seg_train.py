@@ -173,3 +173,14 @@ def test_missing_data_root_names_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"train_dataloader.dataset.data_root '{missing}' does not exist" in err
     assert f"python -m zoo.data.seg_synth {missing}" in err
+
+
+def test_missing_checkpoint_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, data_root):
+    from zoo.errors import UserError
+
+    missing = tmp_path / "iter_1.pth"
+    assert eval_main(["--config", str(DEMO), "--checkpoint", str(missing), *_data_sets(data_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eval.py: error: ") and str(missing) in err[0]
+    with pytest.raises(UserError, match="does not exist"):
+        eval_main(["--config", str(DEMO), "--checkpoint", str(missing), "--debug", *_data_sets(data_root)])

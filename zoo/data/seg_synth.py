@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zoo.errors import InputError
+
 __all__ = ["SEG_DIGITS_CLASSES", "SEG_DIGITS_PALETTE", "make_seg_digits"]
 
 SEG_DIGITS_CLASSES = ("background",) + tuple(str(d) for d in range(10))
@@ -110,13 +112,13 @@ def make_seg_digits(out_dir: str | Path, *, num_train: int = 400, num_val: int =
     for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("size", size, 32),
                              ("max_digits", max_digits, 1)):
         if not isinstance(value, int) or value < low:
-            raise ValueError(f"make_seg_digits: {name}={value!r}, expected an integer >= {low}")
+            raise InputError(f"make_seg_digits: {name}={value!r}, expected an integer >= {low}")
     out = Path(out_dir)
     for split, count in (("training", num_train), ("validation", num_val)):
         photos = [_photo(n) for n in _PHOTOS[split]]
         photos = [p for p in photos if min(p.shape[:2]) >= size]
         if not photos:
-            raise ValueError(f"make_seg_digits: size={size} is larger than every {split} photograph")
+            raise InputError(f"make_seg_digits: size={size} is larger than every {split} photograph")
         glyphs, digits = digits_split(_DIGIT_SPLIT[split])
         rng = np.random.default_rng([seed, 0 if split == "training" else 1])
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -138,15 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-digits", type=int, default=8, help="digits per image: 1 to this (as many as fit)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    try:
-        out = make_seg_digits(args.out_dir, num_train=args.num_train, num_val=args.num_val, size=args.size,
-                              max_digits=args.max_digits, seed=args.seed)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out = make_seg_digits(args.out_dir, num_train=args.num_train, num_val=args.num_val, size=args.size,
+                          max_digits=args.max_digits, seed=args.seed)
     print(f"wrote {args.num_train} training and {args.num_val} validation images to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zoo.errors import run_cli
+
+    sys.exit(run_cli("python -m zoo.data.seg_synth", main, sys.argv[1:]))

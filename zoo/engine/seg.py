@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from zoo.engine.schema import RecipeError, parse_override
+from zoo.engine.schema import parse_override
+from zoo.errors import InputError, UserError
 
 __all__ = ["MMSegNotInstalled", "SegTrainResult", "check_checkpoint", "eval_cli", "evaluate_seg", "is_seg_config",
            "load_seg_config", "seg_safe_global_types", "seg_safe_globals", "train_cli", "train_seg"]
@@ -41,7 +42,7 @@ def is_seg_config(path: str | os.PathLike | None) -> bool:
     return path is not None and str(path).endswith(".py")
 
 
-class MMSegNotInstalled(ImportError):
+class MMSegNotInstalled(UserError, ImportError):
     """mmsegmentation (or mmengine / mmcv) is missing."""
 
 
@@ -372,7 +373,14 @@ def evaluate_seg(config_path: str | os.PathLike, checkpoint: str | os.PathLike, 
 # ----------------------------------------------------------------------------------------------------------------
 # Command lines (zoo/engine/cli.py hands an mmseg config here, through the task registry)
 
+# what a segmentation run reports as the user's to fix: mmseg missing, a missing file, a bad config or data set
+# (mmengine and mmseg raise ValueError for those; RecipeError is one too)
 _SEG_ERRORS = (MMSegNotInstalled, FileNotFoundError, ValueError)
+
+
+def _as_user_error(e: Exception) -> UserError:
+    """`e` as a UserError, so that ``run_cli`` (train.py / eval.py) prints one line, and --debug its traceback."""
+    return e if isinstance(e, UserError) else InputError(str(e))
 
 
 def train_cli(args) -> int:
@@ -385,9 +393,8 @@ def train_cli(args) -> int:
                 print(load_seg_config(args.config, args.overrides).pretty_text)
             return 0
         result = train_seg(args.config, args.overrides, args.output, args.resume)
-    except (RecipeError, *_SEG_ERRORS) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
+    except _SEG_ERRORS as e:
+        raise _as_user_error(e) from e
     if main_process:
         if result.metrics:
             print("validation: " + "  ".join(f"{k} {v:.2f} %" for k, v in result.metrics.items()))
@@ -441,9 +448,8 @@ def eval_cli(argv: Sequence[str]) -> int:
     try:
         metrics = evaluate_seg(args.config, args.checkpoint, args.overrides, args.output, tta=args.tta,
                                picture=picture, vis_images=max(args.vis, 1))
-    except (RecipeError, *_SEG_ERRORS) as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
-        return 2
+    except _SEG_ERRORS as e:
+        raise _as_user_error(e) from e
     if not _main_process():
         return 0
     if picture is not None:
