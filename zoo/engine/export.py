@@ -121,10 +121,5 @@ def load_export(path: str | Path, **kwargs: Any) -> nn.Module:
     except Exception as e:  # safetensors raises its own SafetensorError (or OSError) for a damaged header
         raise FileError(f"{str(weights)!r} cannot be read ({type(e).__name__}: {e}); the file is truncated or "
                         f"corrupt (a copy or download that did not finish?)") from None
-    try:
-        return timm.create_model(f"local-dir:{path}", pretrained=True, **kwargs)
-    except Exception as e:
-        if type(e).__name__ != "SafetensorError":
-            raise
-        raise FileError(f"{str(weights)!r} cannot be read ({e}); the file is truncated or corrupt") from None
+    return timm.create_model(f"local-dir:{path}", pretrained=True, **kwargs)
 

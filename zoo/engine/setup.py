@@ -113,7 +113,7 @@ def _names(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
-def _fit_to_model(model: nn.Module, sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def _fit_to_model(model: nn.Module, sd: dict[str, Any], own: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """What timm's ``pretrained=True`` does to fit weights to a model built with other ``num_classes`` /
     ``in_chans``: the classifier (``pretrained_cfg['classifier']``) is dropped where its shape differs, so it keeps
     the model's initialisation; the first conv (``pretrained_cfg['first_conv']``) is adapted to the model's input
@@ -122,7 +122,6 @@ def _fit_to_model(model: nn.Module, sd: dict[str, Any]) -> tuple[dict[str, Any],
     from timm.models import adapt_input_conv
 
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    own = model.state_dict()
     sd = dict(sd)
     reinit: dict[str, str] = {}
     for name in _names(cfg.get("classifier")):
@@ -167,8 +166,8 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"model.init_checkpoint {str(path)!r} cannot be converted for this model "
                                   f"({type(e).__name__}: {e})") from None
-    sd, reinit = _fit_to_model(model, sd)
     own = model.state_dict()
+    sd, reinit = _fit_to_model(model, sd, own)
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
              if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
     if wrong:

@@ -243,8 +243,6 @@ class EMO2Stage(nn.Module):
 
 
 def _per_stage(value, n: int, name: str) -> tuple:
-    if name == 'window_size':
-        check_int_arg('EMO2', name, value, lengths=(n,))
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
     if len(values) != n:
         raise ValueError(f'EMO2: {name} must have one entry per stage ({n}), got {value!r}')
@@ -296,6 +294,7 @@ class EMO2(StagedBackbone):
         embed_dims = _per_stage(embed_dims, n, 'embed_dims')
         exp_ratios = _per_stage(exp_ratios, n, 'exp_ratios')
         dim_heads = _per_stage(dim_heads, n, 'dim_heads')
+        check_int_arg('EMO2', 'window_size', window_size, lengths=(n,))
         window_sizes = _per_stage(window_size, n, 'window_size')
         dw_kernel_sizes = _per_stage(dw_kernel_sizes, n, 'dw_kernel_sizes')
         attn_stages = _per_stage(attn_stages, n, 'attn_stages')
