@@ -29,14 +29,26 @@ neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` t
   (stored for the second kernel), P recomputed from lse, dq, and the bias gradient;
   ``neighborhood_attention_2d_bwd_dkdv_kernel`` -- per key tile, looping over the region of queries that can
   see it: dk and dv.
-* d(rpb): dS binned by relative index is a scatter, done with fp32 atomic adds into an fp32 (heads, 2kh-1,
-  2kw-1) buffer (masked to in-window pairs), cast to the table's dtype at the end.
+* d(rpb): dS binned by relative index, reduced per dq program before it leaves registers. The dq kernel walks
+  its key region in TH x TW rectangles of keys, so within one (query tile, key block) pair the relative row
+  index depends only on (query row, key row) and the column index only on (query column, key column): dS
+  permuted to rows (qa, a) x columns (qb, b) is binned by two small one-hot dots (``_bias_grad_partial``) into
+  a (2kh-1, 2kw-1) fp32 partial per program. Each program stores its partial (no atomics); the wrapper sums
+  them over batch and programs (a fixed-order torch reduction) and casts to the table's dtype. Before this,
+  one fp32 atomic per in-window (query, key) pair: B * heads * H * W * kh * kw of them (39 M onto 338
+  addresses for a DiNAT-T stage-1 layer at batch 128); now B * heads * programs partials (12544 x 169 fp32
+  stores, 8.5 MB, for the same layer) and no atomic.
+* Compiles: kernel size, tiles and dtypes are compile-time constants; the map size, dilation and tile counts
+  are runtime arguments excluded from Triton's integer specialisation (``_MAP_ARGS``), so new image sizes and
+  dilations reuse the compiled kernels (``tests/ops/test_na_recompiles.py`` counts them).
 
 Precision: fp32 accumulation everywhere; dot operands in the input dtype (P and dS rounded to it before their
-dots, as in FlashAttention); fp32 inputs use IEEE fp32 dots (no TF32). Softmax in base 2 with log2(e) folded into
-the scale; lse stored in natural-log units.
+dots, as in FlashAttention); fp32 inputs use IEEE fp32 dots unless torch allows TF32. The bias gradient bins
+fp32 dS with TF32 one-hot dots (dS rounded to 10 mantissa bits, no coarser than the rounding to fp16 / bf16 of
+dS for dq and dk; 3xTF32 would keep ~fp32 but spills 592 B per thread in bf16 on sm_90), IEEE dots under exact
+fp32. Softmax in base 2 with log2(e) folded into the scale; lse stored in natural-log units.
 
-Determinism: out, dq, dk, dv are deterministic; d(rpb) uses fp32 atomics, so on a GPU its last bits can vary.
+Determinism: out, dq, dk, dv and d(rpb) are deterministic (no atomics).
 """
 from __future__ import annotations
 
@@ -60,6 +72,9 @@ __all__ = ["neighborhood_attention_2d_triton"]
 # 8 x 8 = 64 queries (or keys) per tile: one tensor-core tile, and a 14 x 14 key region for 7 x 7 windows.
 _TILE = (8, 8)
 _BLOCK_N = 64
+# The kernels' map-size and dilation arguments: not specialised (Triton would compile a new kernel version when one
+# becomes 1 or a multiple of 16), so a new image size or dilation reuses the compiled kernels.
+_MAP_ARGS = ("H", "W", "TILES_Y", "TILES_X", "DH", "DW")
 
 
 @triton.jit
@@ -69,7 +84,7 @@ def _start(i, Lg, K: tl.constexpr):
 
 
 @triton.jit
-def _decode(pid, H, W, TILES_Y, TILES_X, DH: tl.constexpr, DW: tl.constexpr):
+def _decode(pid, H, W, TILES_Y, TILES_X, DH, DW):
     """(gy, gx, group lengths Lgy, Lgx, tile row, tile column) of program ``pid`` along grid axis 1."""
     tx = pid % TILES_X
     pid = pid // TILES_X
@@ -81,8 +96,7 @@ def _decode(pid, H, W, TILES_Y, TILES_X, DH: tl.constexpr, DW: tl.constexpr):
 
 
 @triton.jit
-def _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH: tl.constexpr, TW: tl.constexpr,
-                    DH: tl.constexpr, DW: tl.constexpr):
+def _tile_positions(ty, tx, gy, gx, Lgy, Lgx, DH, DW, TH: tl.constexpr, TW: tl.constexpr):
     """Group-local (y, x), map rows / cols (int64) and validity of the TH x TW tile (ty, tx)."""
     offs = tl.arange(0, TH * TW)
     y = ty * TH + offs // TW
@@ -112,7 +126,7 @@ def _inverse_bounds(j0, j1, Lg, K: tl.constexpr):
 
 
 @triton.jit
-def _region_positions(n, r0y, r0x, RW, n_valid, gy, gx, DH: tl.constexpr, DW: tl.constexpr):
+def _region_positions(n, r0y, r0x, RW, n_valid, gy, gx, DH, DW):
     """Group-local (y, x), map rows / cols (int64) and validity of flattened region indices ``n``."""
     y = r0y + n // RW
     x = r0x + n % RW
@@ -138,7 +152,7 @@ def _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry
     return tl.where(in_win, s, float("-inf")), in_win
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_ARGS)
 def neighborhood_attention_2d_fwd_kernel(
     q, k, v, rpb, out, lse,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -146,8 +160,8 @@ def neighborhood_attention_2d_fwd_kernel(
     stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_ow, stride_on, stride_od,
     stride_rn, stride_ry, stride_rx,
-    qk_scale, H, W, NH, D, TILES_Y, TILES_X,
-    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
+    qk_scale, H, W, NH, D, TILES_Y, TILES_X, DH, DW,
+    KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -162,7 +176,7 @@ def neighborhood_attention_2d_fwd_kernel(
     out += i_b * stride_ob + i_h * stride_on
     rpb += i_h * stride_rn
 
-    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, DH, DW, TH, TW)
     q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
     r0y, r0x, RH, RW = _query_region(ty, tx, Lgy, Lgx, TH, TW, KH, KW)
     # tiles past the end of a shorter dilation group have nothing to do
@@ -188,6 +202,26 @@ def neighborhood_attention_2d_fwd_kernel(
 
 
 @triton.jit
+def _bias_grad_partial(ds, in_win, acc, by0, bx0, TH: tl.constexpr, TW: tl.constexpr,
+                       BLOCK_RY: tl.constexpr, BLOCK_RX: tl.constexpr, RPB_PRECISION: tl.constexpr):
+    """``acc`` plus dS of one (query tile, key block) pair binned by relative index, as two one-hot dots.
+
+    Queries ``(qa, qb)`` of the TH x TW tile and keys ``(a, b)`` of the TH x TW key block have relative index
+    ``(by0 + a - qa, bx0 + b - qb)`` in the (2kh-1) x (2kw-1) table: the row offset depends on (qa, a) only and
+    the column offset on (qb, b) only. So dS, viewed as (qa, qb, a, b) and permuted to rows (qa, a) and columns
+    (qb, b), is binned by columns with one dot against the one-hot ``[bx0 + b - qb == rx]`` and then by rows with
+    one against ``[by0 + a - qa == ry]``; out-of-window pairs are zeroed first."""
+    ds = tl.where(in_win, ds, 0.0)
+    ds = tl.reshape(tl.permute(tl.reshape(ds, (TH, TW, TH, TW)), (0, 2, 1, 3)), (TH * TH, TW * TW))
+    i_x = tl.arange(0, TW * TW)
+    hot_x = ((bx0 + i_x % TW - i_x // TW)[:, None] == tl.arange(0, BLOCK_RX)[None, :]).to(tl.float32)
+    i_y = tl.arange(0, TH * TH)
+    hot_y = ((by0 + i_y % TH - i_y // TH)[:, None] == tl.arange(0, BLOCK_RY)[None, :]).to(tl.float32)
+    binned_x = tl.dot(ds, hot_x, input_precision=RPB_PRECISION)  # (rows (qa, a), rx)
+    return tl.dot(tl.trans(hot_y), binned_x, acc, input_precision=RPB_PRECISION)
+
+
+@triton.jit(do_not_specialize=_MAP_ARGS)
 def neighborhood_attention_2d_bwd_dq_kernel(
     q, k, v, out, do, lse, delta, rpb, dq, drpb,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -196,13 +230,17 @@ def neighborhood_attention_2d_bwd_dq_kernel(
     stride_dob, stride_doh, stride_dow, stride_don, stride_dod,
     stride_ob, stride_oh, stride_ow, stride_on, stride_od,
     stride_rn, stride_ry, stride_rx,
-    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X,
-    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
-    RPB_GRAD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X, DH, DW,
+    KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
+    RPB_GRAD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_RY: tl.constexpr, BLOCK_RX: tl.constexpr, RPB_PRECISION: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """delta, dq and the bias gradient of one TH x TW tile of queries of one (b, head, dilation group).
+    """delta, dq and the bias-gradient partial of one TH x TW tile of queries of one (b, head, dilation group).
 
+    The key region is walked in TH x TW blocks of keys (rectangles of the map, so that each block's relative
+    indices are a function of (row pair, column pair): :func:`_bias_grad_partial`). The program's bias-gradient
+    partial, a (2kh-1, 2kw-1) table, is stored (not added) at ``drpb[(b * NH + head) * programs + program]``.
     ``out``, ``dq`` (and ``delta``, ``lse``: contiguous (B, H, W, heads)) share dq's strides."""
     i_bh = tl.program_id(1)
     i_b = (i_bh // NH).to(tl.int64)
@@ -215,7 +253,7 @@ def neighborhood_attention_2d_bwd_dq_kernel(
     o_off = i_b * stride_ob + i_h * stride_on
     rpb += i_h * stride_rn
 
-    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    qy, qx, rowq, colq, valid_q = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, DH, DW, TH, TW)
     q_t = load_tile(q, rowq, colq, valid_q, stride_qh, stride_qw, stride_qd, D, BLOCK_D)
     # dO may come in another dtype (or as a stride-0 expanded view); the dots want q's
     do_t = load_tile(do, rowq, colq, valid_q, stride_doh, stride_dow, stride_dod, D, BLOCK_D).to(q_t.dtype)
@@ -226,11 +264,20 @@ def neighborhood_attention_2d_bwd_dq_kernel(
     lse2 = tl.load(lse + lse_off, mask=valid_q, other=float("inf")) * LOG2E
 
     r0y, r0x, RH, RW = _query_region(ty, tx, Lgy, Lgx, TH, TW, KH, KW)
-    n_keys = tl.where((ty * TH < Lgy) & (tx * TW < Lgx), RH * RW, 0)
+    # tiles past the end of a shorter dilation group have nothing to do
+    blocks_x = (RW + TW - 1) // TW
+    n_blocks = tl.where((ty * TH < Lgy) & (tx * TW < Lgx), (RH + TH - 1) // TH * blocks_x, 0)
+    offs = tl.arange(0, TH * TW)
     acc = tl.zeros((TH * TW, BLOCK_D), dtype=tl.float32)
-    for n0 in range(0, n_keys, BLOCK_N):
-        ky, kx, rowk, colk, valid_k = _region_positions(n0 + tl.arange(0, BLOCK_N), r0y, r0x, RW, n_keys,
-                                                        gy, gx, DH, DW)
+    drpb_acc = tl.zeros((BLOCK_RY, BLOCK_RX), dtype=tl.float32)
+    for i_blk in range(0, n_blocks):
+        oy = (i_blk // blocks_x) * TH
+        ox = (i_blk % blocks_x) * TW
+        ky = r0y + oy + offs // TW
+        kx = r0x + ox + offs % TW
+        valid_k = (ky < r0y + RH) & (kx < r0x + RW)
+        rowk = (ky * DH + gy).to(tl.int64)
+        colk = (kx * DW + gx).to(tl.int64)
         k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
         v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
         s, in_win = _scores(q_t, k_t, qy, qx, valid_q, ky, kx, valid_k, Lgy, Lgx, rpb, stride_ry, stride_rx, qk_scale,
@@ -241,12 +288,19 @@ def neighborhood_attention_2d_bwd_dq_kernel(
         ds = p * (dp - dlt[:, None])
         acc += dot(ds.to(q_t.dtype), k_t, UPCAST_DOT, DOT_PRECISION)
         if RPB_GRAD:
-            rel = (ky[None, :] - qy[:, None] + KH - 1) * (2 * KW - 1) + (kx[None, :] - qx[:, None] + KW - 1)
-            tl.atomic_add(drpb + i_h * (2 * KH - 1) * (2 * KW - 1) + rel, ds, mask=in_win)
+            drpb_acc = _bias_grad_partial(ds, in_win, drpb_acc, r0y + oy - ty * TH + KH - 1,
+                                          r0x + ox - tx * TW + KW - 1, TH, TW, BLOCK_RY, BLOCK_RX, RPB_PRECISION)
     store_tile(dq + o_off, acc * scale, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, D, BLOCK_D)
+    if RPB_GRAD:
+        # every program stores its whole table (zeros where it had no work): the partials need no initialisation
+        ry = tl.arange(0, BLOCK_RY)
+        rx = tl.arange(0, BLOCK_RX)
+        part = drpb + (i_bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * (2 * KH - 1) * (2 * KW - 1)
+        tl.store(part + ry[:, None] * (2 * KW - 1) + rx[None, :], drpb_acc,
+                 mask=(ry[:, None] < 2 * KH - 1) & (rx[None, :] < 2 * KW - 1))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_ARGS)
 def neighborhood_attention_2d_bwd_dkdv_kernel(
     q, k, v, do, lse, delta, rpb, dk, dv,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -255,8 +309,8 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_dow, stride_don, stride_dod,
     stride_ob, stride_oh, stride_ow, stride_on, stride_od,
     stride_rn, stride_ry, stride_rx,
-    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X,
-    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, HAS_RPB: tl.constexpr,
+    qk_scale, scale, H, W, NH, D, TILES_Y, TILES_X, DH, DW,
+    KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -273,7 +327,7 @@ def neighborhood_attention_2d_bwd_dkdv_kernel(
     o_off = i_b * stride_ob + i_h * stride_on
     rpb += i_h * stride_rn
 
-    ky, kx, rowk, colk, valid_k = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, TH, TW, DH, DW)
+    ky, kx, rowk, colk, valid_k = _tile_positions(ty, tx, gy, gx, Lgy, Lgx, DH, DW, TH, TW)
     k_t = load_tile(k, rowk, colk, valid_k, stride_kh, stride_kw, stride_kd, D, BLOCK_D)
     v_t = load_tile(v, rowk, colk, valid_k, stride_vh, stride_vw, stride_vd, D, BLOCK_D)
     lo_y, hi_y = _inverse_bounds(ty * TH, tl.minimum(ty * TH + TH, Lgy) - 1, Lgy, KH)
@@ -318,7 +372,8 @@ def _grid(q: torch.Tensor, dh: int, dw: int, tile: tuple[int, int]) -> tuple[tup
 @dataclasses.dataclass(frozen=True)
 class NeighborhoodPlan:
     """Query tile (``tile``: rows x columns of the map), key tile length, channel tile and launch options of the
-    forward and the two backward kernels; ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`."""
+    forward and the two backward kernels; ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`;
+    ``rpb_precision``: input precision of the fp32 one-hot dots that bin dS for the bias gradient."""
 
     tile: tuple[int, int]
     block_n: int
@@ -328,6 +383,7 @@ class NeighborhoodPlan:
     bwd_dkdv: KernelPlan
     upcast_dot: bool
     dot_precision: str
+    rpb_precision: str
 
 
 def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> NeighborhoodPlan:
@@ -336,8 +392,11 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> Neighborho
     # 4 warps spill in the forward and dq kernels even in bf16 (none at 8); FMA dots (exact fp32) need 8 in all
     # three. The forward streams the query tile's key region (four 64-key tiles for 7 x 7 windows).
     exact = exact_fp32(dtype)
+    # The bias-gradient binning multiplies fp32 dS by exact 0 / 1: TF32 rounds dS to 10 mantissa bits (what the
+    # dq / dk dots do to it, or finer); exact fp32 keeps IEEE (FMA) dots.
+    rpb_precision = "ieee" if dot_precision == "ieee" else "tf32"
     return NeighborhoodPlan(_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(8, 1 if exact else 2), KernelPlan(8, 1),
-                            KernelPlan(8 if exact else 4, 1), upcast_dot, dot_precision)
+                            KernelPlan(8 if exact else 4, 1), upcast_dot, dot_precision, rpb_precision)
 
 
 def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):
@@ -374,8 +433,8 @@ def _forward(
             neighborhood_attention_2d_fwd_kernel, grid,
             q, k, v, rpb_ptr, out, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), *rpb_strides,
-            scale * 1.4426950408889634, h, w, heads, head_dim, tiles_y, tiles_x,
-            KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1],
+            scale * 1.4426950408889634, h, w, heads, head_dim, tiles_y, tiles_x, dh, dw,
+            KH=kh, KW=kw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1],
             BLOCK_N=plan.block_n, BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot,
             DOT_PRECISION=plan.dot_precision, plan=plan.fwd,
         )
@@ -405,9 +464,8 @@ def _backward(
     batch, h, w, heads, head_dim = q.shape
     dq, dk, dv = (empty(batch, h, w, heads, head_dim, device=q.device, dtype=q.dtype) for _ in range(3))
     rpb_grad = rpb_grad and rpb is not None
-    # Zeros, not NaN: atomic adds accumulate into it.
-    drpb = torch.zeros(rpb.shape if rpb_grad else (0,), device=q.device, dtype=torch.float32)
     if q.numel() == 0:
+        drpb = torch.zeros(rpb.shape if rpb_grad else (0,), device=q.device, dtype=torch.float32)
         return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
     # The kernels address out, dq, dk and dv with one set of strides (dq's); out and lse come from the forward
     # op, contiguous, unless a graph transform handed back equal tensors in another layout.
@@ -415,25 +473,32 @@ def _backward(
     delta = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
     plan = launch_plan(device_target(q.device), q.dtype, head_dim)
     grid, tiles_y, tiles_x = _grid(q, dh, dw, plan.tile)
+    # One fp32 (2kh-1, 2kw-1) bias-gradient partial per dq program, every one written by its program (no atomics),
+    # summed here over batch and programs in a fixed order: a deterministic d(rpb).
+    partials = empty(batch, heads, grid[0], 2 * kh - 1, 2 * kw - 1, device=q.device, dtype=torch.float32) \
+        if rpb_grad else lse
     rpb_ptr, rpb_strides = _rpb_args(q, rpb)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *rpb_strides)
     common = dict(
-        KH=kh, KW=kw, DH=dh, DW=dw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1],
-        BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
+        KH=kh, KW=kw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1], BLOCK_D=plan.block_d,
+        UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
     )
-    args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim, tiles_y, tiles_x)
+    args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim, tiles_y, tiles_x, dh, dw)
     with on_device(q):
         launch(
             neighborhood_attention_2d_bwd_dq_kernel, grid,
-            q, k, v, out, do, lse, delta, rpb_ptr, dq, drpb if rpb_grad else lse, *strides, *args,
-            RPB_GRAD=rpb_grad, BLOCK_N=plan.block_n, plan=plan.bwd_dq, **common,
+            q, k, v, out, do, lse, delta, rpb_ptr, dq, partials, *strides, *args,
+            RPB_GRAD=rpb_grad, BLOCK_RY=dot_block(2 * kh - 1), BLOCK_RX=dot_block(2 * kw - 1),
+            RPB_PRECISION=plan.rpb_precision, plan=plan.bwd_dq, **common,
         )
         launch(
             neighborhood_attention_2d_bwd_dkdv_kernel, grid,
             q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, BLOCK_M=plan.block_n, plan=plan.bwd_dkdv,
             **common,
         )
-    return dq, dk, dv, drpb.to(rpb.dtype) if rpb_grad else drpb
+    if not rpb_grad:
+        return dq, dk, dv, torch.zeros((0,), device=q.device, dtype=torch.float32)
+    return dq, dk, dv, partials.sum(dim=(0, 2)).to(rpb.dtype)
 
 
 def _backward_fake(do, q, k, v, out, lse, kh, kw, dh, dw, rpb, scale, rpb_grad):

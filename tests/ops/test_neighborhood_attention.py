@@ -6,7 +6,7 @@
 * the reference against a naive fp64 per-pixel loop built from those formulas (tiny maps, with and without
   bias), and against plain softmax attention + bias when the window covers the whole map;
 * the Triton backend against the reference: output and the gradients of q, k, v and the bias table, odd shapes,
-  k in {3, 5, 7}, square and non-square kernels and dilations (incl. dilations that do not divide the map),
+  k in {3, 5, 7, 11}, square and non-square kernels and dilations (incl. dilations that do not divide the map),
   strided (``unbind`` of a qkv tensor) inputs, fp32 / fp16 / bf16, every kernel output NaN-prefilled;
 * the custom ops under ``torch.library.opcheck`` and ``torch.compile(fullgraph=True)``;
 * argument errors of the public function; ``gpu`` tests at DiNAT-Tiny's stage shapes.
@@ -170,6 +170,10 @@ def _check_triton(B, H, W, nh, D, kernel, dilation, dtype, bias=True, strided=Tr
     (1, 11, 15, 1, 8, 5, (2, 3)),  # non-dividing dilations: groups of 6/5 rows and 5 columns
     (1, 17, 9, 1, 24, 3, (5, 1)),  # 17 = 3*5 + 2: rows in groups of 4 and 3, head_dim padded to 32
     (1, 10, 12, 1, 16, (3, 5), (3, 2)),  # non-square kernel, 10 = 3*3 + 1
+    # 7 x 7 (NAT / DiNAT): 14 x 14 key regions, 2 x 2 key blocks of 8 x 8 in the dq kernel's bias binning
+    (1, 20, 19, 2, 16, 7, (1, 2)),
+    # 11 x 11 (DiNAT-L 11x11) with a 5-wide kernel axis: 21-row bias table (32-row bins), groups of 12 / 11 rows
+    (1, 23, 13, 1, 8, (11, 5), (2, 1)),
 ])
 def test_triton_matches_reference(case):
     _check_triton(*case, dtype=torch.float32)
@@ -312,6 +316,21 @@ def test_gpu_model_sizes(case, dtype):
     tol = _GPU_FP32_TOL if dtype == torch.float32 else TOL[dtype]
     for name, a, e in zip(("out", "dq", "dk", "dv", "drpb"), res["triton"], res["reference"]):
         assert_close(a, e, **tol, name=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_bias_gradient_is_deterministic(dtype):
+    """d(rpb) is summed from per-program partials without atomics: two backward passes agree bit for bit."""
+    q, k, v, rpb = make_inputs(4, 56, 56, 2, 32, (7, 7), dtype=dtype, device="cuda")
+    grad = torch.randn(q.shape, device="cuda", dtype=dtype)
+    grads = []
+    for _ in range(2):
+        leaves = [t.detach().requires_grad_() for t in (q, k, v, rpb)]
+        out = neighborhood_attention_2d(*leaves[:3], 7, 8, rpb=leaves[3], backend="triton")
+        grads.append(torch.autograd.grad(out, leaves, grad))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.gpu
