@@ -42,8 +42,8 @@ from torch import nn
 from zoo.errors import UserError
 
 __all__ = [
-    "WeightsError", "official_weights", "unavailable", "weights_notes", "create", "fetch", "checkpoint_weights",
-    "pretrained_tags", "main",
+    "WeightsError", "official_weights", "release", "unavailable", "weights_notes", "create", "fetch",
+    "checkpoint_weights", "pretrained_tags", "main",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -85,6 +85,12 @@ def official_weights(
     if model_args:
         out.append(f"model_args: {model_args!r}")
     return {"url": (url, file_name) if file_name else url, "notes": (*notes, *out)}
+
+
+def release(base_url: str, *, container: str) -> Callable[..., dict[str, Any]]:
+    """:func:`official_weights` for the files under one `base_url` that share one `container` (a release page, a
+    folder of a repository): ``release(URL, container=C)(file, **kwargs)``."""
+    return lambda file, **kwargs: official_weights(base_url + file, container=container, **kwargs)
 
 
 def unavailable(reason: str, *, notes: Sequence[str] = ()) -> dict[str, Any]:

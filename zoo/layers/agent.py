@@ -19,7 +19,8 @@ plumbing around the op.
 * `AgentBlock`: the pre-norm agent-attention + MLP block of Agent-PVT / Agent-DeiT / Agent-Swin.
 * What the families' constructors and checkpoint filters share: `parse_attn_type` for the official ``attn_type``
   layout strings, `per_stage_agent_grids`, `resize_agent_bias`, `resize_pos_embed` and `fit_agent_checkpoint` (the
-  official ``load_pretrained``'s resizing), `AGENT_PAPER` (the pretrained-cfg fields of the paper).
+  official ``load_pretrained``'s resizing), `AGENT_PAPER` (the pretrained-cfg fields of the paper) and
+  `agent_weights` (those of an official checkpoint).
 
 FX: the ops and the shape-dependent steps are leaves of ``torch.fx`` traces (see `_FX_LEAVES`), so every family
 traces.
@@ -35,10 +36,11 @@ from timm.layers import Mlp, register_notrace_function, trunc_normal_
 from ops import agent_attention, agent_bias_maps
 from zoo.layers.attention import head_dim_of
 from zoo.layers.blocks import PreNormBlock, apply_nchw
+from zoo.weights import official_weights
 
 __all__ = [
-    'AGENT_BIASES', 'AGENT_PAPER', 'AgentAttention', 'AgentAttentionBase', 'AgentBlock', 'fit_agent_checkpoint',
-    'parse_attn_type', 'per_stage_agent_grids', 'resize_agent_bias', 'resize_pos_embed',
+    'AGENT_BIASES', 'AGENT_PAPER', 'AgentAttention', 'AgentAttentionBase', 'AgentBlock', 'agent_weights',
+    'fit_agent_checkpoint', 'parse_attn_type', 'per_stage_agent_grids', 'resize_agent_bias', 'resize_pos_embed',
 ]
 
 # The official position-bias parameters of every agent-attention module, in the official registration order.
@@ -53,6 +55,18 @@ AGENT_PAPER = dict(
     paper_name='Agent Attention: On the Integration of Softmax and Linear Attention',
     origin_url='https://github.com/LeapLabTHU/Agent-Attention',
 )
+# What the official trainer saves (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint;
+# unverified).
+_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
+
+
+def agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
+    """The pretrained-cfg fields of an official Agent-* ImageNet-1k checkpoint on Tsinghua Cloud (the
+    LeapLabTHU/Agent-Attention agent_transformer README's links; its Google Drive copies are the same files). A
+    share link serves its file with ``?dl=1`` and names no file, so the download is cached as ``<variant>.pth``."""
+    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
+                            container=_AGENT_CONTAINER)
+
 
 
 def patch_query_map(q: torch.Tensor, grid: Tuple[int, int], num_prefix_tokens: int, owner: str) -> torch.Tensor:

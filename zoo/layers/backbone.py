@@ -15,6 +15,7 @@ is what FX's autowrap patches. TorchScript is not supported.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -28,11 +29,12 @@ from timm.models._features import feature_take_indices
 
 import ops
 from zoo.errors import InputError, ModelInputError
+from zoo.weights import create
 
 __all__ = [
     'ChannelsLastStage', 'StagedBackbone', 'architecture_name', 'build_backbone', 'check_image_input', 'check_int_arg',
-    'feature_take_indices', 'forward_blocks', 'imagenet_cfg', 'init_linear_trunc_normal', 'pad_to_multiple',
-    'prune_isotropic', 'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
+    'family_builder', 'feature_take_indices', 'forward_blocks', 'imagenet_cfg', 'init_linear_trunc_normal',
+    'pad_to_multiple', 'paper_cfg', 'prune_isotropic', 'register_ops_notrace', 'rename_keys', 'unwrap_checkpoint',
 ]
 
 
@@ -189,6 +191,35 @@ def imagenet_cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
         'first_conv': 'stem.conv', 'classifier': 'head.fc',
         **kwargs,
     }
+
+
+def paper_cfg(
+        paper_ids: str, paper_name: str, origin_url: str, *, license: str, **fields: Any,
+) -> Callable[..., Dict[str, Any]]:
+    """A family's ``_cfg(url='', **kwargs)``: :func:`imagenet_cfg` with the paper's fields (arXiv id, title, official
+    repository, the code's license) and the family's own `fields` (``first_conv``, ``crop_pct``, ...); a call's
+    kwargs replace any of them."""
+    return functools.partial(imagenet_cfg, license=license, paper_ids=paper_ids, paper_name=paper_name,
+                             origin_url=origin_url, **fields)
+
+
+def family_builder(
+        model_cls: type,
+        variant_args: Dict[str, Dict[str, Any]],
+        *,
+        filter_fn: Optional[Callable] = None,
+        **build_kwargs: Any,
+) -> Callable[..., nn.Module]:
+    """A family's ``_create_<family>(variant, pretrained=False, **kwargs)``: :func:`build_backbone` of `model_cls`
+    with the variant's row of `variant_args` (the caller's kwargs override it) and the family's checkpoint filter,
+    through :func:`zoo.weights.create` (the tag's model args; with `pretrained`, its official file read safely)."""
+
+    def create_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return create(lambda pretrained, **kwargs: build_backbone(
+            model_cls, variant, pretrained, filter_fn=filter_fn, model_args=variant_args[variant], **build_kwargs,
+            **kwargs), variant, pretrained, kwargs)
+
+    return create_variant
 
 
 def init_linear_trunc_normal(module: nn.Module) -> None:

@@ -56,13 +56,12 @@ from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_dr
 from timm.models import generate_default_cfgs, register_model
 
 from ops import window_attention
-from zoo.layers.agent import AGENT_PAPER, AgentAttentionBase, fit_agent_checkpoint, parse_attn_type, \
+from zoo.layers.agent import AGENT_PAPER, AgentAttentionBase, agent_weights, fit_agent_checkpoint, parse_attn_type, \
     per_stage_agent_grids
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, rename_keys, unwrap_checkpoint
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, check_int_arg, family_builder, \
+    init_linear_trunc_normal, paper_cfg, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
-from zoo.weights import create, official_weights
 
 __all__ = ['AgentCSWinTransformer']
 
@@ -349,38 +348,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return fit_agent_checkpoint(state_dict, model)
 
 
-def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> AgentCSWinTransformer:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        AgentCSWinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
-        **kwargs), variant, pretrained, kwargs)
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{**AGENT_PAPER, 'crop_pct': 0.9, **kwargs})
-
-
-# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
-# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
-# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
-_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
-
-
-def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
-    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
-    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
-                            container=_AGENT_CONTAINER)
-
-
-default_cfgs = generate_default_cfgs({
-    'agent_cswin_t.in1k': _cfg(**_agent_weights('8c562a74441e46d5902b', 'agent_cswin_t')),
-    'agent_cswin_s.in1k': _cfg(**_agent_weights('30eb8af675bc4b7a8747', 'agent_cswin_s')),
-    'agent_cswin_b.in1k': _cfg(**_agent_weights('c8035b0839b2410c8c9f', 'agent_cswin_b')),
-    'agent_cswin_b_384.in1k': _cfg(
-        **_agent_weights('1239be0df44b47719432', 'agent_cswin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
-        crop_pct=1.0),
-})
-
-
 # Per variant: the model args `_create_agent_cswin` adds to the caller's (which override them).
 _MODEL_ARGS = {
     # Agent-CSWin-T (official `Agent_CSWin_64_24181_tiny_224`, cfgs/agent_cswin_t.yaml).
@@ -393,6 +360,22 @@ _MODEL_ARGS = {
     'agent_cswin_b_384': dict(
         img_size=384, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 12, 12)),
 }
+_create_agent_cswin = family_builder(AgentCSWinTransformer, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+_cfg = paper_cfg(**AGENT_PAPER, crop_pct=0.9)
+
+
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
+default_cfgs = generate_default_cfgs({
+    'agent_cswin_t.in1k': _cfg(**agent_weights('8c562a74441e46d5902b', 'agent_cswin_t')),
+    'agent_cswin_s.in1k': _cfg(**agent_weights('30eb8af675bc4b7a8747', 'agent_cswin_s')),
+    'agent_cswin_b.in1k': _cfg(**agent_weights('c8035b0839b2410c8c9f', 'agent_cswin_b')),
+    'agent_cswin_b_384.in1k': _cfg(
+        **agent_weights('1239be0df44b47719432', 'agent_cswin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
+        crop_pct=1.0),
+})
 
 
 @register_model

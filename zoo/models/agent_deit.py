@@ -54,10 +54,10 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, resize_pos_embed
-from zoo.layers.backbone import architecture_name, check_image_input, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, prune_isotropic, unwrap_checkpoint
-from zoo.weights import create, official_weights
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, agent_weights, fit_agent_checkpoint, resize_pos_embed
+from zoo.layers.backbone import architecture_name, check_image_input, check_int_arg, init_linear_trunc_normal, \
+    paper_cfg, prune_isotropic, unwrap_checkpoint
+from zoo.weights import create
 
 __all__ = ['AgentDeiT']
 
@@ -300,29 +300,17 @@ def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> Agen
     ), variant, pretrained, kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(
-        url, pool_size=None, first_conv='patch_embed.proj', classifier='head', **AGENT_PAPER, **kwargs)
+_cfg = paper_cfg(**AGENT_PAPER, pool_size=None, first_conv='patch_embed.proj', classifier='head')
 
 
 # Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
 # README), unwrapped by `checkpoint_filter_fn`.
-# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
-_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
-
-
-def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
-    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
-    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
-                            container=_AGENT_CONTAINER)
-
-
 default_cfgs = generate_default_cfgs({
-    'agent_deit_t.in1k': _cfg(**_agent_weights('57e0904221824ee7b7af', 'agent_deit_t')),
-    'agent_deit_s.in1k': _cfg(**_agent_weights('fdd43304372541db8ea7', 'agent_deit_s')),
+    'agent_deit_t.in1k': _cfg(**agent_weights('57e0904221824ee7b7af', 'agent_deit_t')),
+    'agent_deit_s.in1k': _cfg(**agent_weights('fdd43304372541db8ea7', 'agent_deit_s')),
     'agent_deit_s_448.in1k': _cfg(
-        **_agent_weights('a228f86241c445f1969b', 'agent_deit_s_448'), input_size=(3, 448, 448), crop_pct=1.0),
-    'agent_deit_b.in1k': _cfg(**_agent_weights('5115f15fdd7e4ab58fbc', 'agent_deit_b')),
+        **agent_weights('a228f86241c445f1969b', 'agent_deit_s_448'), input_size=(3, 448, 448), crop_pct=1.0),
+    'agent_deit_b.in1k': _cfg(**agent_weights('5115f15fdd7e4ab58fbc', 'agent_deit_b')),
 })
 
 

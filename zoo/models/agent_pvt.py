@@ -54,10 +54,10 @@ from timm.layers import ClassifierHead, calculate_drop_path_rates, register_notr
     trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
-from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, per_stage_agent_grids, resize_pos_embed
-from zoo.layers.backbone import StagedBackbone, build_backbone, check_int_arg, forward_blocks, imagenet_cfg, \
-    init_linear_trunc_normal, rename_keys, unwrap_checkpoint
-from zoo.weights import create, official_weights
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, agent_weights, fit_agent_checkpoint, per_stage_agent_grids, \
+    resize_pos_embed
+from zoo.layers.backbone import StagedBackbone, check_int_arg, family_builder, forward_blocks, \
+    init_linear_trunc_normal, paper_cfg, rename_keys, unwrap_checkpoint
 
 __all__ = ['AgentPVT']
 
@@ -243,38 +243,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return fit_agent_checkpoint(state_dict, model, resize_pos)
 
 
-def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> AgentPVT:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        AgentPVT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, first_conv='stages.0.patch_embed.proj', **AGENT_PAPER, **kwargs)
-
-
-# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
-# README; Agent-PVT-L is its agent_pvt_b.yaml row), converted by `checkpoint_filter_fn`.
-# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
-_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
-
-
-def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
-    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
-    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
-                            container=_AGENT_CONTAINER)
-
-
-default_cfgs = generate_default_cfgs({
-    'agent_pvt_t.in1k': _cfg(**_agent_weights('13fdf0e0a7c5498c934f', 'agent_pvt_t')),
-    'agent_pvt_s.in1k': _cfg(**_agent_weights('36b8be9a8863456685a3', 'agent_pvt_s')),
-    'agent_pvt_m.in1k': _cfg(**_agent_weights('4d00ecacf18b45f9b88c', 'agent_pvt_m')),
-    'agent_pvt_m_256.in1k': _cfg(
-        **_agent_weights('654df734121643b19c52', 'agent_pvt_m_256'), input_size=(3, 256, 256), pool_size=(8, 8)),
-    'agent_pvt_l.in1k': _cfg(**_agent_weights('040cfe0cfbbe4762ad09', 'agent_pvt_l')),
-})
-
-
 # Per variant: the model args `_create_agent_pvt` adds to the caller's (which override them).
 _MODEL_ARGS = {
     'agent_pvt_t': dict(depths=(2, 2, 2, 2)),
@@ -285,6 +253,22 @@ _MODEL_ARGS = {
     # The official ``agent_pvt_large`` (cfg ``agent_pvt_b.yaml``).
     'agent_pvt_l': dict(depths=(3, 8, 27, 3)),
 }
+_create_agent_pvt = family_builder(AgentPVT, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+_cfg = paper_cfg(**AGENT_PAPER, first_conv='stages.0.patch_embed.proj')
+
+
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; Agent-PVT-L is its agent_pvt_b.yaml row), converted by `checkpoint_filter_fn`.
+default_cfgs = generate_default_cfgs({
+    'agent_pvt_t.in1k': _cfg(**agent_weights('13fdf0e0a7c5498c934f', 'agent_pvt_t')),
+    'agent_pvt_s.in1k': _cfg(**agent_weights('36b8be9a8863456685a3', 'agent_pvt_s')),
+    'agent_pvt_m.in1k': _cfg(**agent_weights('4d00ecacf18b45f9b88c', 'agent_pvt_m')),
+    'agent_pvt_m_256.in1k': _cfg(
+        **agent_weights('654df734121643b19c52', 'agent_pvt_m_256'), input_size=(3, 256, 256), pool_size=(8, 8)),
+    'agent_pvt_l.in1k': _cfg(**agent_weights('040cfe0cfbbe4762ad09', 'agent_pvt_l')),
+})
 
 
 @register_model

@@ -63,10 +63,10 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 from ops import window_attention
-from zoo.layers.agent import AGENT_PAPER, AgentBlock, fit_agent_checkpoint, parse_attn_type, per_stage_agent_grids
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
-from zoo.weights import create, official_weights
+from zoo.layers.agent import AGENT_PAPER, AgentBlock, agent_weights, fit_agent_checkpoint, parse_attn_type, \
+    per_stage_agent_grids
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, check_int_arg, family_builder, \
+    init_linear_trunc_normal, pad_to_multiple, paper_cfg, rename_keys, unwrap_checkpoint
 
 __all__ = ['AgentSwinTransformer']
 
@@ -307,42 +307,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return fit_agent_checkpoint(state_dict, model, _resize_rpb_table)
 
 
-def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs) -> AgentSwinTransformer:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        AgentSwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant],
-        **kwargs), variant, pretrained, kwargs)
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, first_conv='patch_embed.proj', **AGENT_PAPER, **kwargs)
-
-
-# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
-# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
-# 288 / 384 fine-tunes evaluate without the center crop (TEST.CROP False).
-# the official trainer (LeapLabTHU/Agent-Attention agent_transformer/utils.py, Swin's save_checkpoint; unverified)
-_AGENT_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
-
-
-def _agent_weights(share_id: str, variant: str) -> Dict[str, Any]:
-    # a Tsinghua Cloud share link serves the file with ?dl=1 (the URL names no file: cached as VARIANT.pth)
-    return official_weights(f'https://cloud.tsinghua.edu.cn/f/{share_id}/?dl=1', file_name=f'{variant}.pth',
-                            container=_AGENT_CONTAINER)
-
-
-default_cfgs = generate_default_cfgs({
-    'agent_swin_t.in1k': _cfg(**_agent_weights('a2ddc1190c224f768a41', 'agent_swin_t')),
-    'agent_swin_s.in1k': _cfg(**_agent_weights('f607172c9fea4d6e99bb', 'agent_swin_s')),
-    'agent_swin_s_288.in1k': _cfg(
-        **_agent_weights('09760394e93b4046a25e', 'agent_swin_s_288'), input_size=(3, 288, 288), pool_size=(9, 9),
-        crop_pct=1.0),
-    'agent_swin_b.in1k': _cfg(**_agent_weights('4fcd2d0114bb490483c3', 'agent_swin_b')),
-    'agent_swin_b_384.in1k': _cfg(
-        **_agent_weights('bb84ee9058954706a557', 'agent_swin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
-        crop_pct=1.0),
-})
-
-
 # Per variant: the model args `_create_agent_swin` adds to the caller's (which override them).
 _MODEL_ARGS = {
     # Agent-Swin-T (cfgs/agent_swin_t.yaml).
@@ -359,6 +323,26 @@ _MODEL_ARGS = {
         img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='AAMB2',
         window_size=12),
 }
+_create_agent_swin = family_builder(AgentSwinTransformer, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+_cfg = paper_cfg(**AGENT_PAPER, first_conv='patch_embed.proj')
+
+
+# Weights: the official ImageNet-1k checkpoints on Tsinghua Cloud (LeapLabTHU/Agent-Attention agent_transformer
+# README; its Google Drive copies are the same files), converted by `checkpoint_filter_fn`.
+# 288 / 384 fine-tunes evaluate without the center crop (TEST.CROP False).
+default_cfgs = generate_default_cfgs({
+    'agent_swin_t.in1k': _cfg(**agent_weights('a2ddc1190c224f768a41', 'agent_swin_t')),
+    'agent_swin_s.in1k': _cfg(**agent_weights('f607172c9fea4d6e99bb', 'agent_swin_s')),
+    'agent_swin_s_288.in1k': _cfg(
+        **agent_weights('09760394e93b4046a25e', 'agent_swin_s_288'), input_size=(3, 288, 288), pool_size=(9, 9),
+        crop_pct=1.0),
+    'agent_swin_b.in1k': _cfg(**agent_weights('4fcd2d0114bb490483c3', 'agent_swin_b')),
+    'agent_swin_b_384.in1k': _cfg(
+        **agent_weights('bb84ee9058954706a557', 'agent_swin_b_384'), input_size=(3, 384, 384), pool_size=(12, 12),
+        crop_pct=1.0),
+})
 
 
 @register_model

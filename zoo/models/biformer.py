@@ -80,10 +80,10 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import bilevel_routing_attention, window_attention
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, check_int_arg, family_builder, \
+    init_linear_trunc_normal, pad_to_multiple, paper_cfg, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
-from zoo.weights import create, unavailable
+from zoo.weights import unavailable
 
 __all__ = ['BiFormer']
 
@@ -447,21 +447,27 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
         for k, v in rename_keys(state_dict, rules).items()}
 
 
-def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        BiFormer, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
+# Per variant: the model args `_create_biformer` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'biformer_tiny': dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
+    'biformer_small': dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
+    'biformer_base': dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
+    # The ablation model in Swin-T's layout (official `models/biformer_stl.py`): patchify stem, BN -> conv2x2
+    # downsampling, no conditional position encoding, mlp ratio 4, legacy BRA.
+    'biformer_stl': dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin'),
+    # The STL ablation model with the refactored NCHW BRA (official `models/biformer_stl_nchw.py`): as `biformer_stl`,
+    # but qk_dim = dim with scale dim ** -0.5, no input padding before the projection (the op masks non-divisible
+    # maps, see the module docstring), LePE of V in the global stage, whose qkv has no bias.
+    'biformer_stl_nchw': dict(
+        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin',
+        bra_pad='mask', global_lepe_on_v=True),
+}
+_create_biformer = family_builder(BiFormer, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{
-        'crop_pct': 0.9, 'first_conv': 'stem.conv1',
-        'license': 'mit',
-        'paper_ids': 'arXiv:2303.08810',
-        'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
-        'origin_url': 'https://github.com/rayleizhu/BiFormer',
-        **kwargs,
-    })
+_cfg = paper_cfg('arXiv:2303.08810', 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
+                 'https://github.com/rayleizhu/BiFormer', license='mit', crop_pct=0.9, first_conv='stem.conv1')
 
 
 # Weights: the official ImageNet-1k checkpoints ({'model': state_dict, ...}) were linked from the README through
@@ -480,24 +486,6 @@ default_cfgs = generate_default_cfgs({
     'biformer_stl_nchw': _cfg(first_conv='stem.conv', **unavailable(
         'no official checkpoint was released for the NCHW STL model (rayleizhu/BiFormer README)')),
 })
-
-
-# Per variant: the model args `_create_biformer` adds to the caller's (which override them).
-_MODEL_ARGS = {
-    'biformer_tiny': dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
-    'biformer_small': dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
-    'biformer_base': dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
-    # The ablation model in Swin-T's layout (official `models/biformer_stl.py`): patchify stem, BN -> conv2x2
-    # downsampling, no conditional position encoding, mlp ratio 4, legacy BRA.
-    'biformer_stl': dict(
-        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin'),
-    # The STL ablation model with the refactored NCHW BRA (official `models/biformer_stl_nchw.py`): as `biformer_stl`,
-    # but qk_dim = dim with scale dim ** -0.5, no input padding before the projection (the op masks non-divisible
-    # maps, see the module docstring), LePE of V in the global stage, whose qkv has no bias.
-    'biformer_stl_nchw': dict(
-        depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=4., cpe_kernel_size=0, layout='swin',
-        bra_pad='mask', global_lepe_on_v=True),
-}
 
 
 @register_model

@@ -58,8 +58,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import channel_attention, window_attention
 from zoo.layers.attention import QKVAttention
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, \
+    init_linear_trunc_normal, pad_to_multiple, paper_cfg, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
 from zoo.weights import create, official_weights
 
@@ -457,15 +457,8 @@ def _create_davit(variant: str, pretrained: bool = False, **kwargs) -> DaVit:
         pretrained_strict=strict, **kwargs), variant, pretrained, kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{
-        'crop_pct': 0.95,
-        'license': 'mit',
-        'paper_ids': 'arXiv:2204.03645',
-        'paper_name': 'DaViT: Dual Attention Vision Transformers',
-        'origin_url': 'https://github.com/dingmyu/davit',
-        **kwargs,
-    })
+_cfg = paper_cfg('arXiv:2204.03645', 'DaViT: Dual Attention Vision Transformers', 'https://github.com/dingmyu/davit',
+                 license='mit', crop_pct=0.95)
 
 
 def _cfg_fl(hf_hub_id: str, **kwargs) -> Dict[str, Any]:

@@ -60,9 +60,9 @@ from timm.models import generate_default_cfgs, register_model
 
 from ops import window_grid_attention
 from ops.window_grid_attention import PARTITIONS
-from zoo.layers.backbone import StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, init_linear_trunc_normal, \
-    pad_to_multiple, rename_keys, unwrap_checkpoint
-from zoo.weights import create, official_weights
+from zoo.layers.backbone import StagedBackbone, check_int_arg, family_builder, init_linear_trunc_normal, \
+    pad_to_multiple, paper_cfg, rename_keys, unwrap_checkpoint
+from zoo.weights import release
 
 __all__ = ['EMO2']
 
@@ -394,57 +394,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
             for k, v in rename_keys(state_dict, _OFFICIAL_RULES).items()}
 
 
-def _create_emo2(variant: str, pretrained: bool = False, **kwargs) -> EMO2:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        EMO2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{
-        'first_conv': 'stem.0.conv',
-        'license': 'unknown',  # zhangzjn/EMOv2 declares no license
-        'paper_ids': 'arXiv:2412.06674',
-        'paper_name': 'EMOv2: Pushing 5M Vision Model Frontier',
-        'origin_url': 'https://github.com/zhangzjn/EMOv2',
-        **kwargs,
-    })
-
-
-_CFG_256 = dict(input_size=(3, 256, 256), pool_size=(8, 8))
-_CFG_512 = dict(input_size=(3, 512, 512), pool_size=(16, 16))
-
-# Weights: the official ImageNet-1k checkpoints are files of the GitHub repository zhangzjn/data (folder
-# emov2_pretrained_weights; the zhangzjn/EMOv2 README links their `blob/` pages, which are HTML: the cfgs use the
-# `raw/` links, which serve the files). in1k_kd: distilled from a TResNet-L teacher; emo2_5m_512's file is the README's
-# 512x512 KD model. No 20M / 50M or other 256 / 512 classification checkpoint is released.
-_EMO2_URL = 'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/'
-# the official trainer saves {'net', 'net_E' (EMA), 'optimizer', ...} and plain state dicts (unverified)
-_EMO2_CONTAINER = "{'net': state_dict, 'net_E': EMA state_dict, 'optimizer', ...} or a plain state dict"
-
-
-def _emo2_weights(file: str) -> Dict[str, Any]:
-    return official_weights(_EMO2_URL + file, container=_EMO2_CONTAINER)
-
-
-default_cfgs = generate_default_cfgs({
-    'emo2_1m.in1k': _cfg(**_emo2_weights('EMOv2_1M_224.pth')),
-    'emo2_1m.in1k_kd': _cfg(**_emo2_weights('EMOv2_1M_224_KD.pth')),
-    'emo2_1m_256': _cfg(**_CFG_256),
-    'emo2_1m_512': _cfg(**_CFG_512),
-    'emo2_2m.in1k': _cfg(**_emo2_weights('EMOv2_2M_224.pth')),
-    'emo2_2m.in1k_kd': _cfg(**_emo2_weights('EMOv2_2M_224_KD.pth')),
-    'emo2_2m_256': _cfg(**_CFG_256),
-    'emo2_2m_512': _cfg(**_CFG_512),
-    'emo2_5m.in1k': _cfg(**_emo2_weights('EMOv2_5M_224.pth')),
-    'emo2_5m.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_224_KD.pth')),
-    'emo2_5m_256': _cfg(**_CFG_256),
-    'emo2_5m_512.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_512.pth'), **_CFG_512),
-    'emo2_20m': _cfg(),
-    'emo2_20m_256': _cfg(**_CFG_256),
-    'emo2_50m': _cfg(),
-})
-
 _ARGS_1M = dict(depths=(2, 2, 8, 3), embed_dims=(32, 48, 80, 180), exp_ratios=(2., 2.5, 3., 3.5),
                 dim_heads=(16, 16, 20, 20))
 _ARGS_2M = dict(depths=(3, 3, 9, 3), embed_dims=(32, 48, 120, 200), exp_ratios=(2., 2.5, 3., 3.5),
@@ -484,6 +433,43 @@ _MODEL_ARGS = {
     # Official `EMO2_50M_k5_hybrid` (window 7).
     'emo2_50m': _ARGS_50M,
 }
+_create_emo2 = family_builder(EMO2, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+# zhangzjn/EMOv2 declares no license
+_cfg = paper_cfg('arXiv:2412.06674', 'EMOv2: Pushing 5M Vision Model Frontier', 'https://github.com/zhangzjn/EMOv2',
+                 license='unknown', first_conv='stem.0.conv')
+
+
+_CFG_256 = dict(input_size=(3, 256, 256), pool_size=(8, 8))
+_CFG_512 = dict(input_size=(3, 512, 512), pool_size=(16, 16))
+
+# Weights: the official ImageNet-1k checkpoints are files of the GitHub repository zhangzjn/data (folder
+# emov2_pretrained_weights; the zhangzjn/EMOv2 README links their `blob/` pages, which are HTML: the cfgs use the
+# `raw/` links, which serve the files). in1k_kd: distilled from a TResNet-L teacher; emo2_5m_512's file is the README's
+# 512x512 KD model. No 20M / 50M or other 256 / 512 classification checkpoint is released.
+# The official trainer saves {'net', 'net_E' (EMA), 'optimizer', ...} and plain state dicts (unverified).
+_emo2_weights = release('https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/', container=(
+    "{'net': state_dict, 'net_E': EMA state_dict, 'optimizer', ...} or a plain state dict"))
+
+
+default_cfgs = generate_default_cfgs({
+    'emo2_1m.in1k': _cfg(**_emo2_weights('EMOv2_1M_224.pth')),
+    'emo2_1m.in1k_kd': _cfg(**_emo2_weights('EMOv2_1M_224_KD.pth')),
+    'emo2_1m_256': _cfg(**_CFG_256),
+    'emo2_1m_512': _cfg(**_CFG_512),
+    'emo2_2m.in1k': _cfg(**_emo2_weights('EMOv2_2M_224.pth')),
+    'emo2_2m.in1k_kd': _cfg(**_emo2_weights('EMOv2_2M_224_KD.pth')),
+    'emo2_2m_256': _cfg(**_CFG_256),
+    'emo2_2m_512': _cfg(**_CFG_512),
+    'emo2_5m.in1k': _cfg(**_emo2_weights('EMOv2_5M_224.pth')),
+    'emo2_5m.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_224_KD.pth')),
+    'emo2_5m_256': _cfg(**_CFG_256),
+    'emo2_5m_512.in1k_kd': _cfg(**_emo2_weights('EMOv2_5M_512.pth'), **_CFG_512),
+    'emo2_20m': _cfg(),
+    'emo2_20m_256': _cfg(**_CFG_256),
+    'emo2_50m': _cfg(),
+})
 
 
 @register_model

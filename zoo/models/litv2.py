@@ -62,10 +62,10 @@ from ops import hilo_attention
 from ops.hilo_attention import hilo_head_split
 from zoo.layers.attention import head_dim_of
 from zoo.errors import InputError
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, check_int_arg, imagenet_cfg, \
-    init_linear_trunc_normal, pad_to_multiple, rename_keys, unwrap_checkpoint
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, check_int_arg, family_builder, \
+    init_linear_trunc_normal, pad_to_multiple, paper_cfg, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
-from zoo.weights import create, official_weights
+from zoo.weights import release
 
 __all__ = ['LITv2']
 
@@ -372,34 +372,26 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return rename_keys(state_dict, _OFFICIAL_RULES)
 
 
-def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        LITv2, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
+# Per variant: the model args `_create_litv2` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'litv2_small': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'litv2_medium': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'litv2_base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+_create_litv2 = family_builder(LITv2, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return imagenet_cfg(url, **{
-        'first_conv': 'patch_embed.proj',
-        'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2205.13213',
-        'paper_name': 'Fast Vision Transformers with HiLo Attention',
-        'origin_url': 'https://github.com/ziplab/LITv2',
-        **kwargs,
-    })
+_cfg = paper_cfg('arXiv:2205.13213', 'Fast Vision Transformers with HiLo Attention', 'https://github.com/ziplab/LITv2',
+                 license='apache-2.0', first_conv='patch_embed.proj')
 
 
 # Weights: the official ImageNet-1k checkpoints, GitHub release assets of ziplab/LITv2 (v1.0; v1.1: the README's
 # "Pretrained LITv2-S with Different Values of Alpha", tags alpha_A_B build litv2_small with alpha=A.B), loaded by
 # `pretrained=True` (zoo.weights). The official evaluation (Swin's pipeline) resizes to 256 and center-crops 224
 # (0.875); the 384 model is evaluated without cropping.
-_LITV2_URL = 'https://github.com/ziplab/LITv2/releases/download/'
-# what the official trainer saves (Swin's save_checkpoint, ziplab/LITv2 classification/utils.py; unverified)
-_LITV2_CONTAINER = "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"
-
-
-def _litv2_weights(file: str, **kwargs) -> Dict[str, Any]:
-    return official_weights(_LITV2_URL + file, container=_LITV2_CONTAINER, **kwargs)
+# What the official trainer saves: Swin's save_checkpoint, ziplab/LITv2 classification/utils.py (unverified).
+_litv2_weights = release('https://github.com/ziplab/LITv2/releases/download/', container=(
+    "{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config': yacs CfgNode}"))
 
 
 default_cfgs = generate_default_cfgs({
@@ -416,14 +408,6 @@ default_cfgs = generate_default_cfgs({
     'litv2_small.alpha_0_9': _cfg(**_litv2_weights('v1.1/alpha_0.9.pth', model_args=dict(alpha=0.9))),
     'litv2_small.alpha_1_0': _cfg(**_litv2_weights('v1.1/alpha_1.pth', model_args=dict(alpha=1.0))),
 })
-
-
-# Per variant: the model args `_create_litv2` adds to the caller's (which override them).
-_MODEL_ARGS = {
-    'litv2_small': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'litv2_medium': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    'litv2_base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
-}
 
 
 @register_model

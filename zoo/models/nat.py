@@ -94,10 +94,9 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from ops import neighborhood_attention_2d, window_attention
 from zoo.errors import InputError
 from zoo.layers.attention import QKVAttention
-from zoo.layers.backbone import (
-    ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, check_image_input, check_int_arg,
-    feature_take_indices, imagenet_cfg, init_linear_trunc_normal, pad_to_multiple, prune_isotropic, rename_keys,
-    unwrap_checkpoint)
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, architecture_name, build_backbone, \
+    check_image_input, check_int_arg, family_builder, feature_take_indices, init_linear_trunc_normal, pad_to_multiple, \
+    paper_cfg, prune_isotropic, rename_keys, unwrap_checkpoint
 from zoo.layers.blocks import PreNormBlock, apply_nchw
 from zoo.weights import create, official_weights
 
@@ -694,12 +693,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
             for k, v in state_dict.items()}
 
 
-def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        NAT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
-
-
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs) -> NATIsotropic:
     kwargs = dict(_ISOTROPIC_ARGS[variant], **kwargs)
     # every block is a feature level
@@ -712,16 +705,52 @@ _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 
 
+_MINI = dict(depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), embed_dim=64, mlp_ratio=3.)
+_TINY = dict(depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), embed_dim=64, mlp_ratio=3.)
+_SMALL = dict(depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), embed_dim=96, mlp_ratio=2.)
+_BASE = dict(depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), embed_dim=128, mlp_ratio=2.)
+_LARGE = dict(depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), embed_dim=192, mlp_ratio=2.)
+_S_SMALL = dict(depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), embed_dim=96, mlp_ratio=4., swin_layout=True)
+_S_BASE = dict(depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), embed_dim=128, mlp_ratio=4., swin_layout=True)
+_S_LARGE = dict(depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), embed_dim=192, mlp_ratio=4., swin_layout=True)
+_ISO_SMALL = dict(embed_dim=384, depth=12, num_heads=12)
+_ISO_BASE = dict(embed_dim=768, depth=12, num_heads=24)
+
+
+# Per variant: the model args `_create_nat` adds to the caller's (which override them).
+_MODEL_ARGS = {
+    'nat_mini': _MINI,
+    'nat_tiny': _TINY,
+    'nat_small': dict(_SMALL, layer_scale=1e-5),
+    'nat_base': dict(_BASE, layer_scale=1e-5),
+    'dinat_mini': dict(_MINI, dilations=_DILATIONS_A(6)),
+    'dinat_tiny': dict(_TINY, dilations=_DILATIONS_A(18)),
+    # Unlike nat_small, no layer scale (official).
+    'dinat_small': dict(_SMALL, dilations=_DILATIONS_A(18)),
+    'dinat_base': dict(_BASE, layer_scale=1e-5, dilations=_DILATIONS_A(18)),
+    'dinat_large': dict(_LARGE, dilations=_DILATIONS_A(18)),
+    'dinat_large_384': dict(_LARGE, dilations=_DILATIONS_B),
+    'dinat_large_384_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
+    'dinat_large_21k': dict(_LARGE, dilations=_DILATIONS_A(18)),
+    'dinat_large_21k_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
+    'dinat_s_tiny': dict(_S_SMALL, depths=(2, 2, 6, 2), dilations=_DILATIONS_C(6)),
+    'dinat_s_small': dict(_S_SMALL, dilations=_DILATIONS_C(18)),
+    'dinat_s_base': dict(_S_BASE, dilations=_DILATIONS_C(18)),
+    'dinat_s_large': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
+    'dinat_s_large_384': dict(_S_LARGE, dilations=_DILATIONS_D),
+    'dinat_s_large_21k': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
+}
+_create_nat = family_builder(NAT, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+_paper_cfg = paper_cfg('arXiv:2204.07143', 'Neighborhood Attention Transformer',
+                       'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer', license='mit',
+                       first_conv='patch_embed.proj.0', classifier='head')
+
+
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     # the official release files are flat state dicts in the official layout (the official loader reads them as is)
-    return imagenet_cfg(**official_weights(url, container='flat state dict') if url else {}, **{
-        'first_conv': 'patch_embed.proj.0', 'classifier': 'head',
-        'license': 'mit',
-        'paper_ids': 'arXiv:2204.07143',
-        'paper_name': 'Neighborhood Attention Transformer',
-        'origin_url': 'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer',
-        **kwargs,
-    })
+    return _paper_cfg(**official_weights(url, container='flat state dict') if url else {}, **kwargs)
 
 
 def _cfg_dinat(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -770,43 +799,6 @@ default_cfgs = generate_default_cfgs({
         _DINAT_URL + 'isotropic/dinat_isotropic_base_in1k_224.pth', **_CFG_ISO),
     'vitrpb_base.in1k': _cfg_dinat(_DINAT_URL + 'isotropic/vitrpb_base_in1k_224.pth', **_CFG_ISO),
 })
-
-
-_MINI = dict(depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), embed_dim=64, mlp_ratio=3.)
-_TINY = dict(depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), embed_dim=64, mlp_ratio=3.)
-_SMALL = dict(depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), embed_dim=96, mlp_ratio=2.)
-_BASE = dict(depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), embed_dim=128, mlp_ratio=2.)
-_LARGE = dict(depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), embed_dim=192, mlp_ratio=2.)
-_S_SMALL = dict(depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), embed_dim=96, mlp_ratio=4., swin_layout=True)
-_S_BASE = dict(depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), embed_dim=128, mlp_ratio=4., swin_layout=True)
-_S_LARGE = dict(depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), embed_dim=192, mlp_ratio=4., swin_layout=True)
-_ISO_SMALL = dict(embed_dim=384, depth=12, num_heads=12)
-_ISO_BASE = dict(embed_dim=768, depth=12, num_heads=24)
-
-
-# Per variant: the model args `_create_nat` adds to the caller's (which override them).
-_MODEL_ARGS = {
-    'nat_mini': _MINI,
-    'nat_tiny': _TINY,
-    'nat_small': dict(_SMALL, layer_scale=1e-5),
-    'nat_base': dict(_BASE, layer_scale=1e-5),
-    'dinat_mini': dict(_MINI, dilations=_DILATIONS_A(6)),
-    'dinat_tiny': dict(_TINY, dilations=_DILATIONS_A(18)),
-    # Unlike nat_small, no layer scale (official).
-    'dinat_small': dict(_SMALL, dilations=_DILATIONS_A(18)),
-    'dinat_base': dict(_BASE, layer_scale=1e-5, dilations=_DILATIONS_A(18)),
-    'dinat_large': dict(_LARGE, dilations=_DILATIONS_A(18)),
-    'dinat_large_384': dict(_LARGE, dilations=_DILATIONS_B),
-    'dinat_large_384_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
-    'dinat_large_21k': dict(_LARGE, dilations=_DILATIONS_A(18)),
-    'dinat_large_21k_11x11': dict(_LARGE, kernel_size=11, dilations=_DILATIONS_A(18)),
-    'dinat_s_tiny': dict(_S_SMALL, depths=(2, 2, 6, 2), dilations=_DILATIONS_C(6)),
-    'dinat_s_small': dict(_S_SMALL, dilations=_DILATIONS_C(18)),
-    'dinat_s_base': dict(_S_BASE, dilations=_DILATIONS_C(18)),
-    'dinat_s_large': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
-    'dinat_s_large_384': dict(_S_LARGE, dilations=_DILATIONS_D),
-    'dinat_s_large_21k': dict(_S_LARGE, dilations=_DILATIONS_C(18)),
-}
 
 
 # Per variant: the model args `_create_nat_isotropic` adds to the caller's (which override them).

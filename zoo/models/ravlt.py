@@ -59,10 +59,10 @@ from timm.models import generate_default_cfgs, register_model
 from ops import rala, window_attention
 from ops.rala.official import rope_tables
 from zoo.layers.attention import head_dim_of
-from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, build_backbone, imagenet_cfg, rename_keys, \
+from zoo.layers.backbone import ChannelsLastStage, StagedBackbone, family_builder, paper_cfg, rename_keys, \
     unwrap_checkpoint
 from zoo.layers.blocks import apply_nchw
-from zoo.weights import create, official_weights
+from zoo.weights import release
 
 __all__ = ['RAVLT']
 
@@ -408,44 +408,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return out
 
 
-def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
-    return create(lambda pretrained, **kwargs: build_backbone(
-        RAVLT, variant, pretrained, filter_fn=checkpoint_filter_fn, model_args=_MODEL_ARGS[variant], **kwargs),
-        variant, pretrained, kwargs)
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    # imagenet_cfg's crop 0.875, bicubic: the official eval resizes to 256 (bicubic) and center-crops 224
-    return imagenet_cfg(url, **{
-        'first_conv': 'stem.conv1',
-        # code: no license file in qhfan/RALA; the ImageNet-1k weights' model card (HF aldjalkdf/RAVLT) says MIT
-        'license': 'other',
-        'paper_ids': 'arXiv:2411.07635',
-        'paper_name': 'Breaking the Low-Rank Dilemma of Linear Attention',
-        'origin_url': 'https://github.com/qhfan/RALA',
-        **kwargs,
-    })
-
-
-# Weights: the official ImageNet-1k files of the Hugging Face repository aldjalkdf/RAVLT (RAVLT_{T,S,B,L}.pth,
-# through their `resolve/` links; `blob/` is an HTML page). The official trainer pickles its argparse Namespace
-# beside the weights: zoo.weights reads it as an inert stand-in (nothing from the file runs).
-_RAVLT_URL = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
-_RAVLT_CONTAINER = "{'model': state_dict, 'model_ema', 'optimizer', 'epoch', 'args': argparse.Namespace} (unverified)"
-
-
-def _ravlt_weights(file: str) -> Dict[str, Any]:
-    return official_weights(_RAVLT_URL + file, container=_RAVLT_CONTAINER)
-
-
-default_cfgs = generate_default_cfgs({
-    'ravlt_t.in1k': _cfg(**_ravlt_weights('RAVLT_T.pth')),
-    'ravlt_s.in1k': _cfg(**_ravlt_weights('RAVLT_S.pth')),
-    'ravlt_b.in1k': _cfg(**_ravlt_weights('RAVLT_B.pth')),
-    'ravlt_l.in1k': _cfg(**_ravlt_weights('RAVLT_L.pth')),
-})
-
-
 # Per variant: the model args `_create_ravlt` adds to the caller's (which override them).
 _MODEL_ARGS = {
     'ravlt_t': dict(depths=(2, 2, 6, 2), embed_dims=(64, 128, 256, 512), num_heads=(1, 2, 4, 8)),
@@ -457,6 +419,28 @@ _MODEL_ARGS = {
         depths=(4, 7, 19, 8), embed_dims=(96, 192, 448, 640), num_heads=(1, 2, 7, 10), ls_init_values=(1e-6, 1e-6,
         1e-6, 1e-6)),
 }
+_create_ravlt = family_builder(RAVLT, _MODEL_ARGS, filter_fn=checkpoint_filter_fn)
+
+
+# imagenet_cfg's crop 0.875, bicubic: the official eval resizes to 256 (bicubic) and center-crops 224. License: no
+# license file in qhfan/RALA; the ImageNet-1k weights' model card (HF aldjalkdf/RAVLT) says MIT.
+_cfg = paper_cfg('arXiv:2411.07635', 'Breaking the Low-Rank Dilemma of Linear Attention', 'https://github.com/qhfan/RALA',
+                 license='other', first_conv='stem.conv1')
+
+
+# Weights: the official ImageNet-1k files of the Hugging Face repository aldjalkdf/RAVLT (RAVLT_{T,S,B,L}.pth,
+# through their `resolve/` links; `blob/` is an HTML page). The official trainer pickles its argparse Namespace
+# beside the weights: zoo.weights reads it as an inert stand-in (nothing from the file runs).
+_ravlt_weights = release('https://huggingface.co/aldjalkdf/RAVLT/resolve/main/', container=(
+    "{'model': state_dict, 'model_ema', 'optimizer', 'epoch', 'args': argparse.Namespace} (unverified)"))
+
+
+default_cfgs = generate_default_cfgs({
+    'ravlt_t.in1k': _cfg(**_ravlt_weights('RAVLT_T.pth')),
+    'ravlt_s.in1k': _cfg(**_ravlt_weights('RAVLT_S.pth')),
+    'ravlt_b.in1k': _cfg(**_ravlt_weights('RAVLT_B.pth')),
+    'ravlt_l.in1k': _cfg(**_ravlt_weights('RAVLT_L.pth')),
+})
 
 
 @register_model
