@@ -64,6 +64,16 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+# What a recipe value of each scalar type hint may be (YAML and the command line give ints where floats are meant;
+# a bool is never a number).
+_SCALARS = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     """`value` checked against the type hint `tp` (and lightly converted: int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
@@ -103,22 +113,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise bad
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
+    if tp in _SCALARS:
+        if not _SCALARS[tp](value):
             raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
+        return float(value) if tp is float else value
     raise TypeError(f"unsupported type hint {tp!r} for recipe key '{key}'")  # a schema bug, not a user error
 
 

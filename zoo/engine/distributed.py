@@ -52,11 +52,18 @@ def _env_int(name: str, default: int) -> int:
         raise InputError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
 
+def launch_env() -> DistEnv:
+    """This process's place as torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` state it (a single process
+    without them); no process group is joined."""
+    return DistEnv(rank=_env_int("RANK", 0), world_size=_env_int("WORLD_SIZE", 1),
+                   local_rank=_env_int("LOCAL_RANK", 0))
+
+
 def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:
     """Join torchrun's process group when ``WORLD_SIZE`` > 1; returns the environment and this process's
     device (``cuda:LOCAL_RANK`` for a CUDA run)."""
-    world = _env_int("WORLD_SIZE", 1)
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    launch = launch_env()
+    world, rank, local_rank = launch.world_size, launch.rank, launch.local_rank
     if world <= 1:
         return DistEnv(), device
     if device.type == "cuda":

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from zoo.engine.distributed import launch_env
 from zoo.engine.schema import parse_override
 from zoo.errors import InputError, UserError
 
@@ -218,16 +219,12 @@ def _torch_threads(cfg) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
 def _setup_launcher(cfg) -> None:
     """mmseg's ``--launcher`` from torchrun's environment; on CPU the gloo process group is started here."""
     import torch
     import torch.distributed as dist
 
-    if _world_size() <= 1:
+    if not launch_env().distributed:
         cfg.launcher = "none"
         return
     cfg.launcher = "pytorch"
@@ -263,13 +260,9 @@ class SegTrainResult:
     picture: Path | None = None  # image | ground truth | prediction of a few validation images (None: no validation)
 
 
-def _main_process() -> bool:
-    return os.environ.get("RANK", "0") in ("0", "")
-
-
 def _draw_predictions(runner, dataset, path: Path, num_images: int, title: str) -> Path | None:
     """The prediction grid of :func:`zoo.engine.seg_vis.save_prediction_grid` (main process only)."""
-    if num_images <= 0 or not _main_process():
+    if num_images <= 0 or not launch_env().is_main:
         return None
     from zoo.engine.seg_vis import save_prediction_grid
 
@@ -450,7 +443,7 @@ def eval_cli(argv: Sequence[str]) -> int:
                                picture=picture, vis_images=max(args.vis, 1))
     except _SEG_ERRORS as e:
         raise _as_user_error(e) from e
-    if not _main_process():
+    if not launch_env().is_main:
         return 0
     if picture is not None:
         print(f"predictions (image | ground truth | prediction): {picture}")

@@ -23,7 +23,7 @@ OpenCV) on scikit-image's photographs at x2 / x3 / x4: |dPSNR| <= 1e-12 dB, |dSS
 
 Inference (HAT's ``HATModel.pre_process`` / ``tile_process`` / ``post_process``):
 
-* :func:`pad_to_multiple` reflect-pads the right / bottom of the LR input to a multiple of the window;
+* :func:`sr_inference` reflect-pads the right / bottom of the LR input to a multiple of the window;
 * :func:`tiled_forward` runs the model on ``tile x tile`` pieces of the input, each read with ``overlap`` extra
   pixels of context on every side (clipped at the image border), and pastes the centre of each output: a model
   whose receptive field reaches at most ``overlap`` pixels gives exactly the untiled output; beyond that (HAT's
@@ -41,9 +41,10 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from zoo.errors import InputError
+from zoo.layers.backbone import pad_to_multiple
 
 __all__ = [
-    "Bicubic", "bt601_luma", "evaluate_sr", "pad_to_multiple", "psnr", "quantize", "sr_inference", "sr_metrics", "ssim",
+    "Bicubic", "bt601_luma", "evaluate_sr", "psnr", "quantize", "sr_inference", "sr_metrics", "ssim",
     "ssim_window", "tiled_forward",
 ]
 
@@ -141,20 +142,6 @@ def sr_metrics(sr: torch.Tensor, hr: torch.Tensor, scale: int, test_y_channel: b
     return dict(psnr=psnr(sr, hr, scale, test_y_channel), ssim=ssim(sr, hr, scale, test_y_channel))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad the bottom / right of ``(B, C, H, W)`` to multiples of ``multiple``; returns (padded, (pad_h, pad_w))."""
-    if multiple < 1:
-        raise InputError(f"multiple must be >= 1, got {multiple}")
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-    if mode == "reflect" and ((pad_h and pad_h >= h) or (pad_w and pad_w >= w)):
-        raise ValueError(f"a {h}x{w} input cannot be reflect-padded to a multiple of {multiple}: the pads {pad_h}, "
-                         f"{pad_w} must be smaller than the sides")
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    return x, (pad_h, pad_w)
-
-
 @torch.no_grad()
 def tiled_forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile: int,
                   overlap: int = 32) -> torch.Tensor:
@@ -200,7 +187,7 @@ def sr_inference(model: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor
     """
     lr = _as_batch(lr, "lr")
     h, w = lr.shape[-2:]
-    x, _ = pad_to_multiple(lr, window_size)
+    x = pad_to_multiple(lr, window_size, mode="reflect")
     out = tiled_forward(model, x, scale, tile, overlap) if tile else model(x)
     return out[..., :h * scale, :w * scale]
 

@@ -103,15 +103,20 @@ def pad_to_multiple(
         x: torch.Tensor,
         multiple: Union[int, Tuple[int, int]],
         channels_last: bool = False,
+        mode: str = 'constant',
 ) -> torch.Tensor:
-    """Zero-pad the spatial dims of an NCHW (or, with `channels_last`, NHWC) map at the bottom / right to multiples
-    of `multiple`; `x` itself when they already are."""
+    """Pad the spatial dims of an NCHW (or, with `channels_last`, NHWC) map at the bottom / right to multiples of
+    `multiple`: zeros, or mirrored pixels with ``mode='reflect'`` (NCHW; HAT's test-time padding, which needs each
+    pad smaller than its side); `x` itself when they already are multiples."""
     mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
     pad_b, pad_r = (mh - H % mh) % mh, (mw - W % mw) % mw
     if not (pad_b or pad_r):
         return x
-    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b))
+    if mode == 'reflect' and (channels_last or pad_b >= H or pad_r >= W):
+        raise InputError(f'a {H}x{W} input cannot be reflect-padded to a multiple of {multiple}: the pads {pad_b}, '
+                         f'{pad_r} must be smaller than the sides{" (and the map NCHW)" if channels_last else ""}')
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b) if channels_last else (0, pad_r, 0, pad_b), mode=mode)
 
 
 _CONTAINERS = ('state_dict', 'model', 'model_ema', 'state_dict_ema')
