@@ -321,12 +321,14 @@ def _constexpr_summary(launch: _plans.Launch) -> str:
 
 
 def run(sources: Iterable[Source], archs: Iterable[int], dtypes: Iterable[str], *, per_kernel: int | None = None,
-        log: Any = None) -> list[dict[str, Any]]:
+        kernels: Iterable[str] | None = None, log: Any = None) -> list[dict[str, Any]]:
     """Collect, replay and compile; one row per distinct compiled kernel version (per arch and dtype label).
 
     ``per_kernel``: compile at most this many versions of each kernel per (arch, dtype) -- the default tier's
-    subset (the first versions met, in source order).
+    subset (the first versions met, in source order). ``kernels``: compile only kernels whose name contains one of
+    these strings (a quick look at a few kernels while tuning their plans).
     """
+    wanted = tuple(kernels) if kernels else None
     sources, archs, dtypes = list(sources), list(archs), list(dtypes)
     saved_precision = torch.get_float32_matmul_precision()
     rows: dict[tuple, dict[str, Any]] = {}
@@ -346,6 +348,8 @@ def run(sources: Iterable[Source], archs: Iterable[int], dtypes: Iterable[str], 
                 for name, args, origin in calls:
                     for launch in launches_for(name, args, arch):
                         kname = launch.kernel.fn.__name__
+                        if wanted is not None and not any(part in kname for part in wanted):
+                            continue
                         options, signature, constexprs, attrs = _kernel_key(launch, arch)
                         key = (arch, label, kname, _freeze(signature), repr(sorted(constexprs.items())),
                                repr(sorted(attrs.items())), launch.plan)
@@ -399,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, nargs=2, help="input H W for --models instead of their default")
     parser.add_argument("--recipes", action="store_true", help="also every recipe's sizes")
     parser.add_argument("--per-kernel", type=int, help="at most this many versions per kernel, arch and dtype")
+    parser.add_argument("--kernels", nargs="*", help="only kernels whose name contains one of these")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.recipes:
         sources += recipe_sources()
     rows = run(sources, args.arch or [90], args.dtypes.split(","), per_kernel=args.per_kernel,
-               log=None if args.quiet else sys.stderr)
+               kernels=args.kernels, log=None if args.quiet else sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(rows=rows, summary=summary(rows)), indent=1))
     for key, entry in summary(rows).items():

@@ -25,9 +25,10 @@ Kernel design
   and the two log-sum-exps, (B, heads, a) and (B, heads, N) fp32, are kept for the backward.
 * Backward: stage 2 first (it produces dV_A), then stage 1, each one launch that recomputes P from the saved lse
   and takes ``delta = rowsum(dO * out)`` from its own tiles (no preprocessing kernel):
-  - stage 2 (few keys), ``_biased_attention_bwd_kernel``: one program per (b, head, query block) holding all
-    agents in one tile; dq is complete there and stored; dk / dv (the agents' and V_A's gradients, a x D per
-    image) are fp32 atomic adds when there are several query blocks.
+  - stage 2 (few keys), ``_biased_attention_bwd_kernel``: one program per (b, head, query block) looping over
+    the agents in key tiles (one tile in the interpreter; at most 128 agents per tile on a GPU, where a 256-agent
+    tile is over sm_80's shared memory in fp32 and spills); dq is complete there and stored; dk / dv (the
+    agents' and V_A's gradients, a x D per image) are fp32 atomic adds when there are several query blocks.
   - stage 1 (many keys), ``_biased_attention_bwd_kv_kernel``: one program per (b, head, block of 64 keys),
     looping over the agent blocks (one for a <= 256); dk / dv of its keys are complete and stored, the agents'
     share dq is an fp32 atomic add into a (B, a, heads, D) buffer. Parallel over N, as the forward's splits.
@@ -317,18 +318,20 @@ def _num_splits(programs: int, key_tiles: int, target: Target) -> int:
     return max(1, min(wanted, key_tiles // _MIN_TILES_PER_SPLIT))
 
 
-def _bwd_plan(m: int, n: int, tile_elements: int = _TILE_ELEMENTS) -> tuple[bool, int, int]:
+def _bwd_plan(m: int, n: int, tile_elements: int = _TILE_ELEMENTS, max_keys: int = _MAX_TILE
+              ) -> tuple[bool, int, int]:
     """(key_parallel, BLOCK_M, BLOCK_N) of the backward.
 
     Many keys (stage 1: a few agents over N tokens): parallel over 64-key blocks, all agents of a block in up to
     256-row tiles, dk / dv stored, dq (the agents' share) by fp32 atomics. Few keys (stage 2: N tokens over a
-    <= 256 agents, which fit one tile): parallel over query blocks, dq stored, dk / dv (the agents' and V_A's
-    gradients) by fp32 atomics when there are several query blocks.
+    <= 256 agents): parallel over query blocks, the agents in key tiles of at most ``max_keys``, dq stored, dk /
+    dv (the agents' and V_A's gradients) by fp32 atomics when there are several query blocks.
     """
     if n > _MAX_TILE:
         block_m = min(_MAX_TILE, dot_block(m))
         return True, block_m, max(16, min(64, tile_elements // block_m))
-    return (False, *_fwd_blocks(m, n, tile_elements))
+    block_n = min(dot_block(n), max_keys)
+    return False, min(128, dot_block(m), max(16, tile_elements // block_n)), block_n
 
 
 def _num_warps(block_m: int, block_n: int) -> int:
@@ -369,11 +372,17 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
     splits = _num_splits(batch_heads * m_blocks, key_tiles, target)
     split_len = triton.cdiv(key_tiles, max(1, splits)) * block_n
     splits = max(1, triton.cdiv(n, split_len))
-    key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, tile_elements)
+    if target.interpret:
+        key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, tile_elements)
+    else:
+        # Agent-DeiT's 196 agents: one (16, 256) key tile needs 172 KB of shared memory in exact fp32 (sm_80
+        # has 163 KB, sm_86 99 KB) and spills 1.1-6.3 KB in bf16; (16, 128) tiles need 36-90 KB and spill
+        # 0.1-0.5 KB at 8 warps (ptxas, sm_80 / sm_86). (32, 128) spills twice that, 4 warps ten times.
+        key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, 2048 if n > 64 else tile_elements, max_keys=128)
     # The forward streams key tiles (stage 1: thousands of keys): two stages overlap the next tile's load.
     fwd_stages = 2 if key_tiles > 1 and not exact else 1
     # fp32 operands take twice the registers of 16-bit ones: 8 warps for the backward's tiles.
-    bwd_warps = 8 if dtype == torch.float32 and not target.interpret else _num_warps(bwd_m, bwd_n)
+    bwd_warps = 8 if (dtype == torch.float32 or bwd_n >= 128) and not target.interpret else _num_warps(bwd_m, bwd_n)
     return AgentPlan(
         (block_m, block_n), splits, split_len, key_parallel, (bwd_m, bwd_n), dot_block(head_dim),
         KernelPlan(_num_warps(block_m, block_n), fwd_stages), KernelPlan(bwd_warps, 1),

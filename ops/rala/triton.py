@@ -403,8 +403,13 @@ def rala_bwd_kv_kernel(
     scale, N, NH, D, TILES_PER_SPLIT,
     HAS_ROPE: tl.constexpr, ROPE_GRAD: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    STATE_IN_LOOP: tl.constexpr,
 ):
-    """Key side: dk, dv (strides ``stride_x*``), the chunk's partial dqbar and the key-side table gradients."""
+    """Key side: dk, dv (strides ``stride_x*``), the chunk's partial dqbar and the key-side table gradients.
+
+    ``STATE_IN_LOOP``: read dKV inside the token loop, right before each dot, instead of keeping it live over the
+    loop: the dots' operand copies in shared memory then no longer live at the same time (a 128 x 128 fp32
+    state is 64 KB per copy; see :func:`launch_plan`)."""
     i_bh, i_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i_b, i_h = i_bh // NH, i_bh % NH
     k += i_b * stride_kb + i_h * stride_kh
@@ -416,7 +421,8 @@ def rala_bwd_kv_kernel(
     ptrs, vmask = _vec_ptrs(qbar_state + i_bh * D, D, BLOCK_D)
     qbar = tl.load(ptrs, mask=vmask, other=0.0)
     lse = tl.load(lse_state + i_bh)
-    dkv = tl.load(dkv_sum + i_bh * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :])
+    dkv_ptrs = dkv_sum + i_bh * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :]
+    dkv = tl.load(dkv_ptrs)
     dks = tl.load(dks_sum + i_bh * BLOCK_D + offs)
     # sum_j w_j gw_j, the softmax-backward centring, from the states alone.
     centre = tl.sum(tl.sum(kv * dkv, axis=1), axis=0) + tl.sum(ks * dks, axis=0)
@@ -430,14 +436,19 @@ def rala_bwd_kv_kernel(
         rk = _rope(phk, sin_t, cos_t, HAS_ROPE, BLOCK_N, BLOCK_D)
         w = tl.where(valid, tl.exp(tl.sum(phk * qbar[None, :], axis=1) * scale - lse), 0.0)
         vt = _load(v, offs_n, offs_d, mask, stride_vn, stride_vd)
-        dkv_v = dot(vt, tl.trans(dkv), UPCAST_DOT, DOT_PRECISION)  # (dKV v_j)^T per row
+        dkv_t = dkv
+        if STATE_IN_LOOP:
+            dkv_t = tl.load(dkv_ptrs)
+        dkv_v = dot(vt, tl.trans(dkv_t), UPCAST_DOT, DOT_PRECISION)  # (dKV v_j)^T per row
         gw = tl.sum(rk * dkv_v, axis=1) + tl.sum(phk * dks[None, :], axis=1)
         ds = w * (gw - centre) * scale
         drk = w[:, None] * dkv_v
         dphk = _rope_t(drk, sin_t, cos_t, HAS_ROPE, BLOCK_N, BLOCK_D) + w[:, None] * dks[None, :] \
             + ds[:, None] * qbar[None, :]
         _store(dk, dphk * tl.where(kt > 0, 1.0, phk), offs_n, offs_d, mask, stride_xn, stride_xd)
-        dvt = w[:, None] * dot(rk, dkv, UPCAST_DOT, DOT_PRECISION)
+        if STATE_IN_LOOP:
+            dkv_t = tl.load(dkv_ptrs)
+        dvt = w[:, None] * dot(rk, dkv_t, UPCAST_DOT, DOT_PRECISION)
         _store(dv, dvt, offs_n, offs_d, mask, stride_xn, stride_xd)
         dqbar += tl.sum(ds[:, None] * phk, axis=0)
         if ROPE_GRAD:
@@ -458,9 +469,10 @@ def rala_bwd_dq_kernel(
     stride_tn, stride_td,
     eps, N, NH, D, TILES_PER_SPLIT,
     HAS_GATE: tl.constexpr, HAS_ROPE: tl.constexpr, ROPE_GRAD: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, STATE_IN_LOOP: tl.constexpr,
 ):
-    """dq (strides ``stride_x*``) and the query-side table gradients, added to the key side's."""
+    """dq (strides ``stride_x*``) and the query-side table gradients, added to the key side's.
+    ``STATE_IN_LOOP``: as in :func:`rala_bwd_kv_kernel`, for KV."""
     i_bh, i_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i_b, i_h = i_bh // NH, i_bh % NH
     do += i_b * stride_dob + i_h * stride_doh
@@ -472,12 +484,21 @@ def rala_bwd_dq_kernel(
     n_start, n_end = _chunk_bounds(i_s, N, TILES_PER_SPLIT, BLOCK_N)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n, offs_d, _, mask = _tile(n0, n_end, D, BLOCK_N, BLOCK_D)
-        qt, phq, _, sin_t, cos_t, den, a = _attend(q, sin, cos, kv, ks, offs_n, offs_d, mask, stride_qn, stride_qd,
-                                                   stride_tn, stride_td, eps, HAS_ROPE, BLOCK_N, BLOCK_D,
+        kv_t = kv
+        if STATE_IN_LOOP:
+            kv_t, _ = _load_state(kv_state, ks_state, i_bh, D, BLOCK_D)
+        qt, phq, _, sin_t, cos_t, den, a = _attend(q, sin, cos, kv_t, ks, offs_n, offs_d, mask, stride_qn,
+                                                   stride_qd, stride_tn, stride_td, eps, HAS_ROPE, BLOCK_N, BLOCK_D,
                                                    DOT_PRECISION)
         _, da = _gate_grads(do, gate, offs_n, offs_d, mask, stride_don, stride_dod, stride_gn, stride_gd, HAS_GATE)
         dan = da / den[:, None]
-        drq = tl.dot(dan, tl.trans(kv), input_precision=DOT_PRECISION)
+        if STATE_IN_LOOP:
+            # KV^T read as such (a transposed view of the load above would be the same load, merged with it).
+            ptrs, mmask = _mat_ptrs(kv_state + i_bh * D * D, D, D, BLOCK_D)
+            kv_tt = tl.load(tl.trans(ptrs), mask=tl.trans(mmask), other=0.0)
+        else:
+            kv_tt = tl.trans(kv)
+        drq = tl.dot(dan, kv_tt, input_precision=DOT_PRECISION)
         dden = -tl.sum(dan * a, axis=1)
         dphq = _rope_t(drq, sin_t, cos_t, HAS_ROPE, BLOCK_N, BLOCK_D) + dden[:, None] * ks[None, :] + dqbar[None, :]
         _store(dq, dphq * tl.where(qt > 0, 1.0, phq), offs_n, offs_d, mask, stride_xn, stride_xd)
@@ -511,7 +532,8 @@ def _num_splits(num_tiles: int, batch_heads: int, target: Target) -> int:
 class RalaPlan:
     """Chunks of N (``splits`` of ``tiles_per_split`` tiles of ``block_n`` tokens; no chunk is empty), the
     channel tile and one :class:`KernelPlan` per kernel (by kernel name without ``rala_`` / ``_kernel``);
-    ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`."""
+    ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`; ``state_in_loop``: the backward kv / dq
+    kernels read their d x d state inside the token loop (``STATE_IN_LOOP``)."""
 
     splits: int
     tiles_per_split: int
@@ -520,6 +542,7 @@ class RalaPlan:
     kernels: dict
     upcast_dot: bool
     dot_precision: str
+    state_in_loop: bool = False
 
 
 _KERNELS = ("fwd_qsum", "fwd_kv", "fwd_combine", "fwd_out", "bwd_q", "bwd_combine", "bwd_kv", "bwd_dq")
@@ -532,8 +555,11 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     if not target.interpret:
         # The backward q / kv / dq kernels spill at 4 warps from head_dim 64 on, even in bf16.
         num_warps = 8
-    if exact_fp32(dtype) and not target.interpret:
+    exact = exact_fp32(dtype) and not target.interpret
+    if (exact or block_d >= 128) and not target.interpret:
         # FMA dots: a (BLOCK_N, 128) token tile against the 128 x 128 state spills at 32 tokens; 16 hold.
+        # Tensor-core dots at d = 128 (RAVLT-B / L, head_dim 96): the backward's ten-odd live (32, 128) fp32
+        # tiles next to the state spill 0.2-1 KB; (16, 128) tiles do not.
         block_n = 16
     num_tiles = max(1, triton.cdiv(n, block_n))
     splits = max(1, min(_num_splits(num_tiles, batch_heads, target), num_tiles))
@@ -541,8 +567,18 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     # One stage: the token loops' loads are small next to the (D, D) state; three stages of the backward kv / dq
     # kernels at head_dim 96 (padded to 128) need 244-256 KB of shared memory, over any GPU's limit.
     kernels = {name: KernelPlan(num_warps, 1) for name in _KERNELS}
+    if block_d >= 128 and exact:
+        # The query-side backward accumulates a 128 x 128 fp32 dKV in registers next to its token tiles: with
+        # FMA dots 8 warps spill 1.5-4 KB per thread, 16 warps 0.8 KB.
+        kernels["bwd_q"] = KernelPlan(16, 1)
+    # The backward kv / dq kernels' two dots read the d x d fp32 state in two layouts: two shared-memory copies
+    # (2 x 64 KB at d = 128) plus the token tiles' (155 KB for RAVLT-B in bf16, sm_80). Where that is over the
+    # target's limit (sm_86 / sm_89: 99 KB) the state is read inside the loop, one copy at a time (an extra
+    # L2 read of the state per token tile).
+    state_bytes = block_d * block_d * 4
+    state_in_loop = not target.interpret and not exact and 2 * state_bytes + 2 * block_n * block_d * 4 > target.smem
     return RalaPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kernels,
-                    upcast_dot, dot_precision)
+                    upcast_dot, dot_precision, state_in_loop)
 
 
 def _opt(t: Optional[torch.Tensor], q: torch.Tensor, ndim: int):
@@ -701,14 +737,16 @@ def _backward(
             k, v, sin_p, cos_p, qbar, kv, ks, lse, dkv_sum, dks_sum, dk, dv, ws_dqbar, dsin_p, dcos_p,
             *k.stride(), *v.stride(), *dk.stride(), *tab_s,
             scale, n, heads, head_dim, tps,
-            ROPE_GRAD=rope_grad, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, plan=kp["bwd_kv"], **flags,
+            ROPE_GRAD=rope_grad, UPCAST_DOT=upcast_dot, DOT_PRECISION=dot_precision, STATE_IN_LOOP=plan.state_in_loop,
+            plan=kp["bwd_kv"], **flags,
         )
         launch(
             rala_bwd_dq_kernel, grid,
             do, q, gate_p, sin_p, cos_p, kv, ks, ws_dqbar, dq, dsin_p, dcos_p,
             *do.stride(), *q.stride(), *gate_s, *dq.stride(), *tab_s,
             eps, n, heads, head_dim, tps,
-            HAS_GATE=gate is not None, ROPE_GRAD=rope_grad, DOT_PRECISION=dot_precision, plan=kp["bwd_dq"], **flags,
+            HAS_GATE=gate is not None, ROPE_GRAD=rope_grad, DOT_PRECISION=dot_precision,
+            STATE_IN_LOOP=plan.state_in_loop, plan=kp["bwd_dq"], **flags,
         )
     if rope_grad:
         return dq, dk, dv, dgate, dres, dsin_rows.sum(0).to(sin.dtype), dcos_rows.sum(0).to(cos.dtype)

@@ -4,15 +4,17 @@ The kernels are compiled with Triton's own compiler for ``GPUTarget("cuda", arch
 wrappers' real launch plans make (recorded under :func:`ops._plans.compile_target` from zoo models run on the meta
 device), and each compiled version must
 
-* fit the target's shared memory per block (``metadata.shared`` <= 227 KB on sm_90, 163 KB on sm_80: Triton
-  raises ``OutOfResources`` above it instead of launching), and
+* fit the target's shared memory per block (``metadata.shared`` <= 227 KB on sm_90, 163 KB on sm_80, 99 KB on
+  sm_86 / sm_89: Triton raises ``OutOfResources`` above it instead of launching), and
 * spill at most ``SPILL_BOUND[dtype]`` bytes per thread (``ptxas -v`` spill stores of the bundled ptxas): 1 KB
   in fp16 / bf16, 2 KB in fp32 with TF32 dots, 24 KB in fp32 with IEEE dots (FMA dots; not yet fixed).
 
 Default tier: one small model per op family at its default size, sm_90, each kernel's first version per dtype
 (fp32 with IEEE dots, fp32 with TF32 dots, bf16). ``-m slow``: every registered model at its default size and
-every recipe size (cls / sr recipes, seg backbones at their crop and at 512 x 683), sm_80 and sm_90, fp32 (IEEE
-and TF32), fp16 and bf16. The check runs in a subprocess: this process has imported triton for its interpreter.
+every recipe size (cls / sr recipes, seg backbones at their crop and at 512 x 683), sm_80, sm_86 and sm_90, fp32
+(IEEE and TF32), fp16 and bf16 (sm_89 has sm_86's shared memory and compiles to the same code as far as these
+kernels go: Ampere-style mma, no wgmma). The check runs in a subprocess: this process has imported triton for
+its interpreter.
 
 The plan tests below need no compiler: they read the plans and the launches they record.
 """
@@ -88,7 +90,7 @@ def test_default_subset_fits_sm90(default_rows):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("arch", [80, 86, 90])
 def test_every_model_and_recipe_fits(arch, tmp_path):
     """Every registered model at its default size and every recipe size, fp32 (IEEE, TF32), fp16 and bf16."""
     rows = _compile_check(tmp_path, "--arch", str(arch), "--dtypes", "fp32,tf32,fp16,bf16", "--recipes",
@@ -154,5 +156,24 @@ def test_exact_fp32_plans_shrink_the_window_backward():
             assert plan.bwd_blocks == blocks and plan.bwd.num_stages == 1
         plan = module.launch_plan(_plans.INTERPRETER, torch.float32, 30, 256, 64, 6, True)
         assert plan.bwd_blocks == (256, 16)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_agent_backward_key_tiles_fit_every_gpu():
+    """Agent-DeiT's stage 2 (196 agents as keys): the interpreter keeps them in one 256-key tile (the tested
+    single-tile path); GPU plans take 128-key tiles (a 256-key tile in exact fp32 needs 172 KB of shared memory,
+    over sm_80's 163 KB and sm_86's 99 KB) with 16 queries per tile, the best of the plans compiled."""
+    module = importlib.import_module("ops.agent_attention.triton")
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert module.launch_plan(_plans.INTERPRETER, torch.float32, 64, 197, 196, 24).bwd_blocks == (32, 256)
+        for arch in (80, 86, 90):
+            for dtype in (torch.float32, torch.bfloat16):
+                plan = module.launch_plan(_plans.GPU_TARGETS[arch], dtype, 64, 197, 196, 24)
+                assert (plan.key_parallel, plan.bwd_blocks) == (False, (16, 128)), (arch, dtype)
+        # 49 agents (Agent-PVT / Swin) still fit one tile.
+        assert module.launch_plan(_plans.GPU_TARGETS[86], torch.bfloat16, 32, 3136, 49, 2).bwd_blocks[1] == 64
     finally:
         torch.set_float32_matmul_precision(saved)

@@ -25,6 +25,7 @@ On GPU at model sizes fp32 gets atol 1e-4 / rtol 1e-3 (reference einsums from cu
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from ops import rala
 from ops._backend import empty
-from ops._plans import INTERPRETER
+from ops._plans import GPU_TARGETS, INTERPRETER
 from ops.rala.official import rala_official, rope_tables, theta_shift
 from ops.rala.reference import rala_reference
 from tests.utils import assert_close
@@ -240,6 +241,26 @@ def test_triton_split_n_matches_reference(monkeypatch, dtype):
     assert (plan.splits, plan.tiles_per_split) == (3, 2)
     qkvo, residual = make_inputs(1, 300, 2, 16, dtype=dtype, seed=6)
     check_against_reference(qkvo, residual, random_tables(300, 16), TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_triton_state_in_loop_matches_reference(monkeypatch, dtype):
+    """The backward kv / dq kernels reading their d x d state inside the token loop (the plan at d = 128 on
+    99 KB GPUs), forced in the interpreter, with table gradients (their stores sit between the state's reads)."""
+    plan_fn = triton_impl.launch_plan
+    monkeypatch.setattr(triton_impl, "launch_plan",
+                        lambda *args: dataclasses.replace(plan_fn(*args), state_in_loop=True))
+    qkvo, residual = make_inputs(2, 37, 2, 24, dtype=dtype, seed=7)
+    check_against_reference(qkvo, residual, random_tables(37, 24), TOL[dtype], table_grad=True)
+
+
+def test_state_in_loop_only_where_two_state_copies_do_not_fit():
+    """RAVLT-B's head_dim 96 (d = 128) in bf16: the state stays live over the loop on sm_80 (163 KB) and sm_90,
+    it is re-read inside the loop on sm_86 / sm_89 (99 KB); d = 64 fits everywhere; the interpreter never."""
+    for arch, expected in ((80, False), (86, True), (89, True), (90, False)):
+        assert triton_impl.launch_plan(GPU_TARGETS[arch], torch.bfloat16, 96, 3136, 8).state_in_loop == expected
+        assert not triton_impl.launch_plan(GPU_TARGETS[arch], torch.bfloat16, 64, 3136, 8).state_in_loop
+    assert not triton_impl.launch_plan(INTERPRETER, torch.bfloat16, 96, 3136, 8).state_in_loop
 
 
 def test_triton_arbitrary_strides():
