@@ -5,12 +5,13 @@ the family's converter makes of the file. Broken downloads (dead host, 404, HTML
 mismatch) must each raise one clear error and leave timm's cache without the file or a partial download."""
 from __future__ import annotations
 
-import argparse
 import http.server
+import importlib
 import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -21,47 +22,16 @@ import zoo  # noqa: F401  (registers the models)
 # the family tests import their sibling tests/models/param_counts.py as a top-level module (pytest puts that folder
 # on sys.path when it collects it; importing them from here needs it too)
 sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
-from tests.models import test_agent_cswin, test_agent_deit, test_agent_pvt, test_agent_swin, test_biformer, \
-    test_davit, test_emov2, test_hat, test_litv2, test_nat, test_ravlt  # noqa: E402
-from tests.test_safe_load import _CfgNode, _FakeModule, _yacs_config  # noqa: E402
+from tests.official_containers import save_official  # noqa: E402
 from zoo.convert import checkpoint_filter_for, load_checkpoint_file  # noqa: E402
 from zoo.weights import WeightsError, weights_notes  # noqa: E402
 
-
-def _swin_trainer(sd):  # Swin's save_checkpoint (LITv2, Agent-*): optimizer state and the pickled yacs config
-    return {"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}, "lr_scheduler": {"epoch": 1},
-            "max_accuracy": 80.0, "epoch": 299, "config": _yacs_config()}
-
-
-def _deit_trainer(sd):  # DeiT-style main.py (RAVLT): the pickled argparse Namespace
-    return {"model": sd, "optimizer": {}, "epoch": 299, "args": argparse.Namespace(model="x", lr=1e-3)}
-
-
-def _timm_trainer(sd):  # timm's CheckpointSaver (DaViT's original files)
-    return {"epoch": 300, "arch": "davit_tiny", "state_dict": sd, "args": argparse.Namespace(model="davit_tiny")}
-
-
-def _hat_official(seed=0):
-    return test_hat._to_official_layout(test_hat._tiny("hat_s_x2", seed=seed))
-
-
-# model -> (official-layout state dict, the official container, create_model kwargs); the smallest model per family
-# for which the family tests keep an official key layout (HAT: a tiny HAT-S x2, converted to the official layout)
-FAMILIES = {
-    "zoo_davit_tiny": (lambda: test_davit._official_tiny_state_dict(seed=5), _timm_trainer, {}),
-    "biformer_tiny": (lambda: test_biformer._official_tiny_state_dict(seed=5), lambda sd: {"model": sd}, {}),
-    "litv2_small": (lambda: test_litv2._official_state_dict(seed=5), _swin_trainer, {}),
-    "emo2_1m": (lambda: test_emov2._official_1m_state_dict(seed=5),
-                lambda sd: {"net": sd, "net_E": None, "optimizer": {}, "epoch": 299}, {}),
-    "ravlt_t": (lambda: test_ravlt._official_state_dict(seed=5), _deit_trainer, {}),
-    "agent_swin_t": (lambda: test_agent_swin._official_state_dict("t", seed=5), _swin_trainer, {}),
-    "agent_cswin_t": (lambda: test_agent_cswin._official_state_dict(seed=5), _swin_trainer, {}),
-    "agent_pvt_t": (lambda: test_agent_pvt._official_state_dict(seed=5), _swin_trainer, {}),
-    "agent_deit_t": (lambda: test_agent_deit._official_state_dict(seed=5), _swin_trainer, {}),
-    "dinat_s_tiny": (lambda: test_nat._official_state_dict("dinat_s_tiny", seed=5), lambda sd: sd, {}),
-    "hat_s_x2": (_hat_official, lambda sd: {"params": {k: torch.zeros_like(v) for k, v in sd.items()},
-                                            "params_ema": sd}, dict(test_hat.TINY, drop_path_rate=0.)),
-}
+# Each family's test file (tests/models/test_<family>.py for zoo/models/<family>.py) names the model it proves
+# pretrained=True on (`LOOPBACK_MODEL`) and builds that model's official file (`official_checkpoint(seed)`).
+_FAMILY_FILES = sorted(p.stem for p in Path(zoo.models.__file__).parent.glob("*.py") if p.stem != "__init__")
+_FAMILY_TESTS = {f: importlib.import_module(f"tests.models.test_{f}") for f in _FAMILY_FILES
+                 if (Path(__file__).parent / "models" / f"test_{f}.py").is_file()}
+FAMILIES = {m.LOOPBACK_MODEL: m for m in _FAMILY_TESTS.values() if hasattr(m, "LOOPBACK_MODEL")}
 
 
 class _Server:
@@ -135,20 +105,23 @@ def cache(tmp_path, monkeypatch) -> Path:
     return Path(get_cache_dir())
 
 
-def _serve(server, name: str, tmp_path: Path, seed_container=None) -> tuple[str, Path, dict]:
-    official_fn, container, _ = FAMILIES[name]
-    official = official_fn()
+def _serve(server, name: str, tmp_path: Path) -> tuple[str, Path, Any]:
+    """Serve `name`'s official file; returns its URL, the local copy and the object the file holds."""
     path = tmp_path / f"{name}_official.pth"
-    with _FakeModule("yacs.config", CfgNode=_CfgNode):  # the official trainer's yacs class, for writing only
-        torch.save((seed_container or container)(official), path)
+    official = FAMILIES[name].official_checkpoint(seed=5)[0]
+    save_official(official, path)
     server.files[f"/{name}/{path.name}"] = path.read_bytes()
     return server.url(f"/{name}/{path.name}"), path, official
+
+
+def _kwargs(name: str) -> dict:
+    return FAMILIES[name].official_checkpoint(seed=5)[1]
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_pretrained_loads_the_official_container_over_http(name, server, cache, tmp_path, one_thread):
     url, path, official = _serve(server, name, tmp_path)
-    kwargs = FAMILIES[name][2]
+    kwargs = _kwargs(name)
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(url=url), **kwargs)
     # the converter's result from the same file (the filter reads only shapes from the model)
     expected = checkpoint_filter_for(name)(load_checkpoint_file(path), model)
@@ -176,9 +149,13 @@ def test_pretrained_loads_the_official_container_over_http(name, server, cache, 
 
 def test_every_family_is_covered():
     families = {timm.models.model_entrypoint(n).__module__ for n in zoo.list_models()}
-    missing = families - {timm.models.model_entrypoint(n).__module__ for n in FAMILIES}
-    assert not missing, (f"add the smallest model of {sorted(missing)} to FAMILIES (official-layout state dict, the "
-                         f"official trainer's container): pretrained=True must be proven for every family")
+    assert families == {f"zoo.models.{f}" for f in _FAMILY_FILES}
+    missing = [f for f in _FAMILY_FILES if not hasattr(_FAMILY_TESTS.get(f), "LOOPBACK_MODEL")]
+    assert not missing, (f"tests/models/test_<family>.py of {missing} must define LOOPBACK_MODEL (the smallest model "
+                         f"with an official key layout) and official_checkpoint(seed) (its official file's object, "
+                         f"the create_model kwargs): pretrained=True must be proven for every family")
+    for f, module in _FAMILY_TESTS.items():
+        assert timm.models.model_entrypoint(module.LOOPBACK_MODEL).__module__ == f"zoo.models.{f}", f
 
 
 def _no_downloads_left(cache: Path) -> None:
@@ -243,7 +220,7 @@ def test_hosts_without_a_download(cache, monkeypatch):
     # Google Drive without gdown: says which client and how to install it; nothing downloaded
     monkeypatch.setitem(sys.modules, "gdown", None)
     with pytest.raises(WeightsError, match=r"hat_s_x2.df2k is on Google Drive .*HAT-S_SRx2.pth.*pip install gdown"):
-        timm.create_model("hat_s_x2", pretrained=True, **test_hat.TINY)
+        timm.create_model("hat_s_x2", pretrained=True, **_kwargs("hat_s_x2"))
     with pytest.raises(WeightsError, match=r"zoo_davit_tiny.msft_in1k_gdrive is on Google Drive"):
         timm.create_model("zoo_davit_tiny.msft_in1k_gdrive", pretrained=True)
     _no_downloads_left(cache)
@@ -275,10 +252,10 @@ def test_gdrive_folder_file_is_fetched_with_gdown(server, cache, tmp_path, monke
 
     monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download_folder=download_folder,
                                                                      download=download))
-    model = timm.create_model(name, pretrained=True, **FAMILIES[name][2])
+    model = timm.create_model(name, pretrained=True, **_kwargs(name))
     assert calls == [("folder", "https://drive.google.com/drive/folders/1HpmReFfoUqUbnAOQ7rvOeNU3uf_m69w0"),
                      ("file", "id-file")]
-    assert torch.equal(model.conv_first.weight, official["conv_first.weight"])
+    assert torch.equal(model.conv_first.weight, official["params_ema"]["conv_first.weight"])
     assert [p.name for p in cache.iterdir()] == ["HAT-S_SRx2.pth"]
 
 

@@ -5,50 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import sys
-import types
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.official_containers import CONTAINERS, save_official
 from zoo.convert import load_checkpoint_file
 from zoo.errors import FileError
 from zoo.safe_unpickle import PickledConfig
-
-
-class _FakeModule:
-    """Registers classes under an official module name (e.g. yacs.config) only while a test writes a file."""
-
-    def __init__(self, name: str, **classes):
-        self.name, self.classes = name, classes
-
-    def __enter__(self):
-        parts = self.name.split(".")
-        self.added = []
-        for i in range(1, len(parts) + 1):
-            mod_name = ".".join(parts[:i])
-            if mod_name not in sys.modules:
-                sys.modules[mod_name] = types.ModuleType(mod_name)
-                self.added.append(mod_name)
-        for cls_name, cls in self.classes.items():
-            cls.__module__, cls.__qualname__ = self.name, cls_name
-            setattr(sys.modules[self.name], cls_name, cls)
-        return self
-
-    def __exit__(self, *exc):
-        for mod_name in self.added:
-            del sys.modules[mod_name]
-
-
-class _CfgNode(dict):
-    """What yacs' CfgNode pickles like: a dict subclass with private flags in its __dict__."""
-
-    def __init__(self, d=None):
-        super().__init__(d or {})
-        self.__dict__["__immutable__"] = False
-        self.__dict__["__deprecated_keys__"] = set()
 
 
 def _weights(seed=0):
@@ -56,35 +22,14 @@ def _weights(seed=0):
     return OrderedDict(w=torch.randn(3, 4, generator=g), b=torch.randn(3, generator=g))
 
 
-def _yacs_config():
-    return _CfgNode({"MODEL": _CfgNode({"TYPE": "litv2", "DROP_PATH_RATE": 0.2}), "TAG": "default",
-                     "OUTPUT": "output/x", "SEEDS": [0, 1]})
-
-
-# the containers the official trainers write (Swin-style: yacs 'config'; timm / DeiT-style: argparse 'args')
-CONTAINERS = {
-    "swin_yacs": lambda sd: {"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
-                             "lr_scheduler": {"last_epoch": 3}, "max_accuracy": 82.0, "epoch": 299,
-                             "config": _yacs_config()},
-    "deit_namespace": lambda sd: {"model": sd, "model_ema": sd, "epoch": 299,
-                                  "args": argparse.Namespace(model="ravlt_t", lr=1e-3, input_size=224,
-                                                             output_dir="out")},
-    "timm_namespace": lambda sd: {"state_dict": sd, "arch": "davit_tiny", "epoch": 300,
-                                  "args": argparse.Namespace(model="davit_tiny", smoothing=0.1)},
-    "basicsr": lambda sd: {"params": sd, "params_ema": sd},
-    "flat": lambda sd: sd,
-}
-
-
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 @pytest.mark.parametrize("container", sorted(CONTAINERS))
 def test_official_containers_load_with_inert_configs(container, legacy, tmp_path):
     sd = _weights()
     path = tmp_path / "ckpt.pth"
-    with _FakeModule("yacs.config", CfgNode=_CfgNode):
-        torch.save(CONTAINERS[container](sd), path, _use_new_zipfile_serialization=not legacy)
+    save_official(CONTAINERS[container](sd), path, legacy=legacy)
     out = load_checkpoint_file(path)
-    inner = out.get("model", out.get("state_dict", out.get("params_ema", out)))
+    inner = next((out[k] for k in ("model", "state_dict", "params_ema", "net") if k in out), out)
     assert inner.keys() == sd.keys() and all(torch.equal(inner[k], sd[k]) for k in sd)
     if "config" in out:  # the yacs node: a plain OrderedDict of its values, nested nodes too
         assert type(out["config"]) is OrderedDict and out["config"]["MODEL"]["DROP_PATH_RATE"] == 0.2

@@ -21,6 +21,7 @@ the agent biases (the bias maps' resizing itself is tested in tests/ops/test_age
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from tests.utils import assert_close
 from zoo.models.agent_deit import AgentDeiT, checkpoint_filter_fn
@@ -192,3 +194,13 @@ def test_bad_arguments():
         AgentDeiT(agent_layer=13)
     with pytest.raises(ValueError, match="global_pool must be 'token', 'avg' or ''"):
         AgentDeiT(global_pool='max')
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'agent_deit_t'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['swin_yacs'](_official_state_dict(seed=seed)), {}

@@ -24,6 +24,7 @@ The bias maps' resizing itself is tested in tests/ops/test_agent_attention.py.
 """
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from tests.utils import assert_close
 from zoo.layers.agent import resize_agent_bias
@@ -154,3 +156,13 @@ def test_bad_arguments():
         AgentPVT(depths=(2, 2, 2))
     with pytest.raises(ValueError, match='not a multiple of num_heads 3'):
         AgentPVT(num_heads=(1, 3, 5, 8))
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'agent_pvt_t'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['swin_yacs'](_official_state_dict(seed=seed)), {}

@@ -28,6 +28,7 @@ window, where the classification code (the checkpoints') does not shift and the 
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from ops.window_attention.reference import relative_position_bias
 from timm.models.swin_transformer import SwinTransformerBlock
@@ -411,3 +413,13 @@ def test_bad_configuration_errors():
         timm.create_model('agent_swin_t', attn_type='AAB', device='meta')
     with pytest.raises(ValueError, match='agent_grids'):
         timm.create_model('agent_swin_t', agent_grids=((3, 3),), device='meta')
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'agent_swin_t'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['swin_yacs'](_official_state_dict('t', seed=seed)), {}

@@ -34,6 +34,7 @@ import math
 import re
 import tokenize
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from zoo.models import biformer as zoo_biformer
 from zoo.models.biformer import checkpoint_filter_fn
@@ -424,3 +426,13 @@ def test_drop_path_follows_the_official_schedule():
             assert len(probs) == 1
             rates.append(probs.pop())
     assert rates == pytest.approx(torch.linspace(0, 0.15, 30).tolist())
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'biformer_tiny'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['model'](_official_tiny_state_dict(seed=seed)), {}

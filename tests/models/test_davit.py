@@ -9,6 +9,7 @@ a perturbed official model through `checkpoint_filter_fn` matched the official f
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch.nn as nn
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 import zoo.models.davit as davit_module
 from timm.models.davit import checkpoint_filter_fn as timm_checkpoint_filter_fn
@@ -336,3 +338,13 @@ def test_triton_backend_matches_reference_through_the_model(monkeypatch):
     assert _max_diff(ref_out, tri_out) <= 1e-4 * ref_out.abs().max().item()
     for name, g in ref_grads.items():
         assert torch.allclose(tri_grads[name], g, atol=1e-4 * g.abs().max().item() + 1e-6, rtol=1e-3), name
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'zoo_davit_tiny'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['timm_namespace'](_official_tiny_state_dict(seed=seed)), {}

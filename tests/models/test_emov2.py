@@ -16,6 +16,7 @@ dw_act_layer='gelu').forward_intermediates to <= 1.2e-7 at 512x512 and 512x683; 
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from zoo.models import emov2 as zoo_emov2
 from zoo.models.emov2 import WindowGridAttention, checkpoint_filter_fn
@@ -318,3 +320,13 @@ def test_gpu_triton_matches_reference(name, size):
     torch.testing.assert_close(got[0], want[0], atol=1e-4, rtol=1e-3)
     for g, w in zip(got[1], want[1]):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-3)
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'emo2_1m'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['emo_net'](_official_1m_state_dict(seed=seed)), {}

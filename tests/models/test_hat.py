@@ -27,6 +27,7 @@ parameter perturbed by N(0, 0.02), wrapped in BasicSR's container (``params`` de
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from param_counts import PARAM_COUNTS as COLLECTED_PARAM_COUNTS
 from ops.overlapping_window_attention.official import table_from_official as ocab_table_from_official
@@ -391,3 +393,13 @@ def test_convert_export_and_local_dir_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
     assert 'task: super-resolution' in model.pretrained_cfg['notes']
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'hat_s_x2'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['basicsr'](_to_official_layout(_tiny('hat_s_x2', seed=seed))), dict(TINY, drop_path_rate=0.)

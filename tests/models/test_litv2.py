@@ -25,6 +25,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from zoo.models import litv2 as zoo_litv2
 from zoo.models.litv2 import LITv2, checkpoint_filter_fn
@@ -303,3 +305,13 @@ def test_classification_at_384_and_odd_sizes():
     model = timm.create_model('litv2_small', num_classes=7, device='meta').eval()
     for size in ((384, 384), (250, 300), (33, 65)):
         assert model(torch.empty(2, 3, *size, device='meta')).shape == (2, 7)
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'litv2_small'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['swin_yacs'](_official_state_dict(seed=seed)), {}

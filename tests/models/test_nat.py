@@ -27,6 +27,7 @@ difference| (max |logit| ~0.7-1.7):
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from tests.ops.test_neighborhood_attention import naive_fp64
 from zoo.models import nat as zoo_nat
@@ -295,3 +297,13 @@ def test_gpu_triton_backend_matches_reference(name):
     torch.testing.assert_close(results['triton'][0], results['reference'][0], atol=1e-4, rtol=1e-3)
     for n, g in results['reference'][1].items():
         torch.testing.assert_close(results['triton'][1][n], g, atol=1e-4 * g.abs().max().item(), rtol=1e-3, msg=n)
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'dinat_s_tiny'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['flat'](_official_state_dict('dinat_s_tiny', seed=seed)), {}

@@ -24,6 +24,7 @@ tests/ops/test_rala.py).
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 import ops
 import timm
+from tests.official_containers import CONTAINERS
 import zoo  # noqa: F401  (registers the zoo models)
 from zoo.models import ravlt as zoo_ravlt
 from zoo.models.ravlt import checkpoint_filter_fn, rope_tables
@@ -262,3 +264,13 @@ def test_pooling_can_only_be_disabled_without_classifier():
         model.reset_classifier(3)
     model.reset_classifier(3, 'avg')
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+# pretrained=True for this family (tests/test_pretrained_loopback.py): the smallest model with an official key layout,
+# its official weights in the container the official trainer saves, served over 127.0.0.1
+LOOPBACK_MODEL = 'ravlt_t'
+
+
+def official_checkpoint(seed: int) -> tuple[Any, dict[str, Any]]:
+    """The official file's object for `LOOPBACK_MODEL` (random weights) and the create_model kwargs it needs."""
+    return CONTAINERS['deit_namespace'](_official_state_dict(seed=seed)), {}
