@@ -25,7 +25,7 @@ neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` t
 * Forward (``neighborhood_attention_2d_fwd_kernel``): one program per (b, head, dilation group, query tile);
   writes out and lse (fp32, (B, H, W, heads)).
 * Backward, FlashAttention-2's split (deterministic dq / dk / dv, no atomics for them, no fp32 dq buffer):
-  ``neighborhood_attention_2d_bwd_dq_kernel`` -- per query tile, as the forward: delta = rowsum(dO * out)
+  ``neighborhood_attention_2d_bwd_dq_kernel`` -- per (4 x 8) query tile, as the forward: delta = rowsum(dO * out)
   (stored for the second kernel), P recomputed from lse, dq, and the bias gradient;
   ``neighborhood_attention_2d_bwd_dkdv_kernel`` -- per key tile, looping over the region of queries that can
   see it: dk and dv.
@@ -36,8 +36,9 @@ neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` t
   a (2kh-1, 2kw-1) fp32 partial per program. Each program stores its partial (no atomics); the wrapper sums
   them over batch and programs (a fixed-order torch reduction) and casts to the table's dtype. Before this,
   one fp32 atomic per in-window (query, key) pair: B * heads * H * W * kh * kw of them (39 M onto 338
-  addresses for a DiNAT-T stage-1 layer at batch 128); now B * heads * programs partials (12544 x 169 fp32
-  stores, 8.5 MB, for the same layer) and no atomic.
+  addresses for a DiNAT-T stage-1 layer at batch 128); now no atomic and B * heads * programs partials of
+  169 fp32 for that layer: 25088 (17 MB, dilation 1: 14 x 7 tiles) or 32768 (22 MB, dilation 8: 64 groups of
+  2 x 1 tiles), plain stores, a transient buffer next to the 51 MB of its bf16 q.
 * Compiles: kernel size, tiles and dtypes are compile-time constants; the map size, dilation and tile counts
   are runtime arguments excluded from Triton's integer specialisation (``_MAP_ARGS``), so new image sizes and
   dilations reuse the compiled kernels (``tests/ops/test_na_recompiles.py`` counts them).
@@ -45,8 +46,8 @@ neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` t
 Precision: fp32 accumulation everywhere; dot operands in the input dtype (P and dS rounded to it before their
 dots, as in FlashAttention); fp32 inputs use IEEE fp32 dots unless torch allows TF32. The bias gradient bins
 fp32 dS with TF32 one-hot dots (dS rounded to 10 mantissa bits, no coarser than the rounding to fp16 / bf16 of
-dS for dq and dk; 3xTF32 would keep ~fp32 but spills 592 B per thread in bf16 on sm_90), IEEE dots under exact
-fp32. Softmax in base 2 with log2(e) folded into the scale; lse stored in natural-log units.
+dS for dq and dk; 3xTF32 would keep ~fp32 but spills), IEEE dots under exact fp32. Softmax in base 2 with
+log2(e) folded into the scale; lse stored in natural-log units.
 
 Determinism: out, dq, dk, dv and d(rpb) are deterministic (no atomics).
 """
@@ -72,6 +73,11 @@ __all__ = ["neighborhood_attention_2d_triton"]
 # 8 x 8 = 64 queries (or keys) per tile: one tensor-core tile, and a 14 x 14 key region for 7 x 7 windows.
 _TILE = (8, 8)
 _BLOCK_N = 64
+# The dq kernel's query tile (and key block): 4 x 8 = 32 queries. Its 32 x 32 score tiles and bias binning fit 4
+# warps without spills in every dtype on sm_80 / sm_90 (8 x 8 tiles at 8 warps spill 12-204 B: 255 registers), and
+# the thinner tile wastes fewer key blocks: 6 blocks of 32 keys per 7 x 7 region (10 x 14) instead of 4 of 64
+# (14 x 14, padded to 16 x 16), 192 instead of 256 (query, key) pairs per query; 384 instead of 576 for 11 x 11.
+_DQ_TILE = (4, 8)
 # The kernels' map-size and dilation arguments: not specialised (Triton would compile a new kernel version when one
 # becomes 1 or a multiple of 16), so a new image size or dilation reuses the compiled kernels.
 _MAP_ARGS = ("H", "W", "TILES_Y", "TILES_X", "DH", "DW")
@@ -371,11 +377,13 @@ def _grid(q: torch.Tensor, dh: int, dw: int, tile: tuple[int, int]) -> tuple[tup
 
 @dataclasses.dataclass(frozen=True)
 class NeighborhoodPlan:
-    """Query tile (``tile``: rows x columns of the map), key tile length, channel tile and launch options of the
-    forward and the two backward kernels; ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`;
-    ``rpb_precision``: input precision of the fp32 one-hot dots that bin dS for the bias gradient."""
+    """Query tile (``tile``: rows x columns of the map; ``dq_tile`` for the dq kernel, whose key blocks have the
+    same shape), key tile length, channel tile and launch options of the forward and the two backward
+    kernels; ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`; ``rpb_precision``: input
+    precision of the fp32 one-hot dots that bin dS for the bias gradient."""
 
     tile: tuple[int, int]
+    dq_tile: tuple[int, int]
     block_n: int
     block_d: int
     fwd: KernelPlan
@@ -389,14 +397,19 @@ class NeighborhoodPlan:
 def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> NeighborhoodPlan:
     """The launch plan for a head dimension of ``head_dim``."""
     upcast_dot, dot_precision = dot_options(dtype, target)
-    # 4 warps spill in the forward and dq kernels even in bf16 (none at 8); FMA dots (exact fp32) need 8 in all
-    # three. The forward streams the query tile's key region (four 64-key tiles for 7 x 7 windows).
+    # Chosen by the compile check (ptxas -v, sm_80 and sm_90, every NAT / DiNAT model and recipe size; head_dim 32,
+    # 7 x 7 and 11 x 11 kernels): zero spills in fp16 / bf16 / TF32 and exact fp32 with these plans.
+    # Forward: 8 warps (4 spill in bf16); it streams the query tile's key region (four 64-key tiles for 7 x 7).
+    # dq: 4 x 8 tiles at 4 warps (see _DQ_TILE). dk / dv: 4 warps for 16-bit inputs, 8 for fp32 (TF32 or FMA
+    # dots: 4 warps spill 16 B in TF32 on sm_90). One pipeline stage but in the 16-bit / TF32 forward.
     exact = exact_fp32(dtype)
     # The bias-gradient binning multiplies fp32 dS by exact 0 / 1: TF32 rounds dS to 10 mantissa bits (what the
-    # dq / dk dots do to it, or finer); exact fp32 keeps IEEE (FMA) dots.
+    # dq / dk dots do to it, or finer; 3xTF32 would keep ~fp32 but spills 28-232 B); exact fp32 keeps IEEE dots.
     rpb_precision = "ieee" if dot_precision == "ieee" else "tf32"
-    return NeighborhoodPlan(_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(8, 1 if exact else 2), KernelPlan(8, 1),
-                            KernelPlan(8 if exact else 4, 1), upcast_dot, dot_precision, rpb_precision)
+    return NeighborhoodPlan(
+        _TILE, _DQ_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(8, 1 if exact else 2), KernelPlan(4, 1),
+        KernelPlan(8 if dtype == torch.float32 else 4, 1), upcast_dot, dot_precision, rpb_precision,
+    )
 
 
 def _rpb_args(q: torch.Tensor, rpb: Optional[torch.Tensor]):
@@ -473,28 +486,29 @@ def _backward(
     delta = empty(batch, h, w, heads, device=q.device, dtype=torch.float32)
     plan = launch_plan(device_target(q.device), q.dtype, head_dim)
     grid, tiles_y, tiles_x = _grid(q, dh, dw, plan.tile)
+    dq_grid, dq_tiles_y, dq_tiles_x = _grid(q, dh, dw, plan.dq_tile)
     # One fp32 (2kh-1, 2kw-1) bias-gradient partial per dq program, every one written by its program (no atomics),
     # summed here over batch and programs in a fixed order: a deterministic d(rpb).
-    partials = empty(batch, heads, grid[0], 2 * kh - 1, 2 * kw - 1, device=q.device, dtype=torch.float32) \
+    partials = empty(batch, heads, dq_grid[0], 2 * kh - 1, 2 * kw - 1, device=q.device, dtype=torch.float32) \
         if rpb_grad else lse
     rpb_ptr, rpb_strides = _rpb_args(q, rpb)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *rpb_strides)
     common = dict(
-        KH=kh, KW=kw, HAS_RPB=rpb is not None, TH=plan.tile[0], TW=plan.tile[1], BLOCK_D=plan.block_d,
-        UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision,
+        KH=kh, KW=kw, HAS_RPB=rpb is not None, BLOCK_D=plan.block_d, UPCAST_DOT=plan.upcast_dot,
+        DOT_PRECISION=plan.dot_precision,
     )
-    args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim, tiles_y, tiles_x, dh, dw)
+    args = (scale * 1.4426950408889634, scale, h, w, heads, head_dim)
     with on_device(q):
         launch(
-            neighborhood_attention_2d_bwd_dq_kernel, grid,
-            q, k, v, out, do, lse, delta, rpb_ptr, dq, partials, *strides, *args,
-            RPB_GRAD=rpb_grad, BLOCK_RY=dot_block(2 * kh - 1), BLOCK_RX=dot_block(2 * kw - 1),
-            RPB_PRECISION=plan.rpb_precision, plan=plan.bwd_dq, **common,
+            neighborhood_attention_2d_bwd_dq_kernel, dq_grid,
+            q, k, v, out, do, lse, delta, rpb_ptr, dq, partials, *strides, *args, dq_tiles_y, dq_tiles_x, dh, dw,
+            RPB_GRAD=rpb_grad, TH=plan.dq_tile[0], TW=plan.dq_tile[1], BLOCK_RY=dot_block(2 * kh - 1),
+            BLOCK_RX=dot_block(2 * kw - 1), RPB_PRECISION=plan.rpb_precision, plan=plan.bwd_dq, **common,
         )
         launch(
             neighborhood_attention_2d_bwd_dkdv_kernel, grid,
-            q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, BLOCK_M=plan.block_n, plan=plan.bwd_dkdv,
-            **common,
+            q, k, v, do, lse, delta, rpb_ptr, dk, dv, *strides, *args, tiles_y, tiles_x, dh, dw,
+            TH=plan.tile[0], TW=plan.tile[1], BLOCK_M=plan.block_n, plan=plan.bwd_dkdv, **common,
         )
     if not rpb_grad:
         return dq, dk, dv, torch.zeros((0,), device=q.device, dtype=torch.float32)
