@@ -38,7 +38,9 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,14 +148,17 @@ def plan(dry_run: bool) -> dict[str, list[tuple[str, str]]]:
 
 def _tests(settings: Settings, budget: Budget) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
-    if settings.dry_run:
-        cmd += ["--collect-only", "-n", "0"]
+    cmd += ["--collect-only", "-n", "0"] if settings.dry_run else ["--durations=10"]  # the slowest, for the budget
     t0 = time.monotonic()
+    # its own process group, so that the deadline also stops pytest-xdist's workers (they hold the GPU)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(budget.left(), 1.0))
-        out, rc, timed_out = proc.stdout + proc.stderr, proc.returncode, False
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out, _ = proc.communicate(timeout=max(budget.left(), 1.0))
+        rc, timed_out = proc.returncode, False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
         rc, timed_out = None, True
     lines = [ln for ln in out.strip().splitlines() if ln.strip()]
     summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|error|skipped|tests? collected|"

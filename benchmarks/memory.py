@@ -42,6 +42,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from benchmarks.harness import environment
+
 __all__ = ["FAMILIES", "FORMULATIONS", "Family", "StepCounter", "StepMemory", "format_table", "main",
            "measure_step", "run"]
 
@@ -297,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or any(s < 1 for s in sides):
         parser.error(f"--batch and --sizes must be positive, got {args.batch} and {sides}")
     rows = run(families, sides, dtype=DTYPES[args.dtype], batch=args.batch, log=lambda s: print(s, file=sys.stderr))
-    table = format_table(rows)
+    env = environment(torch.device("meta"))
+    table = (f"`python -m benchmarks.memory {' '.join(sys.argv[1:] if argv is None else argv)}` at commit "
+             f"`{env['git_commit']}` (torch {env['torch']}, timm {env['timm']}, {env['date']}): one training step, "
+             f"{args.dtype}, batch {args.batch}, MiB.\n\n" + format_table(rows))
     print(table)
     if args.out:
         with open(args.out, "w") as f:
