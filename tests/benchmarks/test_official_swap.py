@@ -76,3 +76,24 @@ def test_adapters_match_ops_on_paths_the_small_models_miss():
     got = OFFICIAL["window_attention"][1](q, k, v, (2, 4), bias_table=table)
     torch.testing.assert_close(got, ops.window_attention(q, k, v, (2, 4), bias_table=table, backend="reference"),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nat_mini", "biformer_tiny"])
+def test_swap_gradients_match_zoo(name):
+    """The backward through the official formulations gives the zoo's parameter gradients (what the memory
+    benchmark's official step differentiates)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, img_size=64).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    zoo_grads = grads()
+    with official_formulation() as calls:
+        official_grads = grads()
+    assert calls and zoo_grads.keys() == official_grads.keys()
+    for n, g in zoo_grads.items():
+        torch.testing.assert_close(official_grads[n], g, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name} {n}: {m}")
