@@ -3,7 +3,7 @@
     python -m benchmarks.gpu [--out-dir benchmarks/results] [--budget 450]
     python -m benchmarks.gpu --dry-run [--out-dir DIR]      # CPU: the whole plan on tiny shapes, 1 iteration
 
-Three sections, run in this order, each with its share of the time budget (:data:`SECTIONS`):
+Four sections, run in this order, each with its share of the time budget (:data:`SECTIONS`):
 
 1. **tests** -- ``pytest -m gpu`` (the ``gpu``-marked tests: the ops' kernels at model sizes, the engine's GPU
    steps), in a subprocess killed at the section's deadline. The dry run only collects them (they skip without
@@ -18,6 +18,12 @@ Three sections, run in this order, each with its share of the time budget (:data
    first, then the compiled ones while the section's time lasts (a compile starts only with :data:`COMPILE_MIN_S`
    left; inductor takes tens of seconds per model, so one run compiles a few models, and ``--budget`` buys more).
    HAT (super-resolution) has no classification step there and is not in this section.
+4. **memory** -- the device-independent counts of :mod:`benchmarks.memory` (meta device) next to what the GPU's
+   allocator measures for the same fp32 training step of a few models (:data:`MEMORY_CHECK`), official formulation
+   and zoo: ``torch.cuda.max_memory_allocated`` during the step above what was allocated before it (weights, input
+   and the gradients of a warm-up step, which the step accumulates into). The allocator rounds every block up
+   (512 B) and cuBLAS keeps workspaces, so measured >= counted is expected; a large gap means the count misses
+   something. The dry run counts only (the CPU has no allocator statistics).
 
 Each section stops starting new items at its deadline and lists what it skipped; an item that started runs to
 its end, so the per-item sizes are chosen to keep the whole run under the budget. The results go to
@@ -55,14 +61,16 @@ import torch
 
 from benchmarks.harness import ROOT, roofline, run_meta, write_json
 
-__all__ = ["COMPILE_MIN_S", "DRY_RUN_MODELS", "MODEL_FAMILIES", "OP_PRESETS", "SECTIONS", "Budget", "failures",
-           "main", "plan", "run"]
+__all__ = ["COMPILE_MIN_S", "DRY_RUN_MODELS", "MEMORY_CHECK", "MODEL_FAMILIES", "OP_PRESETS", "SECTIONS", "Budget",
+           "failures", "main", "plan", "run"]
 
 # Seconds of the default budget each section may start work in (450 s; an item started before its deadline runs
 # to its end: at most one op case or one eager step, as a compiled model starts only with COMPILE_MIN_S left, so
 # the whole run stays under 8 minutes with the imports).
-SECTIONS = {"tests": 140, "ops": 140, "models": 170}
+SECTIONS = {"tests": 140, "ops": 140, "models": 150, "memory": 20}
 COMPILE_MIN_S = 60.0
+# (model, side) pairs whose counted and measured step memory the memory section compares (benchmarks.memory names)
+MEMORY_CHECK = (("nat_mini", 224), ("biformer_tiny", 224), ("agent_deit_t", 224))
 
 # Per op, the model-size presets of benchmarks/ops/<op>.py (``python eval.py bench --list``) the run measures.
 OP_PRESETS = {
@@ -144,7 +152,15 @@ def plan(dry_run: bool) -> dict[str, list[tuple[str, str]]]:
     if unknown:
         raise ValueError(f"benchmarks.gpu: unknown models {unknown}")
     models = [(m, c) for c in MODEL_CONFIGS for m in (DRY_RUN_MODELS if dry_run else MODEL_FAMILIES)]
-    return {"tests": [("pytest -m gpu", "collect only" if dry_run else "run")], "ops": ops_items, "models": models}
+    from benchmarks.memory import FAMILIES
+
+    known = {f.model for f in FAMILIES}
+    memory = [(m, str(side)) for m, side in MEMORY_CHECK[:1 if dry_run else None]]
+    if any(m not in known for m, _ in memory):
+        raise ValueError(f"benchmarks.gpu: MEMORY_CHECK names a model outside benchmarks.memory.FAMILIES: "
+                         f"{[m for m, _ in memory if m not in known]}")
+    return {"tests": [("pytest -m gpu", "collect only" if dry_run else "run")], "ops": ops_items, "models": models,
+            "memory": memory}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -242,6 +258,53 @@ def _models(settings: Settings, budget: Budget, items: list[tuple[str, str]], lo
     return rows, skipped
 
 
+def _measured_step_mib(model_name: str, side: int, formulation: str, device: torch.device) -> float:
+    """Peak allocated MiB of one fp32 training step on the GPU above what was allocated before it (section 4)."""
+    import timm
+
+    from benchmarks.official_swap import official_formulation
+    from ops import use_backend
+
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, img_size=side).to(device).train()
+    x = torch.randn(1, 3, side, side, device=device)
+    # zoo: the Triton backend on CUDA tensors (no interpreter flag, unlike the meta-device count)
+    with official_formulation() if formulation == "official" else use_backend("triton"):
+        model(x).float().square().mean().backward()  # warm-up: the gradients exist, the step accumulates into them
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        model(x).float().square().mean().backward()
+        torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+
+
+def _memory(settings: Settings, budget: Budget, items: list[tuple[str, str]], log) -> tuple[list[dict], list[str]]:
+    from benchmarks.memory import FAMILIES, measure_step
+
+    families = {f.model: f for f in FAMILIES}
+    rows, skipped = [], []
+    for model, side in items:
+        for formulation in ("official", "zoo"):
+            if budget.left() <= 0:
+                skipped.append(f"{model} {side} {formulation}")
+                continue
+            log(f"[memory] {model} {side} {formulation}")
+            row = dict(model=model, side=int(side), formulation=formulation, status="ok")
+            try:
+                counted = measure_step(families[model], int(side), formulation)
+                row.update(saved_mib=counted.saved_bytes / 2 ** 20, counted_peak_mib=counted.peak_bytes / 2 ** 20)
+                if settings.device.type == "cuda":
+                    row["measured_peak_mib"] = _measured_step_mib(model, int(side), formulation, settings.device)
+            except Exception as e:  # one failing model must not hide the others' numbers
+                row.update(status="ERROR", reason=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+                log(f"!!! ERROR: memory {model} {formulation}: {row['reason']}")
+            rows.append(row)
+            if settings.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows, skipped
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Report
 
@@ -283,6 +346,19 @@ def _markdown(meta: dict, settings: Settings, sections: dict[str, dict]) -> str:
         out.append(f"| `{r['model']}` | {r['config']} | {r['status'] if r['status'] == 'ok' else r['reason']} | "
                    f"{_fmt(r.get('img_per_s'), '.1f')} | {_fmt(r.get('ms_per_step'), '.2f')} | "
                    f"{_fmt(r.get('peak_mem_mb'), '.0f')} | {_fmt(r.get('warmup_s'), '.1f')} |")
+    out += ["", "## 4. Memory: counted on the meta device vs measured by the allocator (fp32, batch 1)", "",
+            "Counted: `benchmarks.memory` (saved for backward, peak live; weights, their gradients and the input "
+            "excluded). Measured: `torch.cuda.max_memory_allocated` during one step above what was allocated "
+            "before it.", "",
+            "| model | side | formulation | status | saved MiB | counted peak MiB | measured peak MiB "
+            "| measured / counted |", "|---|---|---|---|---|---|---|---|"]
+    for r in sections["memory"]["result"]:
+        ratio = (r["measured_peak_mib"] / r["counted_peak_mib"]
+                 if r.get("measured_peak_mib") is not None and r.get("counted_peak_mib") else None)
+        out.append(f"| `{r['model']}` | {r['side']} | {r['formulation']} | "
+                   f"{r['status'] if r['status'] == 'ok' else r['reason']} | {_fmt(r.get('saved_mib'), '.1f')} | "
+                   f"{_fmt(r.get('counted_peak_mib'), '.1f')} | {_fmt(r.get('measured_peak_mib'), '.1f')} | "
+                   f"{_fmt(ratio, '.2f')} |")
     skipped = [(name, item) for name, s in sections.items() for item in s["skipped"]]
     if skipped:
         out += ["", "## Skipped at a section's deadline", ""] + [f"- {name}: {item}" for name, item in skipped]
@@ -302,6 +378,8 @@ def failures(sections: dict[str, dict]) -> list[str]:
     bad += [f"{r['op']} {r['case']} {r['impl']}: {r['status']}" for r in sections["ops"]["result"]
             if r["status"] in ("MISMATCH", "ERROR")]
     bad += [f"{r['model']} {r['config']}: {r['reason']}" for r in sections["models"]["result"] if r["status"] != "ok"]
+    bad += [f"memory {r['model']} {r['formulation']}: {r['reason']}" for r in sections["memory"]["result"]
+            if r["status"] != "ok"]
     return bad
 
 
@@ -323,8 +401,10 @@ def run(*, dry_run: bool, out_dir: Path, budget_s: float = sum(SECTIONS.values()
             result, skipped = _tests(settings, budget), []
         elif name == "ops":
             result, skipped = _ops(settings, budget, items[name], log)
-        else:
+        elif name == "models":
             result, skipped = _models(settings, budget, items[name], log)
+        else:
+            result, skipped = _memory(settings, budget, items[name], log)
         sections[name] = dict(budget=SECTIONS[name] * scale, spent=budget.spent(), result=result, skipped=skipped,
                               run=len(items[name]) - len(skipped))
     meta = run_meta(settings.device, None, what="prepared GPU run" + (" (dry run)" if dry_run else ""),

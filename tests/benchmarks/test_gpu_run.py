@@ -12,6 +12,7 @@ def test_real_plan_refers_to_existing_presets_and_models():
     assert {op for op, _ in items["ops"]} == set(gpu.OP_PRESETS)
     assert {m for m, _ in items["models"]} == set(gpu.MODEL_FAMILIES)
     assert {c for _, c in items["models"]} == {"bf16", "bf16_compile"}
+    assert [m for m, _ in items["memory"]] == [m for m, _ in gpu.MEMORY_CHECK]
 
 
 def test_plan_rejects_a_missing_preset(monkeypatch):
@@ -29,6 +30,7 @@ def test_dry_run_executes_every_section(tmp_path):
     for op in gpu.OP_PRESETS:
         assert f"### {op}" in text
     assert "| `emo2_1m` | bf16 | ok |" in text and "| `emo2_1m` | bf16_compile | ok |" in text
+    assert "| `nat_mini` | 224 | official | ok |" in text and "| `nat_mini` | 224 | zoo | ok |" in text
     record = json.loads(md.with_suffix(".json").read_text())
     ops_rows = record["sections"]["ops"]["result"]
     assert {r["impl"] for r in ops_rows if r["status"] == "ok"} >= {"official", "reference"}
@@ -41,5 +43,5 @@ def test_spent_budget_skips_and_reports(tmp_path):
     md, bad = gpu.run(dry_run=True, out_dir=tmp_path, budget_s=0.01, log=lambda s: None)
     text = md.read_text()
     assert "Skipped at a section's deadline" in text
-    assert "- models: emo2_1m bf16" in text and "- ops: rala tiny" in text
+    assert "- models: emo2_1m bf16" in text and "- ops: rala tiny" in text and "- memory: nat_mini 224 zoo" in text
     assert any("timed out" in b for b in bad)  # pytest's section was killed at its deadline
