@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", help="timm names of the families' models (default: all families)")
     parser.add_argument("--sizes", default="224,1024", help="output sides, comma-separated (default 224,1024)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
+                        help="the model converted to this dtype (not autocast, which does not act on meta tensors); "
+                             "bf16 / fp16 fail where a model keeps an fp32 buffer (Agent-Swin's shift mask)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--out", help="write the markdown table here")
     args = parser.parse_args(argv)
