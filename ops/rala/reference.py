@@ -22,7 +22,6 @@ token-parallel product. Gradients come from autograd.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ops._utils import no_autocast
 
@@ -34,11 +33,36 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
 
 
+def _swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """``(x[2c], x[2c+1]) -> (x[2c+1], x[2c])``: ``rot(x)`` without its sign (one copy instead of three passes)."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+
+class _Phi(torch.autograd.Function):
+    """``phi(x) = elu(x) + 1`` as ``relu(x) + exp(min(x, 0))`` (the same function: ``exp(x)`` for ``x <= 0``,
+    ``x + 1`` above), whose derivative is ``exp(min(x, 0))`` everywhere (1 at 0, as elu's): the backward is one
+    product with the saved exponential. About 4x faster on the CPU than ``F.elu`` (whose ``expm1`` is not vectorised
+    there) and no less accurate (one rounding of ``exp(x)`` instead of ``expm1(x) + 1``)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        e = x.clamp_max(0).exp_()
+        ctx.save_for_backward(e)
+        return x.relu().add_(e)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (e,) = ctx.saved_tensors
+        return grad * e
+
+
 def _apply_rope(x: torch.Tensor, sin: torch.Tensor | None, cos: torch.Tensor | None) -> torch.Tensor:
+    """``x * cos + rot(x) * sin``, with ``sin`` given sign-folded (``sin * [-1, 1, -1, 1, ...]``) so that
+    ``rot(x) * sin`` is ``swap(x) * signed_sin`` (the same products, exactly)."""
     if sin is None:
         return x
     # tables (N, d) broadcast over batch and heads of x (B, N, heads, d)
-    return x * cos[:, None, :] + rotate_pairs(x) * sin[:, None, :]
+    return x * cos[:, None, :] + _swap_pairs(x) * sin[:, None, :]
 
 
 def rala_reference(
@@ -55,10 +79,12 @@ def rala_reference(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     acc = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation; fp64 stays fp64
     with no_autocast(q.device):
-        sin = None if sin is None else sin.to(acc)
         cos = None if cos is None else cos.to(acc)
-        phi_q = F.elu(q.to(acc)) + 1.0
-        phi_k = F.elu(k.to(acc)) + 1.0
+        if sin is not None:  # rot(x) * sin = swap(x) * (sin with the sign of rot folded in)
+            sign = torch.tensor([-1.0, 1.0], dtype=acc, device=sin.device).repeat(sin.shape[-1] // 2)
+            sin = sin.to(acc) * sign
+        phi_q = _Phi.apply(q.to(acc))
+        phi_k = _Phi.apply(k.to(acc))
         qbar = phi_q.mean(dim=1)  # (B, heads, d)
         w = torch.einsum("bhc,bnhc->bnh", qbar * scale, phi_k).softmax(dim=1)  # (B, N, heads)
         kv = torch.einsum("bnh,bnhc,bnhe->bhce", w, _apply_rope(phi_k, sin, cos), v.to(acc))

@@ -4,7 +4,8 @@
   (NATTEN <= 0.17's naive kernels, vectorised in ``ops/neighborhood_attention/official.py``) for every odd
   kernel 1..13, dilations 1..9 and axis lengths from k*d up, i.e. dilation groups of unequal length included;
 * the reference against a naive fp64 per-pixel loop built from those formulas (tiny maps, with and without
-  bias), and against plain softmax attention + bias when the window covers the whole map;
+  bias; its bands of query rows forced to one row and to the whole map; gradients of every subset of inputs), and
+  against plain softmax attention + bias when the window covers the whole map;
 * the Triton backend against the reference: output and the gradients of q, k, v and the bias table, odd shapes,
   k in {3, 5, 7, 11}, square and non-square kernels and dilations (incl. dilations that do not divide the map),
   strided (``unbind`` of a qkv tensor) inputs, fp32 / fp16 / bf16, every kernel output NaN-prefilled;
@@ -140,6 +141,38 @@ def test_reference_gradients_match_naive_fp64():
         results.append(torch.autograd.grad(fn(*leaves), leaves, grad))
     for name, a, e in zip(("dq", "dk", "dv", "drpb"), *results):
         assert_close(a, e, atol=1e-6, rtol=1e-5, name=name)
+
+
+@pytest.mark.parametrize("band_bytes", [1, 1 << 30], ids=["band_per_row", "one_band"])
+def test_reference_bands_and_partial_gradients(monkeypatch, band_bytes):
+    """The reference walks the map in bands of query rows with a written-out backward: one row per band and the
+    whole map in one band give the fp64 loop's output and gradients, for every subset of inputs needing one."""
+    ref_module = importlib.import_module("ops.neighborhood_attention.reference")
+    monkeypatch.setattr(ref_module, "BAND_BYTES", band_bytes)
+    kernel, dilation = (3, 5), (2, 1)
+    q, k, v, rpb = make_inputs(2, 9, 7, 2, 4, kernel, dtype=torch.float64)
+    rpb = rpb.double()
+    grad = torch.randn(q.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for wanted in ((0, 1, 2, 3), (0,), (1, 3), (2,), (3,)):
+        results = []
+        for fn in (neighborhood_attention_2d_reference, naive_fp64):
+            leaves = [t.detach().requires_grad_(i in wanted) for i, t in enumerate((q, k, v, rpb))]
+            out = fn(*leaves[:3], kernel, dilation, leaves[3])
+            results.append((out, *torch.autograd.grad(out, [leaves[i] for i in wanted], grad)))
+        names = ("out",) + tuple(("dq", "dk", "dv", "drpb")[i] for i in wanted)
+        for name, a, e in zip(names, *results):
+            assert_close(a, e, atol=1e-12, rtol=1e-10, name=f"{name} (grads of {wanted})")
+
+
+def test_reference_half_precision_computes_in_fp32():
+    """fp16 / bf16 inputs: fp32 math, one rounding at the end (the fp32 result rounded)."""
+    q, k, v, rpb = make_inputs(1, 8, 9, 2, 8, (3, 3))
+    for dtype in (torch.float16, torch.bfloat16):
+        args = [t.to(dtype) for t in (q, k, v)]
+        out = neighborhood_attention_2d_reference(*args, (3, 3), (2, 1), rpb)
+        expected = neighborhood_attention_2d_reference(*(t.float() for t in args), (3, 3), (2, 1), rpb)
+        assert out.dtype == dtype
+        assert torch.equal(out, expected.to(dtype))
 
 
 # --------------------------------------------------------------------------------------------------------

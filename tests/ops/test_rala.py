@@ -135,6 +135,29 @@ def test_reference_matches_naive_fp64(naive, shape):
         assert_close(a.double(), e, atol=1e-6, rtol=1e-5, name=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_reference_phi_is_elu_plus_one(dtype):
+    """The reference's kernel function ``relu(x) + exp(min(x, 0))`` is ``elu(x) + 1``: value and derivative, at 0
+    (elu's derivative there is 1), +-0, far out and around 0. Values: within an ulp of 1 of ``elu(x) + 1`` (whose
+    ``expm1(x) + 1`` cancels below 0) and, in fp32, within an ulp of the fp64 function (one rounding)."""
+    from ops.rala.reference import _Phi
+
+    x = torch.cat((torch.tensor([0.0, -0.0, 1e-30, -1e-30, 100.0, -100.0, -1e4, 1e4]),
+                   torch.linspace(-20, 20, 4001))).to(dtype)
+    got_x, want_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = _Phi.apply(got_x), F.elu(want_x) + 1
+    got.sum().backward()
+    want.sum().backward()
+    ulp, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    assert ((got - want).abs() <= ulp * want.abs().clamp_min(1)).all()
+    assert ((got_x.grad - want_x.grad).abs() <= ulp * want_x.grad + tiny).all()
+    assert got_x.grad[0] == 1 and got_x.grad[1] == 1
+    if dtype == torch.float32:  # against the function evaluated in fp64 (no cancellation: exp(x) below 0)
+        xd = x.double()
+        exact = torch.where(xd > 0, xd + 1, xd.clamp_max(0).exp())
+        assert ((got.double() - exact).abs() <= ulp * exact + tiny).all()
+
+
 def test_reference_without_options_is_plain_rala():
     """No gate, residual or tables: out = phi(q)^T KV / den with identity rotation."""
     qkvo, _ = make_inputs(2, 9, 2, 8)
