@@ -175,8 +175,19 @@ def _meta_triton() -> Iterator[None]:
             os.environ["TRITON_INTERPRET"] = saved
 
 
-def collect_calls(source: Source, dtype: torch.dtype, batch: int = 2) -> list[tuple[str, tuple]]:
-    """The ``attnzoo::*`` op calls (name, meta-tensor arguments) of one forward + backward of ``source``."""
+def seg_source(config: str | Path, hw: tuple[int, int]) -> Source:
+    """The backbone of segmentation config ``config`` (with its ``model_kwargs``) on an ``hw`` image."""
+    from mmengine.config import Config
+
+    backbone = Config.fromfile(str(config)).model.backbone
+    return Source(backbone.model_name, (3, *hw), _freeze(dict(backbone.get("model_kwargs", {}) or {})),
+                  backbone=True)
+
+
+def collect_calls(source: Source, dtype: torch.dtype, batch: int = 2, *, backward: bool = True
+                  ) -> list[tuple[str, tuple]]:
+    """The ``attnzoo::*`` op calls (name, meta-tensor arguments) of one forward + backward of ``source`` (forward
+    only, in eval mode, without ``backward``: inference)."""
     import timm
 
     import zoo.models  # noqa: F401  (registers the models)
@@ -184,16 +195,17 @@ def collect_calls(source: Source, dtype: torch.dtype, batch: int = 2) -> list[tu
     _op_functions()  # the kernels' modules are imported (as JITFunctions) before the interpreter flag goes on
     with torch.device("meta"):
         model = timm.create_model(source.model, pretrained=False, **dict(source.kwargs))
-    model = model.to(dtype).train()
+    model = model.to(dtype).train(backward)
     x = torch.empty(batch, *source.input_size, device="meta", dtype=dtype)
     recorder = _Recorder()
-    with _meta_triton(), recorder:
+    with _meta_triton(), recorder, torch.set_grad_enabled(backward):
         if source.backbone:
             outs = model.forward_intermediates(x, intermediates_only=True)
             loss = sum(o.float().sum() for o in outs)
         else:
             loss = model(x).float().sum()
-        loss.backward()
+        if backward:
+            loss.backward()
     return recorder.calls
 
 
@@ -315,6 +327,28 @@ def compile_launch(launch: _plans.Launch, arch: int) -> dict[str, Any]:
     return dict(shared=compiled.metadata.shared, **_ptxas_report(compiled, arch, log.getvalue()))
 
 
+def compile_keys(sources: Iterable[Source], arch: int = 90, dtype: str = "fp16", *, backward: bool = False
+                 ) -> dict[str, list[str]]:
+    """Kernel name -> the distinct compiled versions (Triton cache keys: constexprs, the binder's integer and
+    pointer specialisations, warps and stages) that ``sources`` launch on ``arch``: how many kernels a run over
+    these sources compiles. Nothing is compiled."""
+    torch_dtype, precision = DTYPES[dtype]
+    saved = torch.get_float32_matmul_precision()
+    keys: dict[str, set[str]] = {}
+    try:
+        torch.set_float32_matmul_precision(precision)
+        for source in sources:
+            for name, args in collect_calls(source, torch_dtype, batch=1, backward=backward):
+                for launch in launches_for(name, args, arch):
+                    _, signature, constexprs, attrs = _kernel_key(launch, arch)
+                    key = repr((sorted(signature.items()), sorted(constexprs.items()), sorted(attrs.items()),
+                                launch.plan))
+                    keys.setdefault(launch.kernel.fn.__name__, set()).add(key)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    return {name: sorted(found) for name, found in keys.items()}
+
+
 def _constexpr_summary(launch: _plans.Launch) -> str:
     keep = {k: v for k, v in launch.constexprs.items() if k.isupper() and k not in ("UPCAST_DOT",)}
     return ",".join(f"{k}={v}" for k, v in keep.items())
@@ -405,11 +439,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-kernel", type=int, help="at most this many versions per kernel, arch and dtype")
     parser.add_argument("--kernels", nargs="*", help="only kernels whose name contains one of these")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--count-keys", nargs="+", metavar="SEG_CONFIG",
+                        help="instead of compiling: print (JSON) how many versions of each kernel whole-image "
+                             "inference of these seg configs' backbones compiles over --image-sizes")
+    parser.add_argument("--image-sizes", nargs="+", default=["512x683", "512x512", "640x853", "480x640", "384x1024"],
+                        help="HxW image sizes for --count-keys")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("run without TRITON_INTERPRET=1: the compile check needs triton's compiler, not its "
                          "interpreter")
+    if args.count_keys:
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.image_sizes]
+        counts = {}
+        for config in args.count_keys:
+            keys = compile_keys([seg_source(config, hw) for hw in sizes], (args.arch or [90])[0])
+            counts[config] = {name: len(found) for name, found in sorted(keys.items())}
+        print(json.dumps(counts, indent=1))
+        return
     sources = default_sources()
     if args.models:
         sources = [s for s in sources if s.model in args.models]

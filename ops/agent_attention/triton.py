@@ -73,6 +73,12 @@ from ops._triton_utils import (
 
 __all__ = ["agent_attention_triton"]
 
+# Runtime arguments that follow the feature map's size are not specialised by Triton (on == 1 or divisibility by 16),
+# so a new image size compiles no new kernel version: the token counts (M, N: queries and keys of a stage, one of them
+# the map's H * W), the forward's key ranges and the bias strides (a (heads, M, N) bias)
+# (tests/ops/test_recompiles.py).
+_SIZE_ARGS = ["M", "N", "SPLIT_LEN", "NUM_SPLITS", "stride_bh", "stride_bm"]
+
 # Keys up to this many fit one tile (stage 2's agents); the backward keeps up to this many queries in one
 # block (stage 1's agents), so that their dk / dv need no atomics.
 _MAX_TILE = 256
@@ -95,7 +101,7 @@ def _scores(q, k, bias, offs_m, offs_n, valid_m, valid_n, stride_bm, stride_bn, 
     return tl.where(valid_n[None, :], s, float("-inf"))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def _biased_attention_fwd_kernel(
     q, k, v, bias, out, lse,
     stride_qb, stride_qm, stride_qh, stride_qd,
@@ -153,7 +159,7 @@ def _biased_attention_fwd_kernel(
     tl.store(lse + row * M + offs_m, (m_i + tl.log2(l_i)) * LN2, mask=valid_m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def _biased_attention_bwd_kernel(
     q, k, v, bias, out, do, lse, dq, dk, dv, dbias,
     stride_qb, stride_qm, stride_qh, stride_qd,
@@ -227,7 +233,7 @@ def _biased_attention_bwd_kernel(
     store_tile(dq, dq_acc * scale, rows_m, zero_m, valid_m, stride_dqm, 0, stride_dqd, D, BLOCK_D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def _biased_attention_bwd_kv_kernel(
     q, k, v, bias, out, do, lse, dq, dk, dv, dbias,
     stride_qb, stride_qm, stride_qh, stride_qd,

@@ -65,6 +65,13 @@ from ops.bilevel_routing_attention.reference import region_geometry, route
 
 __all__ = ["bilevel_routing_attention_triton"]
 
+# Everything that follows the feature map's size is a runtime argument, and Triton does not specialise it (on
+# == 1 or divisibility by 16): the region size (RH, RW) -- the whole map in BiFormer's last stage, H / n_win
+# at segmentation sizes -- the map (H, W) and the region grid (R, SW). A new image size then compiles nothing
+# new: the kernels' versions depend only on the tiles, which depend on a region's token count rounded up to a
+# power of two (tests/ops/test_recompiles.py).
+_MAP_SIZE_ARGS = ["H", "W", "R", "SW", "RH", "RW"]
+
 
 
 @triton.jit
@@ -78,7 +85,7 @@ def _program(NH, R, SW):
 
 
 @triton.jit
-def _query_positions(offs, ry, rx, H, W, RH: tl.constexpr, RW: tl.constexpr):
+def _query_positions(offs, ry, rx, H, W, RH, RW):
     """Region-local row-major indices of region (ry, rx) -> map rows, columns (int64) and validity."""
     row = ry * RH + offs // RW
     col = rx * RW + offs % RW
@@ -87,7 +94,7 @@ def _query_positions(offs, ry, rx, H, W, RH: tl.constexpr, RW: tl.constexpr):
 
 
 @triton.jit
-def _key_positions(offs, idx_row, stride_it, n_keys, SW, H, W, RH: tl.constexpr, RW: tl.constexpr):
+def _key_positions(offs, idx_row, stride_it, n_keys, SW, H, W, RH, RW):
     """Flat routed-key indices j = t * RH*RW + n -> map rows, columns (int64) and validity."""
     inside = offs < n_keys
     region = tl.load(idx_row + (offs // (RH * RW)) * stride_it, mask=inside, other=0)
@@ -98,7 +105,7 @@ def _key_positions(offs, idx_row, stride_it, n_keys, SW, H, W, RH: tl.constexpr,
     return row.to(tl.int64), col.to(tl.int64), valid
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_SIZE_ARGS)
 def bilevel_routing_attention_fwd_kernel(
     q, k, v, idx, out, lse,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -106,8 +113,7 @@ def bilevel_routing_attention_fwd_kernel(
     stride_vb, stride_vh, stride_vw, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_ow, stride_on, stride_od,
     stride_ib, stride_ir, stride_it,
-    qk_scale, H, W, NH, R, SW, TOPK, DQK, DV,
-    RH: tl.constexpr, RW: tl.constexpr,
+    qk_scale, H, W, NH, R, SW, TOPK, DQK, DV, RH, RW,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -142,7 +148,7 @@ def bilevel_routing_attention_fwd_kernel(
     tl.store(lse + lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_SIZE_ARGS)
 def bilevel_routing_attention_bwd_kernel(
     q, k, v, out, do, lse, idx, dq, dk, dv,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -154,8 +160,7 @@ def bilevel_routing_attention_bwd_kernel(
     stride_dkb, stride_dkh, stride_dkw, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvw, stride_dvn, stride_dvd,
     stride_ib, stride_ir, stride_it,
-    qk_scale, scale, H, W, NH, R, SW, TOPK, DQK, DV,
-    RH: tl.constexpr, RW: tl.constexpr,
+    qk_scale, scale, H, W, NH, R, SW, TOPK, DQK, DV, RH, RW,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -245,8 +250,8 @@ def _launch_args(q, v, idx, sh, sw):
     plan = launch_plan(device_target(q.device), q.dtype, dqk, v.shape[-1], rh * rw, topk * rh * rw)
     block_m, block_n = plan.blocks
     grid = (batch * sh * sw * heads, triton.cdiv(rh * rw, block_m))
-    shape_args = (h, w, heads, sh * sw, sw, topk, dqk, v.shape[-1])
-    meta = dict(RH=rh, RW=rw, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=plan.block_dqk,
+    shape_args = (h, w, heads, sh * sw, sw, topk, dqk, v.shape[-1], rh, rw)
+    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=plan.block_dqk,
                 BLOCK_DV=plan.block_dv, UPCAST_DOT=plan.upcast_dot, DOT_PRECISION=plan.dot_precision)
     return grid, shape_args, meta, plan
 

@@ -62,6 +62,11 @@ from ops._triton_utils import dot, dot_block, on_device
 
 __all__ = ["channel_attention_triton"]
 
+# Runtime arguments that follow the feature map's size are not specialised by Triton (on == 1 or divisibility by 16),
+# so a new image size compiles no new kernel version: the token count (N = the map's H * W) and the tiles per split
+# (tests/ops/test_recompiles.py).
+_SIZE_ARGS = ["N", "TILES_PER_SPLIT"]
+
 # A chunk shorter than this many tiles would spend more on re-reading the S partials than it saves.
 _MIN_TILES_PER_SPLIT = 4
 # Two resident programs per SM hide the latency of one program's loads behind the other's math.
@@ -146,7 +151,7 @@ def _store_partial(ws, acc, i_bg, i_s, num_splits, BLOCK_D: tl.constexpr):
     tl.store(ws + (i_bg * num_splits + i_s) * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :], acc)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def channel_attention_fwd_partial_kernel(
     k, v, ws,
     stride_kb, stride_kn, stride_kg, stride_kd,
@@ -165,7 +170,7 @@ def channel_attention_fwd_partial_kernel(
     _store_partial(ws, acc, i_bg, i_s, tl.num_programs(1), BLOCK_D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def channel_attention_fwd_kernel(
     q, k, v, ws, out, p,
     stride_qb, stride_qn, stride_qg, stride_qd,
@@ -207,7 +212,7 @@ def channel_attention_fwd_kernel(
                  mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def channel_attention_bwd_partial_kernel(
     do, q, p, ws, dq,
     stride_dob, stride_don, stride_dog, stride_dod,
@@ -229,7 +234,7 @@ def channel_attention_bwd_partial_kernel(
     _store_partial(ws, acc, i_bg, i_s, tl.num_programs(1), BLOCK_D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def channel_attention_bwd_kernel(
     do, q, k, v, p, ws, dq, dk, dv,
     stride_dob, stride_don, stride_dog, stride_dod,

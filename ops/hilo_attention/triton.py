@@ -56,6 +56,11 @@ from ops._triton_utils import LN2, LOG2E, dot, dot_block, load_tile, on_device, 
 
 __all__ = ["lofi_attention_triton"]
 
+# Runtime arguments that follow the feature map's size are not specialised by Triton (on == 1 or divisibility by 16),
+# so a new image size compiles no new kernel version: the token counts (N queries = the map's H * W, M pooled keys)
+# and block counts (tests/ops/test_recompiles.py).
+_SIZE_ARGS = ["N", "M", "NQB", "NKB"]
+
 _MAX_BLOCK = 64
 
 
@@ -80,7 +85,7 @@ def _lse_ptrs(base, i_b, i_h, rows, N, NH):
     return base + (i_b.to(tl.int64) * N + rows) * NH + i_h
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def lofi_attention_fwd_kernel(
     q, k, v, out, lse,
     stride_qb, stride_qn, stride_qh, stride_qd,
@@ -118,7 +123,7 @@ def lofi_attention_fwd_kernel(
     tl.store(_lse_ptrs(lse, i_b, i_h, rows, N, NH), (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def lofi_attention_bwd_dq_kernel(
     q, k, v, out, do, lse, delta, dq,
     stride_qb, stride_qn, stride_qh, stride_qd,
@@ -164,7 +169,7 @@ def lofi_attention_bwd_dq_kernel(
     store_tile(dq, acc * scale, rows, 0, valid_q, stride_dqn, 0, stride_dqd, D, BLOCK_D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def lofi_attention_bwd_dkdv_kernel(
     q, k, v, do, lse, delta, dk, dv, dq,
     stride_qb, stride_qn, stride_qh, stride_qd,

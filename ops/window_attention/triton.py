@@ -82,6 +82,13 @@ _PROGRAMS_PER_SM = 4
 _MAX_WINDOWS_PER_PROGRAM = 16
 
 
+# Everything that follows the feature map's size is a runtime argument, and Triton does not specialise it (on
+# == 1 or divisibility by 16): the window (WH, WW) -- the whole map for ViT-style global stages and RAVLT's
+# softmax stages at segmentation sizes -- the map (H, W) and the window grid. A new image size then compiles
+# nothing new unless a window's token count crosses a power of two (the tiles; tests/ops/test_recompiles.py).
+_MAP_SIZE_ARGS = ["H", "W", "NW", "NWW", "WH", "WW"]
+
+
 @triton.jit
 def _window_of(i_bw, NW, NWW):
     """(batch, window index, window row, window column) of flat window ``i_bw`` over (B, nW)."""
@@ -90,7 +97,7 @@ def _window_of(i_bw, NW, NWW):
 
 
 @triton.jit
-def _valid_end(wy, wx, H, W, WH: tl.constexpr, WW: tl.constexpr):
+def _valid_end(wy, wx, H, W, WH, WW):
     """One past the last window-local index inside the map: later indices need no loop iteration."""
     rows = tl.minimum(H - wy * WH, WH)
     cols = tl.minimum(W - wx * WW, WW)
@@ -98,7 +105,7 @@ def _valid_end(wy, wx, H, W, WH: tl.constexpr, WW: tl.constexpr):
 
 
 @triton.jit
-def _positions(offs, wy, wx, H, W, WH: tl.constexpr, WW: tl.constexpr):
+def _positions(offs, wy, wx, H, W, WH, WW):
     """Window-local row-major indices -> (y, x) in the window, map pixel offsets (int64 rows/cols), validity."""
     y = offs // WW
     x = offs % WW
@@ -111,7 +118,7 @@ def _positions(offs, wy, wx, H, W, WH: tl.constexpr, WW: tl.constexpr):
 @triton.jit
 def _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
             stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
-            WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+            WH, WW, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
             UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """log2(e) * (scale q k^T + bias + mask) for a (queries, keys) tile; -inf at keys outside the map."""
     s = dot(q, tl.trans(k), UPCAST_DOT, DOT_PRECISION) * qk_scale
@@ -129,7 +136,7 @@ def _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
 @triton.jit
 def _probs_and_dp(q, k, v, do, lse2, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
                   stride_bias_y, stride_bias_x, stride_mask_q, stride_mask_k, qk_scale,
-                  WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                  WH, WW, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                   UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """P recomputed from the forward's lse, and dP = dO v^T, for a (queries, keys) tile."""
     s = _scores(q, k, offs_q, yq, xq, valid_q, offs_k, yk, xk, valid_k, bias, msk,
@@ -157,7 +164,7 @@ def _load_query_side(q, out, do, lse, i_b, i_h, row, col, valid, H, W, NH,
 
 
 @triton.jit
-def _scatter_bias_grad(dbias, ds, offs_q, offs_k, i_h, WH: tl.constexpr, WW: tl.constexpr):
+def _scatter_bias_grad(dbias, ds, offs_q, offs_k, i_h, WH, WW):
     # dS is exactly 0 at missing queries and keys; only indices outside the window must be kept out.
     rel = ((offs_q // WW)[:, None] - (offs_k // WW)[None, :] + WH - 1) * (2 * WW - 1) \
         + ((offs_q % WW)[:, None] - (offs_k % WW)[None, :] + WW - 1)
@@ -165,7 +172,7 @@ def _scatter_bias_grad(dbias, ds, offs_q, offs_k, i_h, WH: tl.constexpr, WW: tl.
     tl.atomic_add(dbias + i_h * (2 * WH - 1) * (2 * WW - 1) + rel, ds, mask=inside)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_SIZE_ARGS)
 def window_attention_fwd_kernel(
     q, k, v, bias, msk, out, lse,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -175,7 +182,7 @@ def window_attention_fwd_kernel(
     stride_bias_n, stride_bias_y, stride_bias_x,
     stride_mask_w, stride_mask_q, stride_mask_k,
     qk_scale, H, W, NH, NW, NWW, D,
-    WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+    WH, WW, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -215,7 +222,7 @@ def window_attention_fwd_kernel(
     tl.store(lse + lse_offsets(i_b, i_h, rowq, colq, H, W, NH), (m_i + tl.log2(l_i)) * LN2, mask=valid_q)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_SIZE_ARGS)
 def window_attention_bwd_kernel(
     q, k, v, out, do, lse, bias, msk, dq, dk, dv, dbias,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -226,7 +233,7 @@ def window_attention_bwd_kernel(
     stride_bias_n, stride_bias_y, stride_bias_x,
     stride_mask_w, stride_mask_q, stride_mask_k,
     qk_scale, scale, H, W, NH, NW, NWW, D, num_windows, windows_per_program,
-    WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+    WH, WW, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
     BIAS_GRAD: tl.constexpr, FUSE_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -295,7 +302,7 @@ def window_attention_bwd_kernel(
             _scatter_bias_grad(dbias, ds_acc, tl.arange(0, BLOCK_M), offs_k, i_h, WH, WW)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_MAP_SIZE_ARGS)
 def window_attention_bwd_dq_kernel(
     q, k, v, out, do, lse, bias, msk, dq,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -306,7 +313,7 @@ def window_attention_bwd_dq_kernel(
     stride_bias_n, stride_bias_y, stride_bias_x,
     stride_mask_w, stride_mask_q, stride_mask_k,
     qk_scale, scale, H, W, NH, NW, NWW, D,
-    WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+    WH, WW, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):

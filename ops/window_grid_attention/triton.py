@@ -53,6 +53,11 @@ from ops._triton_utils import dot, dot_block, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
 
+# Runtime arguments that follow the feature map's size are not specialised by Triton (on == 1 or divisibility by 16),
+# so a new image size compiles no new kernel version: the map (H, W), the grid (GH, GW) and the row / column index
+# maps' coefficients (tests/ops/test_recompiles.py).
+_SIZE_ARGS = ["H", "W", "GH", "GW", "row_a", "row_i", "col_c", "col_j"]
+
 # A group's keys are one register tile (the softmax rows are complete in a program): 11 x 11 windows at most.
 MAX_GROUP_TOKENS = 128
 
@@ -85,7 +90,7 @@ def _probs(q_t, k_t, valid_k, qk_scale, UPCAST_DOT: tl.constexpr, DOT_PRECISION:
     return p / tl.sum(p, axis=1)[:, None]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def window_grid_attention_fwd_kernel(
     q, k, v, out,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
@@ -119,7 +124,7 @@ def window_grid_attention_fwd_kernel(
     store_tile(out, o, rowq, colq, valid_q, stride_oh, stride_ow, stride_od, DV, BLOCK_DV)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def window_grid_attention_bwd_kernel(
     q, k, v, do, dq, dk, dv,
     stride_qb, stride_qh, stride_qw, stride_qn, stride_qd,
