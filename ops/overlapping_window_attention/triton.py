@@ -345,12 +345,16 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, nq: int, nk: 
     if exact:
         # As window_attention's: FMA dots keep 64 queries per dk / dv tile, not the whole window.
         dkdv_blocks = (min(64, dkdv_blocks[0]), dkdv_blocks[1])
+    elif not target.interpret:
+        # HAT's OCAB (256 queries, 576 keys), bf16, ptxas on sm_80: (256, 16) tiles at 8 warps spill 752 B per
+        # thread, (128, 16) 16 B, (128, 32) and (64, 32) none.
+        dkdv_blocks = (min(128, dkdv_blocks[0]), min(dot_block(nk), 32))
     per_program = _windows_per_program(num_windows, heads, triton.cdiv(nk, dkdv_blocks[1]), target)
     # The forward and dq kernels stream the key window (576 keys for HAT's OCAB); the dk / dv loop is short.
     stream_stages = 1 if exact else 2
     return OverlappingWindowPlan(
         fwd_blocks, dkdv_blocks, fwd_blocks, dot_block(head_dim), per_program,
-        KernelPlan(_num_warps(*fwd_blocks), stream_stages), KernelPlan(_num_warps(*dkdv_blocks), 1),
+        KernelPlan(_num_warps(*fwd_blocks), stream_stages), KernelPlan(8 if not target.interpret else 4, 1),
         KernelPlan(_num_warps(*fwd_blocks), stream_stages), upcast_dot, dot_precision,
     )
 

@@ -423,17 +423,26 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_w
         # FMA dots hold whole operand tiles in registers: the backward's (256, 16) whole-window tiles spill (and
         # their three pipeline stages need 262-426 KB of shared memory); 64 queries per tile do not.
         bwd_blocks = (min(64, bwd_blocks[0]), 16)
+    dq_blocks = fwd_blocks
+    if not exact and not target.interpret and n > 64:
+        # Tensor-core dots (bf16 / fp16 / TF32), ptxas on sm_80, bf16: the backward's (256, 16) whole-window tiles
+        # at 8 warps spill 124-156 B per thread (1 KB with HAT's bias gradient), (128, 32) at 4 warps 316-380 B;
+        # (128, 32) at 8 warps spill nothing, (64, 32) nothing with a bias gradient either (HAT). The dq kernel's
+        # (64, 64) tiles spill 16-176 B at HAT's 16 x 16 windows, (64, 32) none. (Windows of up to 64 tokens keep
+        # the fused one-tile backward, spill-free at 8 warps.)
+        bwd_blocks = (64 if bias_grad else 128, 32)
+        dq_blocks = (64, 32)
     key_blocks = triton.cdiv(n, bwd_blocks[1])
     per_program = _windows_per_program(num_windows, heads, key_blocks, target) if bias_grad else 1
     # Software pipelining only pays where a loop streams several key tiles (the forward over windows of more than
     # 64 tokens, bf16 / fp16 / TF32); the backward's loops are over one to four query tiles.
     fwd_stages = 2 if n > fwd_blocks[1] and not exact else 1
-    # fp32 operands (TF32 or FMA dots) take twice the registers of 16-bit ones: 8 warps for the backward's tiles.
-    bwd_warps = 8 if dtype == torch.float32 and not target.interpret else _num_warps(*bwd_blocks)
+    # The backward keeps several fp32 score-sized tiles live: 8 warps on every GPU (4 spill, see above).
+    bwd_warps = 8 if not target.interpret else _num_warps(*bwd_blocks)
     return WindowPlan(
-        fwd_blocks, bwd_blocks, fwd_blocks, dot_block(head_dim), per_program,
+        fwd_blocks, bwd_blocks, dq_blocks, dot_block(head_dim), per_program,
         KernelPlan(_num_warps(*fwd_blocks), fwd_stages), KernelPlan(bwd_warps, 1),
-        KernelPlan(_num_warps(*fwd_blocks), fwd_stages), upcast_dot, dot_precision,
+        KernelPlan(_num_warps(*dq_blocks), fwd_stages), upcast_dot, dot_precision,
     )
 
 

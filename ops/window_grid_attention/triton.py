@@ -230,10 +230,16 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int)
     """The launch plan for groups of ``n`` tokens with ``d_qk`` / ``d_v`` channels per head."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     block_m, block_n = _blocks(n)
+    if exact_fp32(dtype) and not target.interpret:
+        # FMA dots hold whole operand tiles in registers: EMOv2's (64, 64) tiles collapse to 32 registers with
+        # 9-21 KB of spill per thread (forward and backward, sm_80); 16 queries per tile spill nothing.
+        block_m = 16
     block_dv = dot_block(d_v)
     warps = _num_warps(block_n, block_dv)
-    # The kernels hold a group's keys in one tile: no loop to pipeline. FMA dots (exact fp32) spill at 4 warps.
-    bwd_warps = 8 if exact_fp32(dtype) else warps
+    # The kernels hold a group's keys in one tile: no loop to pipeline. The backward spills at 4 warps (FMA dots,
+    # exact fp32: KBs; bf16 on sm_80: 56-392 B per thread at EMOv2's (64, 64) tiles); 8 warps: bf16 0 B at Dv 64,
+    # 68 B at Dv 128 (ptxas).
+    bwd_warps = 8 if not target.interpret else warps
     return GridPlan((block_m, block_n), dot_block(d_qk), block_dv, KernelPlan(warps, 1),
                     KernelPlan(bwd_warps, 1), upcast_dot, dot_precision)
 
