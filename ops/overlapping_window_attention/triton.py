@@ -352,10 +352,12 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, nq: int, nk: 
     per_program = _windows_per_program(num_windows, heads, triton.cdiv(nk, dkdv_blocks[1]), target)
     # The forward and dq kernels stream the key window (576 keys for HAT's OCAB); the dk / dv loop is short.
     stream_stages = 1 if exact else 2
+    # (64, 64) forward tiles spill 16-40 B per thread at 4 warps in bf16 (sm_80, sm_90), none at 8.
+    stream_warps = 8 if not target.interpret and fwd_blocks[0] * fwd_blocks[1] >= 4096 else _num_warps(*fwd_blocks)
     return OverlappingWindowPlan(
         fwd_blocks, dkdv_blocks, fwd_blocks, dot_block(head_dim), per_program,
-        KernelPlan(_num_warps(*fwd_blocks), stream_stages), KernelPlan(8 if not target.interpret else 4, 1),
-        KernelPlan(_num_warps(*fwd_blocks), stream_stages), upcast_dot, dot_precision,
+        KernelPlan(stream_warps, stream_stages), KernelPlan(8 if not target.interpret else 4, 1),
+        KernelPlan(stream_warps, stream_stages), upcast_dot, dot_precision,
     )
 
 
