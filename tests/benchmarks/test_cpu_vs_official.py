@@ -13,9 +13,10 @@ from benchmarks.ops import OP_BENCHES
 
 def test_time_pair_warms_up_then_alternates_the_order():
     calls = []
-    off, zoo = cvo.time_pair(lambda: calls.append("o"), lambda: calls.append("z"), warmup=2, repeats=4)
+    off, zoo, off_min, zoo_min = cvo.time_pair(lambda: calls.append("o"), lambda: calls.append("z"), warmup=2,
+                                               repeats=4)
     assert "".join(calls) == "ozoz" + "oz" + "zo" + "oz" + "zo"
-    assert off >= 0 and zoo >= 0
+    assert 0 <= off_min <= off and 0 <= zoo_min <= zoo
 
 
 @pytest.mark.parametrize("warmup,repeats", [(0, 0), (-1, 3)])
@@ -38,6 +39,7 @@ def test_op_case_official_against_reference():
     for r in rows:
         assert r.kind == "op" and r.case == case.label
         assert r.official_ms > 0 and r.zoo_ms > 0 and r.ratio == r.official_ms / r.zoo_ms
+        assert r.official_best_ms == r.official_ms and r.zoo_best_ms == r.zoo_ms  # one round: min = median
         assert r.rel_err < 1e-5
 
 
