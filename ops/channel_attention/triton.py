@@ -323,9 +323,13 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     splits = max(1, min(_num_splits(num_tiles, batch_groups, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
     # The kernels stream token tiles against a (D, D) matrix: two stages overlap the next tile's load.
-    stages = 1 if exact_fp32(dtype) else 2
+    exact = exact_fp32(dtype)
+    stages = 1 if exact else 2
     kp = KernelPlan(4, stages)
-    return ChannelPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kp, kp, kp, kp,
+    # FMA dots (exact fp32): the backward's (128, 32) token tiles spill 64-72 B per thread at 4 warps (DaViT-B,
+    # sm_80), none at 8.
+    bwd = KernelPlan(8, stages) if exact and not target.interpret else kp
+    return ChannelPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kp, kp, kp, bwd,
                        upcast_dot, dot_precision)
 
 
