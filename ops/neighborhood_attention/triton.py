@@ -45,9 +45,12 @@ neighbour, at the price of computing ~``(TH + kh - 1)(TW + kw - 1) / (kh kw)`` t
 
 Precision: fp32 accumulation everywhere; dot operands in the input dtype (P and dS rounded to it before their
 dots, as in FlashAttention); fp32 inputs use IEEE fp32 dots unless torch allows TF32. The bias gradient bins
-fp32 dS with TF32 one-hot dots (dS rounded to 10 mantissa bits, no coarser than the rounding to fp16 / bf16 of
-dS for dq and dk; 3xTF32 would keep ~fp32 but spills), IEEE dots under exact fp32. Softmax in base 2 with
-log2(e) folded into the scale; lse stored in natural-log units.
+fp32 dS with a TF32 one-hot dot (each dS rounded once to 10 mantissa bits, no coarser than its rounding to
+fp16 / bf16 for dq and dk; emulated at the GPU test shapes: <= 4.6e-4 of max|d(rpb)|) and sums the binned
+values with an IEEE one (FMA: they are sums, rounding them again would double the error); IEEE for both under
+exact fp32. All-IEEE binning fits without spills too, but costs ~3.8 k more FMA per query for 7 x 7 windows
+(an estimated +50 % of the dq loop's CUDA-core work; not measured on a GPU). Softmax in base 2 with log2(e)
+folded into the scale; lse stored in natural-log units.
 
 Determinism: out, dq, dk, dv and d(rpb) are deterministic (no atomics).
 """
@@ -224,7 +227,8 @@ def _bias_grad_partial(ds, in_win, acc, by0, bx0, TH: tl.constexpr, TW: tl.const
     i_y = tl.arange(0, TH * TH)
     hot_y = ((by0 + i_y % TH - i_y // TH)[:, None] == tl.arange(0, BLOCK_RY)[None, :]).to(tl.float32)
     binned_x = tl.dot(ds, hot_x, input_precision=RPB_PRECISION)  # (rows (qa, a), rx)
-    return tl.dot(tl.trans(hot_y), binned_x, acc, input_precision=RPB_PRECISION)
+    # binned_x holds sums of dS: exact fp32 (FMA) for this small dot, so dS is rounded at most once (above)
+    return tl.dot(tl.trans(hot_y), binned_x, acc, input_precision="ieee")
 
 
 @triton.jit(do_not_specialize=_MAP_ARGS)
@@ -403,8 +407,9 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int) -> Neighborho
     # dq: 4 x 8 tiles at 4 warps (see _DQ_TILE). dk / dv: 4 warps for 16-bit inputs, 8 for fp32 (TF32 or FMA
     # dots: 4 warps spill 16 B in TF32 on sm_90). One pipeline stage but in the 16-bit / TF32 forward.
     exact = exact_fp32(dtype)
-    # The bias-gradient binning multiplies fp32 dS by exact 0 / 1: TF32 rounds dS to 10 mantissa bits (what the
-    # dq / dk dots do to it, or finer; 3xTF32 would keep ~fp32 but spills 28-232 B); exact fp32 keeps IEEE dots.
+    # The bias-gradient binning's first dot multiplies fp32 dS by exact 0 / 1: TF32 rounds dS to 10 mantissa bits
+    # (what the dq / dk dots do to it, or finer; 3xTF32 would keep ~fp32 but spills 28-232 B); exact fp32 keeps
+    # IEEE dots. Its second dot is always IEEE (_bias_grad_partial).
     rpb_precision = "ieee" if dot_precision == "ieee" else "tf32"
     return NeighborhoodPlan(
         _TILE, _DQ_TILE, _BLOCK_N, dot_block(head_dim), KernelPlan(8, 1 if exact else 2), KernelPlan(4, 1),
