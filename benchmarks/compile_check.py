@@ -18,7 +18,9 @@ Three steps, each reusing the real code rather than a copy of it:
    limit before it launches: ``OutOfResources`` above it) and the ``ptxas -v`` register / spill report of the
    bundled ptxas. Compiles land in Triton's cache; ptxas reports are cached next to it by kernel hash.
 
-Run: ``python -m benchmarks.compile_check --arch 90 --dtypes bf16,fp32 [--models NAME ...] [--recipes] [--json OUT]``.
+Run: ``python -m benchmarks.compile_check --arch 90 --dtypes bf16,fp32 [--models NAME ...] [--recipes] [--kernels PART
+...] [--json OUT]``. ``--count-keys SEG_CONFIG ...`` compiles nothing: it counts the kernel versions whole-image
+inference of those seg configs' backbones would compile over ``--image-sizes`` (:func:`compile_keys`).
 This module must run in a process where ``TRITON_INTERPRET`` was unset when triton was imported (the kernels are
 then ``JITFunction``s, which ``triton.compile`` needs); ``tests/ops/test_compile.py`` runs it as a subprocess.
 """
@@ -47,8 +49,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ops import _plans
 
 __all__ = [
-    "DTYPES", "Source", "SPILL_BOUND", "collect_calls", "compile_launch", "default_sources", "launches_for",
-    "recipe_sources", "run",
+    "DTYPES", "Source", "SPILL_BOUND", "collect_calls", "compile_keys", "compile_launch", "default_sources",
+    "launches_for", "recipe_sources", "run", "seg_source",
 ]
 
 REPO = Path(__file__).resolve().parent.parent

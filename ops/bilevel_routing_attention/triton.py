@@ -240,9 +240,10 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n_queri
     # The kernels loop over the routed regions' key tiles (topk of them): two stages overlap the next tile's load.
     exact = exact_fp32(dtype)
     stages = 1 if exact else 2
-    # FMA dots (exact fp32) at 4 warps spill: the backward's (64, 64) tiles 1.2-2 KB per thread, the forward
-    # 116-152 B (BiFormer-B, sm_80); 8 warps spill nothing.
-    warps = 8 if exact and not target.interpret else 4
+    # 4 warps spill: with FMA dots (exact fp32) the backward's (64, 64) tiles 1.2-2 KB per thread, the forward
+    # 116-152 B (BiFormer-B, sm_80); in bf16 the backward 180-490 B (the region's runtime sizes cost registers);
+    # 8 warps spill 0-16 B.
+    warps = 8 if not target.interpret else 4
     return RoutingPlan(_blocks(n_queries, n_keys), dot_block(d_qk), dot_block(d_v), KernelPlan(warps, stages),
                        KernelPlan(warps, 1), upcast_dot, dot_precision)
 

@@ -439,9 +439,12 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_w
     fwd_stages = 2 if n > fwd_blocks[1] and not exact else 1
     # The backward keeps several fp32 score-sized tiles live: 8 warps on every GPU (4 spill, see above).
     bwd_warps = 8 if not target.interpret else _num_warps(*bwd_blocks)
+    # The forward's (64, 64) tiles with a bias table spill 116-236 B per thread at 4 warps in bf16 (the window's
+    # runtime sizes cost registers; sm_80 / sm_86 / sm_90), none at 8.
+    fwd_warps = 8 if not target.interpret and fwd_blocks[0] * fwd_blocks[1] >= 4096 else _num_warps(*fwd_blocks)
     return WindowPlan(
         fwd_blocks, bwd_blocks, dq_blocks, dot_block(head_dim), per_program,
-        KernelPlan(_num_warps(*fwd_blocks), fwd_stages), KernelPlan(bwd_warps, 1),
+        KernelPlan(fwd_warps, fwd_stages), KernelPlan(bwd_warps, 1),
         # Exact fp32: the dq kernel's (64, 64) FMA-dot tiles spill 0.8-1.2 KB per thread at 4 warps, 0 at 8.
         KernelPlan(8 if exact else _num_warps(*dq_blocks), fwd_stages), upcast_dot, dot_precision,
     )

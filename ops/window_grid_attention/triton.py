@@ -236,6 +236,9 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int)
         block_m = 16
     block_dv = dot_block(d_v)
     warps = _num_warps(block_n, block_dv)
+    if not target.interpret and block_n * block_dv >= 8192:
+        # EMOv2's (64, 64) tiles at Dv 128 spill 8-64 B per thread in the bf16 forward at 4 warps.
+        warps = 8
     # The kernels hold a group's keys in one tile: no loop to pipeline. The backward spills at 4 warps (FMA dots,
     # exact fp32: KBs; bf16 on sm_80: 56-392 B per thread at EMOv2's (64, 64) tiles); 8 warps: bf16 0 B at Dv 64,
     # 68 B at Dv 128 (ptxas).

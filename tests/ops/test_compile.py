@@ -140,7 +140,7 @@ def test_compile_target_records_instead_of_launching():
     launches = _window_launches(torch.float16, 90)
     assert [launch.kernel.__name__ if hasattr(launch.kernel, "__name__") else launch.kernel.fn.__name__
             for launch in launches] == ["window_attention_fwd_kernel"]
-    assert launches[0].plan == _plans.KernelPlan(4, 1)  # an 8 x 8 window: one 64 x 64 tile, no loop to pipeline
+    assert launches[0].plan == _plans.KernelPlan(8, 1)  # an 8 x 8 window: one 64 x 64 tile (8 warps), no loop
     assert _plans.device_target(torch.device("cpu")) == _plans.INTERPRETER
 
 
