@@ -3,7 +3,7 @@ stage shapes, timed with the official formulation and with the zoo's reference p
 
     python -m benchmarks.cpu_vs_official [--families NAT,DiNAT | all] [--ops all | none | OP,...]
         [--side 224] [--sr-side 128] [--batch 1] [--op-batch 1] [--repeats 5] [--warmup 1] [--threads 2]
-        [--modes fwd,fwdbwd] [--json FILE] [--markdown FILE]
+        [--modes fwd,fwdbwd] [--clock wall | cpu] [--json FILE] [--markdown FILE]
 
 Models: every family of :data:`benchmarks.memory.FAMILIES` (its smallest model; classification at ``--side``^2,
 HAT x2 at ``--sr-side``^2 output), built once (seed 0) and run with
@@ -23,7 +23,10 @@ round to round (a slow spell of a shared machine hits both); median per side; ``
 zoo is faster). The fastest round of each side is kept too (``best_ratio``): on a loaded machine other processes'
 work lands in the timings -- with 2 threads on busy cores every parallel region waits for the slower thread, so
 an implementation of many short ops suffers more than one of few long ones -- and the fastest round is the least
-disturbed. The machine's load average at the start and end of the run is recorded.
+disturbed. The machine's load average at the start and end of the run is recorded. ``--clock cpu`` times with
+``time.process_time`` (CPU seconds of this process, all its threads) instead of the wall clock: with
+``--threads 1`` it does not count the time the process waits for a core that others hold, so it compares the
+two sides fairly on a shared machine (with more threads it also counts the threads' spin-waiting).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ if __package__ in (None, ""):  # run as a file (python benchmarks/NAME.py): the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import environment, rel_err, write_json  # noqa: E402
 
-__all__ = ["MODES", "OP_PRESETS", "Row", "bench_family", "bench_op_case", "format_markdown", "main", "run",
+__all__ = ["CLOCKS", "MODES", "OP_PRESETS", "Row", "bench_family", "bench_op_case", "format_markdown", "main", "run",
            "time_pair"]
 
 MODES = ("fwd", "fwdbwd")
@@ -88,12 +91,18 @@ class Row:
         return dict(dataclasses.asdict(self), ratio=self.ratio, best_ratio=self.best_ratio)
 
 
-def time_pair(official: Callable[[], Any], zoo: Callable[[], Any], *, warmup: int,
-              repeats: int) -> tuple[float, float, float, float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_pair(official: Callable[[], Any], zoo: Callable[[], Any], *, warmup: int, repeats: int,
+              clock: str = "wall") -> tuple[float, float, float, float]:
     """Median and minimum wall-clock ms of ``official()`` and ``zoo()``: ``(official median, zoo median, official
     min, zoo min)`` (module docstring: warm-up, alternating order)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"time_pair: repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    if clock not in CLOCKS:
+        raise ValueError(f"time_pair: clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     for _ in range(warmup):
         official()
         zoo()
@@ -101,9 +110,9 @@ def time_pair(official: Callable[[], Any], zoo: Callable[[], Any], *, warmup: in
     for i in range(repeats):
         order = (("official", official), ("zoo", zoo)) if i % 2 == 0 else (("zoo", zoo), ("official", official))
         for side, fn in order:
-            start = time.perf_counter()
+            start = now()
             fn()
-            times[side].append((time.perf_counter() - start) * 1e3)
+            times[side].append((now() - start) * 1e3)
     return (statistics.median(times["official"]), statistics.median(times["zoo"]), min(times["official"]),
             min(times["zoo"]))
 
@@ -128,7 +137,7 @@ def _output_error(a: Any, b: Any) -> float:
 
 
 def bench_family(family, *, side: int, sr_side: int, batch: int, modes: Sequence[str], warmup: int, repeats: int,
-                 log=print) -> list[Row]:
+                 clock: str = "wall", log=print) -> list[Row]:
     """Both formulations of ``family``'s model (a :class:`benchmarks.memory.Family`) at output side ``side``
     (``sr_side`` for a super-resolution family)."""
     import timm
@@ -174,7 +183,7 @@ def bench_family(family, *, side: int, sr_side: int, batch: int, modes: Sequence
                 return step()
 
         err = _output_error(official(), zoo_ref())
-        times = time_pair(official, zoo_ref, warmup=warmup, repeats=repeats)
+        times = time_pair(official, zoo_ref, warmup=warmup, repeats=repeats, clock=clock)
         rows.append(Row("model", family.label, case, mode, times[0], times[1], err, times[2], times[3]))
         log(_line(rows[-1]))
     return rows
@@ -184,7 +193,8 @@ def bench_family(family, *, side: int, sr_side: int, batch: int, modes: Sequence
 # Ops
 
 
-def bench_op_case(bench, case, *, modes: Sequence[str], warmup: int, repeats: int, log=print) -> list[Row]:
+def bench_op_case(bench, case, *, modes: Sequence[str], warmup: int, repeats: int, clock: str = "wall",
+                  log=print) -> list[Row]:
     """``official`` against ``reference`` of one :class:`benchmarks.harness.OpBench` case, same inputs."""
     device = torch.device("cpu")
     torch.manual_seed(0)
@@ -203,7 +213,8 @@ def bench_op_case(bench, case, *, modes: Sequence[str], warmup: int, repeats: in
                 return out
 
         err = _output_error(call(official_fn), call(reference_fn))
-        times = time_pair(lambda: call(official_fn), lambda: call(reference_fn), warmup=warmup, repeats=repeats)
+        times = time_pair(lambda: call(official_fn), lambda: call(reference_fn), warmup=warmup, repeats=repeats,
+                          clock=clock)
         rows.append(Row("op", bench.name, case.label, mode, times[0], times[1], err, times[2], times[3]))
         log(_line(rows[-1]))
     return rows
@@ -226,7 +237,8 @@ def _load() -> list[float] | None:
 
 
 def run(families: Sequence, op_names: Sequence[str], *, side: int, sr_side: int, batch: int, op_batch: int,
-        modes: Sequence[str], warmup: int, repeats: int, threads: int, log=print) -> dict[str, Any]:
+        modes: Sequence[str], warmup: int, repeats: int, threads: int, clock: str = "wall",
+        log=print) -> dict[str, Any]:
     """Every family and op case in every mode (module docstring); a JSON-ready record."""
     from benchmarks.ops import OP_BENCHES
 
@@ -241,17 +253,17 @@ def run(families: Sequence, op_names: Sequence[str], *, side: int, sr_side: int,
     try:
         for family in families:
             rows += bench_family(family, side=side, sr_side=sr_side, batch=batch, modes=modes, warmup=warmup,
-                                 repeats=repeats, log=log)
+                                 repeats=repeats, clock=clock, log=log)
         for name in op_names:
             bench = OP_BENCHES[name]
             for case in bench.presets[OP_PRESETS[name]]:
                 case = dataclasses.replace(case, batch=op_batch)
-                rows += bench_op_case(bench, case, modes=modes, warmup=warmup, repeats=repeats, log=log)
+                rows += bench_op_case(bench, case, modes=modes, warmup=warmup, repeats=repeats, clock=clock, log=log)
     finally:
         torch.set_num_threads(saved_threads)
     settings = dict(side=side, sr_side=sr_side, batch=batch, op_batch=op_batch, modes=list(modes), warmup=warmup,
-                    repeats=repeats, threads=threads, load_average_start=load_start, load_average_end=_load(),
-                    cpu_count=os.cpu_count())
+                    repeats=repeats, threads=threads, clock=clock, load_average_start=load_start,
+                    load_average_end=_load(), cpu_count=os.cpu_count())
     return {"meta": meta, "settings": settings, "rows": [r.as_dict() for r in rows]}
 
 
@@ -259,7 +271,8 @@ def format_markdown(record: dict[str, Any]) -> str:
     """One table per kind: fwd and fwd+bwd side by side, official / zoo ratio of the medians (> 1: the zoo is
     faster), and of the fastest rounds in parentheses."""
     s = record["settings"]
-    lines = [f"{s['threads']} threads, median of {s['repeats']} after {s['warmup']} warm-up, load average "
+    clock = "CPU time of the process" if s.get("clock") == "cpu" else "wall clock"
+    lines = [f"{s['threads']} threads, {clock}, median of {s['repeats']} after {s['warmup']} warm-up, load average "
              f"{s['load_average_start']} -> {s['load_average_end']} on {s['cpu_count']} CPUs; "
              f"ratio = official / zoo median time (> 1: zoo faster), in parentheses the ratio of the fastest rounds",
              ""]
@@ -315,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", default="fwd,fwdbwd")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: time.perf_counter; cpu: time.process_time (module docstring)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--markdown", metavar="FILE")
     args = p.parse_args(argv)
@@ -331,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         p.error(f"--modes must be a comma-separated subset of {','.join(MODES)}, got {args.modes!r}")
     record = run(families, op_names, side=args.side, sr_side=args.sr_side, batch=args.batch, op_batch=args.op_batch,
-                 modes=modes, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+                 modes=modes, warmup=args.warmup, repeats=args.repeats, threads=args.threads, clock=args.clock)
     record["meta"]["command"] = "python -m benchmarks.cpu_vs_official " + " ".join(argv if argv is not None
                                                                                    else sys.argv[1:])
     text = format_markdown(record)

@@ -23,6 +23,17 @@ def test_time_pair_warms_up_then_alternates_the_order():
 def test_time_pair_rejects_bad_counts(warmup, repeats):
     with pytest.raises(ValueError, match=f"repeats={repeats}, warmup={warmup}"):
         cvo.time_pair(lambda: None, lambda: None, warmup=warmup, repeats=repeats)
+    with pytest.raises(ValueError, match="clock must be one of .* got 'sundial'"):
+        cvo.time_pair(lambda: None, lambda: None, warmup=0, repeats=1, clock="sundial")
+
+
+def test_cpu_clock_does_not_count_sleep():
+    """process_time: a side that sleeps (waits, as for a core held by others) costs no CPU time."""
+    import time
+
+    off, zoo, _, _ = cvo.time_pair(lambda: time.sleep(0.05), lambda: sum(range(200000)), warmup=0, repeats=1,
+                                   clock="cpu")
+    assert off < 20 < 50 and zoo > 0
 
 
 def test_every_op_has_a_paper_preset():
@@ -48,10 +59,11 @@ def test_tiny_model_run_and_tables(tmp_path):
     threads = torch.get_num_threads()
     out_json, out_md = tmp_path / "run.json", tmp_path / "run.md"
     assert cvo.main(["--families", "nat_mini", "--ops", "none", "--side", "64", "--repeats", "1", "--warmup", "0",
-                     "--threads", "1", "--json", str(out_json), "--markdown", str(out_md)]) == 0
+                     "--threads", "1", "--clock", "cpu", "--json", str(out_json), "--markdown", str(out_md)]) == 0
     assert torch.get_num_threads() == threads  # restored
     record = json.loads(out_json.read_text())
     assert record["settings"]["threads"] == 1 and record["settings"]["repeats"] == 1
+    assert record["settings"]["clock"] == "cpu"
     rows = record["rows"]
     assert [(r["name"], r["mode"]) for r in rows] == [("NAT", "fwd"), ("NAT", "fwdbwd")]
     for r in rows:
@@ -59,7 +71,7 @@ def test_tiny_model_run_and_tables(tmp_path):
         assert r["rel_err"] < 1e-4  # official formulation and zoo reference compute the same model
         assert r["ratio"] == pytest.approx(r["official_ms"] / r["zoo_ms"])
     table = out_md.read_text()
-    assert "| NAT | nat_mini 1x64x64 |" in table and table.count("**") == 4
+    assert "| NAT | nat_mini 1x64x64 |" in table and table.count("**") == 4 and "CPU time of the process" in table
 
 
 def test_families_by_label_or_model_and_all_once():
@@ -78,7 +90,8 @@ def test_unknown_names_are_errors(argv, match):
         cvo.main(argv)
 
 
-@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--modes", "fwd,sideways"], ["--warmup", "-1"]])
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--modes", "fwd,sideways"], ["--warmup", "-1"],
+                                  ["--clock", "sundial"]])
 def test_bad_numbers_and_modes_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cvo.main(["--families", "none", "--ops", "none", *argv])
