@@ -307,9 +307,11 @@ def _biased_attention_bwd_kv_kernel(
 # Launch plans.
 
 
-def _fwd_blocks(m: int, n: int, tile_elements: int = _TILE_ELEMENTS) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N): up to 256 keys in one tile (stage 2's agents), else 64-key tiles streamed."""
-    block_n = dot_block(n) if n <= _MAX_TILE else 64
+def _fwd_blocks(m: int, n: int, tile_elements: int = _TILE_ELEMENTS, max_keys: int = _MAX_TILE
+                ) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N): up to ``max_keys`` (256) keys in one tile (stage 2's agents), else 64-key tiles
+    streamed."""
+    block_n = min(dot_block(n), max_keys) if n <= _MAX_TILE else 64
     return min(128, dot_block(m), max(16, tile_elements // block_n)), block_n
 
 
@@ -373,7 +375,9 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
         # 32 x 256 score tiles spill in bf16 (and need 228-400 KB of shared memory in fp32 at three stages);
         # FMA dots (exact fp32) want smaller tiles still.
         tile_elements = 2048 if exact else 4096
-    block_m, block_n = _fwd_blocks(m, n, tile_elements)
+    # Exact fp32: Agent-DeiT's 196 agents in one (16, 256) key tile need 132 KB of shared memory, over sm_86's
+    # 99 KB; two 128-key tiles (online softmax) need 68 KB.
+    block_m, block_n = _fwd_blocks(m, n, tile_elements, 128 if exact else _MAX_TILE)
     m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
     splits = _num_splits(batch_heads * m_blocks, key_tiles, target)
     split_len = triton.cdiv(key_tiles, max(1, splits)) * block_n
