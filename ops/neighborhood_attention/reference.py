@@ -21,8 +21,9 @@ The implementation gathers each query's ``kh x kw`` keys and values by flat toke
 ``(B * heads, H * W, D)`` layout) and computes the logits, the softmax over the neighbourhood and the weighted sum
 exactly as written above, in fp32 (fp64 stays fp64). It walks the map in bands of query rows, so the gathered
 neighbourhoods (``kh * kw`` copies of k and v) exist one band at a time, about 8 MB each, never for the whole map:
-on the CPU a fresh whole-map gather costs more in page faults than in arithmetic (NAT / DiNAT forward and
-backward 4-8x faster at DiNAT-T stage shapes than the whole-map gather, ``benchmarks/cpu_vs_official.py``). The
+on the CPU a fresh whole-map gather costs more in page faults than in arithmetic (at DiNAT-T stage shapes,
+batch 1, one thread: forward 1.6-2.0x, forward + backward 1.8-2.7x the official whole-map gather;
+``benchmarks/results/cpu_vs_official_2026-12-07.md``). The
 backward is written out (:class:`NeighborhoodAttentionFunction`): it keeps the softmax weights of the forward,
 re-gathers each band's keys and values, and scatter-adds the key / value / bias gradients with ``index_add_``
 (``dS = P * (dP - sum(P * dP))``, ``dq = dS k``, ``dk += dS^T q``, ``dv += P^T dO``, ``drpb += sum dS``); the
