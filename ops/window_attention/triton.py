@@ -424,6 +424,12 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_w
         # their three pipeline stages need 262-426 KB of shared memory); 64 queries per tile do not.
         bwd_blocks = (min(64, bwd_blocks[0]), 16)
     dq_blocks = fwd_blocks
+    if dtype == torch.float32 and not exact and not target.interpret and n > 32 and head_dim > 32 \
+            and target.smem < 128 * 1024:
+        # TF32 dots, fp32 operands: the fused one-tile backward of a 7 x 7 / 8 x 8 window at head_dim 64 needs
+        # 112 KB of shared memory, over sm_86's 99 KB: two 32-key tiles and the separate dq kernel instead.
+        bwd_blocks = (64, 32)
+        dq_blocks = (64, 32)
     if not exact and not target.interpret and n > 64:
         # Tensor-core dots (bf16 / fp16 / TF32), ptxas on sm_80, bf16: the backward's (256, 16) whole-window tiles
         # at 8 warps spill 124-156 B per thread (1 KB with HAT's bias gradient), (128, 32) at 4 warps 316-380 B;

@@ -48,7 +48,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, exact_fp32, launch
+from ops._plans import KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import dot, dot_block, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
@@ -230,9 +230,10 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int)
     """The launch plan for groups of ``n`` tokens with ``d_qk`` / ``d_v`` channels per head."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     block_m, block_n = _blocks(n)
-    if exact_fp32(dtype) and not target.interpret:
+    if dtype == torch.float32 and not target.interpret:
         # FMA dots hold whole operand tiles in registers: EMOv2's (64, 64) tiles collapse to 32 registers with
-        # 9-21 KB of spill per thread (forward and backward, sm_80); 16 queries per tile spill nothing.
+        # 9-21 KB of spill per thread (forward and backward, sm_80); 16 queries per tile spill nothing. TF32 dots'
+        # fp32 operands: the (64, 64) backward at Dv 128 spills 2.5 KB and needs 96 KB of shared memory.
         block_m = 16
     block_dv = dot_block(d_v)
     warps = _num_warps(block_n, block_dv)
