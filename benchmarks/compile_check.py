@@ -149,6 +149,8 @@ def recipe_sources() -> list[Source]:
 
 
 class _Recorder(TorchDispatchMode):
+    """Records every ``attnzoo::*`` custom-op call (name, arguments) that runs under it."""
+
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[str, tuple]] = []
@@ -161,7 +163,9 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _meta_triton() -> Iterator[None]:
+def meta_triton() -> Iterator[None]:
+    """The ops' Triton backend for meta tensors: its custom ops run their fake implementations (shapes only, what
+    the compile check records and what the memory benchmark counts as the zoo's)."""
     # backend='triton' accepts non-CUDA tensors only under the interpreter flag; on meta tensors the custom ops
     # run their fake implementations, so nothing is interpreted. The flag is read per call (ops._backend), and
     # triton itself was imported without it.
@@ -202,7 +206,7 @@ def collect_calls(source: Source, dtype: torch.dtype, batch: int = 2, *, backwar
     model = model.to(dtype).train(backward)
     x = torch.empty(batch, *source.input_size, device="meta", dtype=dtype)
     recorder = _Recorder()
-    with _meta_triton(), recorder, torch.set_grad_enabled(backward):
+    with meta_triton(), recorder, torch.set_grad_enabled(backward):
         if source.backbone:
             outs = model.forward_intermediates(x, intermediates_only=True)
             loss = sum(o.float().sum() for o in outs)
@@ -297,13 +301,21 @@ def _ptxas_report(compiled, arch: int, log: str) -> dict[str, int]:
     return report
 
 
+def _jit_function(kernel):
+    """The kernel as a ``JITFunction``: in a process that imported triton under ``TRITON_INTERPRET=1`` (the test
+    tier) it is an ``InterpretedFunction`` made from the same function and ``@triton.jit`` options."""
+    from triton.runtime.jit import JITFunction
+
+    return kernel if isinstance(kernel, JITFunction) else JITFunction(kernel.fn, **kernel.kwargs)
+
+
 def _kernel_key(launch: _plans.Launch, arch: int):
     """(kernel, signature, constexprs, attrs, options) exactly as Triton's launcher would specialise it."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
 
-    kernel = launch.kernel
+    kernel = _jit_function(launch.kernel)
     backend = make_backend(GPUTarget("cuda", arch, 32))
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     kwargs = dict(launch.constexprs, num_warps=launch.plan.num_warps, num_stages=launch.plan.num_stages)

@@ -32,7 +32,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import os
 import sys
 import time
 import weakref
@@ -176,6 +175,7 @@ def _formulation(name: str) -> Iterator[None]:
     """The ops run as ``official`` (official formulations), ``zoo`` (Triton backend; on meta tensors its custom ops
     run their fakes: the interpreter flag only lets non-CUDA tensors through, nothing is interpreted) or
     ``zoo-ref`` (reference backend)."""
+    from benchmarks.compile_check import meta_triton
     from benchmarks.official_swap import official_formulation
     from ops import use_backend
 
@@ -185,16 +185,8 @@ def _formulation(name: str) -> Iterator[None]:
         if not calls:
             raise RuntimeError("official formulation: the model called no attention op")
     elif name == "zoo":
-        saved = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "1"
-        try:
-            with use_backend("triton"):
-                yield
-        finally:
-            if saved is None:
-                os.environ.pop("TRITON_INTERPRET", None)
-            else:
-                os.environ["TRITON_INTERPRET"] = saved
+        with meta_triton():
+            yield
     elif name == "zoo-ref":
         with use_backend("reference"):
             yield

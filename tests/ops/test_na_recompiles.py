@@ -6,94 +6,27 @@ specialises (value 1, multiple of 16), would compile a new kernel on the first i
 take the map size, the dilation and the tile counts as unspecialised runtime arguments
 (``ops.neighborhood_attention.triton._MAP_ARGS``); these tests count the versions a real launch would compile.
 
-How, without a GPU: DiNAT runs on the meta device with ``backend='triton'``; every ``attnzoo::`` NA call is
-recorded, replayed through the op's own forward / backward under :func:`ops._plans.compile_target` (the
-wrappers' real launch plans for sm_80 / sm_90, launches recorded instead of run), and each launch is keyed as
-Triton's launcher keys its kernel cache: kernel, the binder's specialisation of every argument for
-``GPUTarget("cuda", arch, 32)``, constexprs and launch options.
+How, without a GPU: :func:`benchmarks.compile_check.compile_keys` runs DiNAT on the meta device with
+``backend='triton'``, replays every op call through the op's own forward / backward under
+:func:`ops._plans.compile_target` (the wrappers' real launch plans for sm_80 / sm_90, launches recorded instead of
+run) and keys each launch as Triton's launcher keys its kernel cache: the binder's specialisation of every argument
+for ``GPUTarget("cuda", arch, 32)``, constexprs and launch options.
 """
 from __future__ import annotations
 
-import importlib
-
 import pytest
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from ops import _plans
-from ops._backend import use_backend
-
-na_triton = importlib.import_module("ops.neighborhood_attention.triton")
+from benchmarks.compile_check import Source, compile_keys
 
 # ADE20K-style whole-image inference sizes (H, W): 3:4, square, larger 3:4, 4:3 portrait, a panorama.
 IMAGE_SIZES = ((512, 683), (512, 512), (640, 853), (480, 640), (384, 1024))
 
 
-class _Recorder(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, tuple]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        if name.startswith("attnzoo::neighborhood_attention_2d"):
-            self.calls.append((name, args))
-        return func(*args, **(kwargs or {}))
-
-
-def _na_calls(model_name: str, size: tuple[int, int], train: bool) -> list[tuple[str, tuple]]:
-    """NA op calls of a backbone pass (forward_intermediates, as mmseg runs it) on the meta device."""
-    import timm
-
-    import zoo.models  # noqa: F401  (registers the models)
-
-    with torch.device("meta"):
-        model = timm.create_model(model_name, pretrained=False)
-    model = model.train(train)
-    x = torch.empty(1, 3, *size, device="meta")
-    recorder = _Recorder()
-    with use_backend("triton"), recorder, torch.set_grad_enabled(train):
-        outs = model.forward_intermediates(x, intermediates_only=True)
-        if train:
-            sum(o.float().sum() for o in outs).backward()
-    return recorder.calls
-
-
-def _jit_function(kernel):
-    """The kernel as a ``JITFunction`` (under ``TRITON_INTERPRET=1`` it is an ``InterpretedFunction`` made from
-    the same function and ``@triton.jit`` options)."""
-    from triton.runtime.jit import JITFunction
-
-    return kernel if isinstance(kernel, JITFunction) else JITFunction(kernel.fn, **kernel.kwargs)
-
-
-def _version_key(launch: _plans.Launch, arch: int) -> tuple:
-    """What Triton's launcher keys its compiled versions by: the binder's specialisation (types, 1-valued
-    integers, multiples of 16, pointer alignment), the constexprs and the launch options."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
-
-    kernel = _jit_function(launch.kernel)
-    binder = create_function_from_signature(kernel.signature, kernel.params, make_backend(GPUTarget("cuda", arch, 32)))
-    _, specialization, options = binder(*launch.args, **launch.constexprs, num_warps=launch.plan.num_warps,
-                                        num_stages=launch.plan.num_stages)
-    return kernel.fn.__name__, repr(specialization), repr(sorted(options.items())), launch.plan
-
-
-def _versions(model_name: str, sizes, arch: int, train: bool) -> dict[str, set]:
-    """Distinct compiled versions per NA kernel over the passes at ``sizes``."""
-    functions = {"attnzoo::neighborhood_attention_2d_fwd": na_triton._forward,
-                 "attnzoo::neighborhood_attention_2d_bwd": na_triton._backward}
-    versions: dict[str, set] = {}
-    for size in sizes:
-        for name, args in _na_calls(model_name, size, train):
-            with _plans.compile_target(arch) as launches:
-                functions[name](*args)
-            for launch in launches:
-                key = _version_key(launch, arch)
-                versions.setdefault(key[0], set()).add(key)
-    return versions
+def _versions(model_name: str, sizes, arch: int, train: bool) -> dict[str, list[str]]:
+    """Distinct compiled versions per NA kernel over backbone passes (forward_intermediates, as mmseg runs it) at
+    ``sizes``."""
+    sources = [Source(model_name, (3, *size), backbone=True) for size in sizes]
+    return compile_keys(sources, arch, "fp32", backward=train)
 
 
 @pytest.mark.parametrize("arch", [80, 90])
