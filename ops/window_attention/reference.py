@@ -52,7 +52,8 @@ def _window_attention(q, k, v, window, bias_table, mask, scale) -> torch.Tensor:
     N = wh * ww
 
     def to_windows(t: torch.Tensor) -> torch.Tensor:  # (B, H, W, nh, D) -> (B, nW, nh, N, D), fp32
-        t = F.pad(t.float(), (0, 0, 0, 0, 0, pw, 0, ph))
+        # no padding copy when the windows tile the map: the permuted reshape below copies anyway
+        t = F.pad(t.float(), (0, 0, 0, 0, 0, pw, 0, ph)) if ph or pw else t.float()
         t = t.view(B, nwh, wh, nww, ww, nh, D).permute(0, 1, 3, 5, 2, 4, 6)
         return t.reshape(B, nwh * nww, nh, N, D)
 
