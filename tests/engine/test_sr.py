@@ -220,6 +220,8 @@ def test_pad_to_multiple_for_models_that_need_it():
     torch.testing.assert_close(padded[..., 13:, :21], lr.flip(-2)[..., 1:4, :], rtol=0, atol=0)  # reflect
     with pytest.raises(ValueError, match="3x20 input cannot be reflect-padded to a multiple of 8"):
         sr_inference(NeedsMultiple(), torch.rand(1, 3, 3, 20), 2, window_size=8)
+    with pytest.raises(ValueError, match="window_size must be >= 1, got 0"):
+        sr_inference(NeedsMultiple(), lr, 2, window_size=0)
 
 
 def test_tiled_forward_errors():

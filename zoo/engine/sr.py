@@ -185,6 +185,8 @@ def sr_inference(model: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor
     tiles (pass multiples of the window for ``tile`` and ``overlap``, as the official tile mode asks) and for
     models that require window multiples.
     """
+    if window_size < 1:
+        raise InputError(f"window_size must be >= 1, got {window_size}")
     lr = _as_batch(lr, "lr")
     h, w = lr.shape[-2:]
     x = pad_to_multiple(lr, window_size, mode="reflect")
