@@ -385,14 +385,27 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
     if target.interpret:
         key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, tile_elements)
     else:
-        # Agent-DeiT's 196 agents: one (16, 256) key tile needs 172 KB of shared memory in exact fp32 (sm_80
-        # has 163 KB, sm_86 99 KB) and spills 1.1-6.3 KB in bf16; (16, 128) tiles need 36-90 KB and spill
-        # 0.1-0.5 KB at 8 warps (ptxas, sm_80 / sm_86). (32, 128) spills twice that, 4 warps ten times.
+        # Tiles and warps chosen by ptxas spill stores (every Agent-* model at its default size, sm_80 / sm_86 /
+        # sm_90, benchmarks.compile_check). Few keys (stage 2: tokens over <= 196 agents): 16-bit and TF32 in
+        # (32, 32) tiles at 4 warps spill 0 B (TF32 <= 8 B); exact fp32 in (32, 64) at 8 warps <= 28 B. The
+        # earlier (64, 64) / (16, 128) tiles at 8 warps spilled 88-188 B in bf16 (and one (16, 256) tile for
+        # Agent-DeiT's 196 agents needs 172 KB of shared memory in exact fp32, over sm_80's 163 KB).
+        # Many keys (stage 1: agents over the tokens): at most 64 agents per tile, 32 keys per program at 8
+        # warps spill 0 B in 16-bit (24-32 B at 4 warps); fp32 needs 16 keys (0 B; exact fp32 on sm_90 12-16 B),
+        # 32 spill 0.2 KB. Agent-PVT-L's seg recipe (784 agents) in (256, 16) tiles needed 172 KB of shared
+        # memory in exact fp32 and 275 KB in TF32 (over sm_80's 163 KB) and spilled 1.2 KB in bf16; (128, 16)
+        # at 8 warps still spills 16-444 B.
         key_parallel, bwd_m, bwd_n = _bwd_plan(m, n, 2048 if n > 64 else tile_elements, max_keys=128)
+        if key_parallel:
+            bwd_m, bwd_n = min(64, bwd_m), 16 if dtype == torch.float32 else 32
+        else:
+            bwd_m, bwd_n = min(32, dot_block(m)), min(64 if exact else 32, bwd_n)
     # The forward streams key tiles (stage 1: thousands of keys): two stages overlap the next tile's load.
     fwd_stages = 2 if key_tiles > 1 and not exact else 1
-    # fp32 operands take twice the registers of 16-bit ones: 8 warps for the backward's tiles.
-    bwd_warps = 8 if (dtype == torch.float32 or bwd_n >= 128) and not target.interpret else _num_warps(bwd_m, bwd_n)
+    if target.interpret:
+        bwd_warps = _num_warps(bwd_m, bwd_n)
+    else:
+        bwd_warps = 8 if key_parallel or exact else 4
     return AgentPlan(
         (block_m, block_n), splits, split_len, key_parallel, (bwd_m, bwd_n), dot_block(head_dim),
         KernelPlan(_num_warps(block_m, block_n), fwd_stages), KernelPlan(bwd_warps, 1),

@@ -36,9 +36,11 @@ Forward, four launches, each over (batch * heads, chunks):
    (deterministic) into the saved state: qbar, KV, ksum (normalised) and ``lse = max + log(sum)``.
 4. ``rala_fwd_out_kernel``: the output pass, token-parallel, with residual and gate fused into the store.
 
-Backward, four launches: ``rala_bwd_q_kernel`` (query side: dg, dr and the partial dKV / dksum),
-``rala_bwd_combine_kernel`` (sums those partials once), ``rala_bwd_kv_kernel`` (key side: dk, dv and partial
-dqbar; the weights w are recomputed from qbar and lse), ``rala_bwd_dq_kernel`` (dq).
+Backward, four launches: ``rala_bwd_q_kernel`` (query side: dg, dr and the partial dKV / dksum; at d = 128 the
+value columns are split over programs, each holding KV[:, cols] and dKV[:, cols] only), ``rala_bwd_combine_kernel``
+(sums those partials once, and copies KV zero-padded to BLOCK_D x BLOCK_D), ``rala_bwd_kv_kernel`` (key side: dk,
+dv and partial dqbar; the weights w are recomputed from qbar and lse), ``rala_bwd_dq_kernel`` (dq, reading the
+padded KV: constant offsets, no masks). The backward has its own token tiles and chunks (:func:`launch_plan`).
 
 Chunks (split-N): with one head and a small batch (RAVLT's stage 1 has 1 head), B * heads programs would leave
 most SMs idle at N = 65536 (1024^2 input). N is cut into just enough chunks of at least ``_MIN_TILES_PER_SPLIT``
@@ -343,12 +345,22 @@ def rala_bwd_q_kernel(
     stride_rb, stride_rn, stride_rh, stride_rd,
     stride_xb, stride_xn, stride_xh, stride_xd,
     stride_tn, stride_td,
-    eps, N, NH, D, TILES_PER_SPLIT,
+    eps, N, NH, D, TILES_PER_SPLIT, COL_SPLITS,
     HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr, HAS_ROPE: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
-    """Query side: dgate, dres (strides ``stride_x*``, contiguous like q) and the chunk's partial dKV, dksum."""
-    i_bh, i_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    """Query side of one chunk and one block of ``BLOCK_C`` value columns: dgate, dres (strides ``stride_x*``,
+    contiguous like q) of those columns, the chunk's partial dKV[:, cols] and the partial dksum_c = sum_i
+    dden_{i,c} phi(q_i), dden_{i,c} = -sum_{cols} dan * a (dden is a sum over the columns, so the column blocks'
+    partials add up to dksum; the combine kernel sums them in a fixed order).
+
+    Column blocks (``COL_SPLITS`` of them cover D; see :func:`launch_plan`): a[:, cols] = R phi(q) KV[:, cols] /
+    den needs the whole q tile (loaded anyway for den = phi(q) . ksum) but only KV's columns, so a program holds
+    KV[:, cols] and dKV[:, cols] instead of the whole d x d of both. The block index is the fastest-varying part
+    of grid axis 0: the blocks of one chunk run side by side and read its q / table tiles from L2."""
+    i_bc, i_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    i_bh, i_c = i_bc // COL_SPLITS, i_bc % COL_SPLITS
     i_b, i_h = i_bh // NH, i_bh % NH
     do += i_b * stride_dob + i_h * stride_doh
     q += i_b * stride_qb + i_h * stride_qh
@@ -356,41 +368,63 @@ def rala_bwd_q_kernel(
     res += i_b * stride_rb + i_h * stride_rh
     dgate += i_b * stride_xb + i_h * stride_xh
     dres += i_b * stride_xb + i_h * stride_xh
-    kv, ks = _load_state(kv_state, ks_state, i_bh, D, BLOCK_D)
-    dkv = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
+    offs = tl.arange(0, BLOCK_D)
+    offs_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    # KV[:, cols]; padded rows / columns load as 0 and so stay out of every product.
+    kv = tl.load(kv_state + i_bh * D * D + offs[:, None] * D + offs_c[None, :],
+                 mask=(offs[:, None] < D) & (offs_c[None, :] < D), other=0.0)
+    ptrs, vmask = _vec_ptrs(ks_state + i_bh * D, D, BLOCK_D)
+    ks = tl.load(ptrs, mask=vmask, other=0.0)
+    dkv = tl.zeros((BLOCK_D, BLOCK_C), dtype=tl.float32)
     dks = tl.zeros((BLOCK_D,), dtype=tl.float32)
     n_start, n_end = _chunk_bounds(i_s, N, TILES_PER_SPLIT, BLOCK_N)
     for n0 in range(n_start, n_end, BLOCK_N):
-        offs_n, offs_d, _, mask = _tile(n0, n_end, D, BLOCK_N, BLOCK_D)
+        offs_n, offs_d, valid, mask = _tile(n0, n_end, D, BLOCK_N, BLOCK_D)
         _, phq, rq, _, _, den, a = _attend(q, sin, cos, kv, ks, offs_n, offs_d, mask, stride_qn, stride_qd,
                                            stride_tn, stride_td, eps, HAS_ROPE, BLOCK_N, BLOCK_D, DOT_PRECISION)
-        dy, da = _gate_grads(do, gate, offs_n, offs_d, mask, stride_don, stride_dod, stride_gn, stride_gd, HAS_GATE)
+        cmask = valid[:, None] & (offs_c[None, :] < D)
+        dy, da = _gate_grads(do, gate, offs_n, offs_c, cmask, stride_don, stride_dod, stride_gn, stride_gd, HAS_GATE)
         if HAS_GATE:
             pre = a
             if HAS_RES:
-                pre += _load(res, offs_n, offs_d, mask, stride_rn, stride_rd)
-            _store(dgate, dy * pre, offs_n, offs_d, mask, stride_xn, stride_xd)
+                pre += _load(res, offs_n, offs_c, cmask, stride_rn, stride_rd)
+            _store(dgate, dy * pre, offs_n, offs_c, cmask, stride_xn, stride_xd)
         if HAS_RES:
-            _store(dres, da, offs_n, offs_d, mask, stride_xn, stride_xd)
-        dan = da / den[:, None]
-        dkv = dot(tl.trans(rq), dan, UPCAST_DOT, DOT_PRECISION, acc=dkv)
-        dks += tl.sum(-tl.sum(dan * a, axis=1)[:, None] * phq, axis=0)
+            _store(dres, da, offs_n, offs_c, cmask, stride_xn, stride_xd)
+        # Everything that links the dKV dot to the rest of the loop passes a transpose: its operands (R phi(q)^T,
+        # (dan^T)^T) and dksum's update. Triton (3.x, AccelerateMatmul's warpsPerTileV2) gives dots linked through
+        # other ops ("chained") one warp layout, the first one's: here dKV's (BLOCK_D, BLOCK_C), warps stacked
+        # along M, which makes every warp of the (BLOCK_N, BLOCK_C) dot computing a work on the same rows with the
+        # whole KV[:, cols] as its operand (bf16, sm_80: 255 registers at d = 128 with 64 columns and at d = 64
+        # with 32 tokens). Transposes end the slice of linked ops, so each dot gets its own layout: 177 and 172.
+        dan_t = tl.trans(da) / den[None, :]
+        dkv = dot(tl.trans(rq), tl.trans(dan_t), UPCAST_DOT, DOT_PRECISION, acc=dkv)
+        dden = -tl.sum(da * a, axis=1) / den
+        dks += tl.sum(tl.trans(dden[:, None] * phq), axis=1)
     i_ws = i_bh * tl.num_programs(1) + i_s
-    offs = tl.arange(0, BLOCK_D)
-    tl.store(ws_dkv + i_ws * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :], dkv)
-    tl.store(ws_dks + i_ws * BLOCK_D + offs, dks)
+    # COL_SPLITS * BLOCK_C <= BLOCK_D (powers of two, COL_SPLITS = cdiv(D, BLOCK_C)): no mask.
+    tl.store(ws_dkv + i_ws * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs_c[None, :], dkv)
+    tl.store(ws_dks + (i_ws * COL_SPLITS + i_c) * BLOCK_D + offs, dks)
 
 
 @triton.jit
-def rala_bwd_combine_kernel(ws_dkv, ws_dks, dkv_out, dks_out, num_splits, BLOCK_D: tl.constexpr):
-    """Sums the chunk partials of dKV and dksum of one (b, h) in a fixed order (padded to BLOCK_D)."""
+def rala_bwd_combine_kernel(ws_dkv, ws_dks, kv_state, dkv_out, dks_out, kv_out, D, num_splits, col_splits,
+                            BLOCK_D: tl.constexpr):
+    """Sums the chunk partials of dKV and the chunk x column-block partials of dksum of one (b, h) in a fixed
+    order, and copies KV; all three padded to BLOCK_D with zeros (dKV's rows and columns from D on are 0 whatever
+    the partials hold there: the column blocks need not cover them). The padded copies have constexpr strides
+    and need no masks: the kv / dq kernels read them inside their token loops."""
     i_bh = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
+    mat = offs[:, None] * BLOCK_D + offs[None, :]
+    mmask = (offs[:, None] < D) & (offs[None, :] < D)
+    kv = tl.load(kv_state + i_bh * D * D + offs[:, None] * D + offs[None, :], mask=mmask, other=0.0)
+    tl.store(kv_out + i_bh * BLOCK_D * BLOCK_D + mat, kv)
     dkv = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
     for s in range(num_splits):
-        dkv += tl.load(ws_dkv + (i_bh * num_splits + s) * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :])
-    tl.store(dkv_out + i_bh * BLOCK_D * BLOCK_D + offs[:, None] * BLOCK_D + offs[None, :], dkv)
-    tl.store(dks_out + i_bh * BLOCK_D + offs, _sum_vec_partials(ws_dks, i_bh, num_splits, BLOCK_D))
+        dkv += tl.load(ws_dkv + (i_bh * num_splits + s) * BLOCK_D * BLOCK_D + mat, mask=mmask, other=0.0)
+    tl.store(dkv_out + i_bh * BLOCK_D * BLOCK_D + mat, dkv)
+    tl.store(dks_out + i_bh * BLOCK_D + offs, _sum_vec_partials(ws_dks, i_bh, num_splits * col_splits, BLOCK_D))
 
 
 @triton.jit
@@ -461,7 +495,7 @@ def rala_bwd_kv_kernel(
 
 @triton.jit
 def rala_bwd_dq_kernel(
-    do, q, gate, sin, cos, kv_state, ks_state, ws_dqbar, dq, dsin, dcos,
+    do, q, gate, sin, cos, kv_pad, ks_state, ws_dqbar, dq, dsin, dcos,
     stride_dob, stride_don, stride_doh, stride_dod,
     stride_qb, stride_qn, stride_qh, stride_qd,
     stride_gb, stride_gn, stride_gh, stride_gd,
@@ -471,7 +505,8 @@ def rala_bwd_dq_kernel(
     HAS_GATE: tl.constexpr, HAS_ROPE: tl.constexpr, ROPE_GRAD: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, STATE_IN_LOOP: tl.constexpr,
 ):
-    """dq (strides ``stride_x*``) and the query-side table gradients, added to the key side's.
+    """dq (strides ``stride_x*``) and the query-side table gradients, added to the key side's. KV is read from
+    the combine kernel's zero-padded copy ``kv_pad`` (BLOCK_D x BLOCK_D per (b, h)): constant offsets, no masks.
     ``STATE_IN_LOOP``: as in :func:`rala_bwd_kv_kernel`, for KV."""
     i_bh, i_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i_b, i_h = i_bh // NH, i_bh % NH
@@ -479,14 +514,19 @@ def rala_bwd_dq_kernel(
     q += i_b * stride_qb + i_h * stride_qh
     gate += i_b * stride_gb + i_h * stride_gh
     dq += i_b * stride_xb + i_h * stride_xh
-    kv, ks = _load_state(kv_state, ks_state, i_bh, D, BLOCK_D)
+    offs = tl.arange(0, BLOCK_D)
+    kv_pad += i_bh * BLOCK_D * BLOCK_D
+    kv_ptrs = kv_pad + offs[:, None] * BLOCK_D + offs[None, :]
+    kv = tl.load(kv_ptrs)
+    ptrs, vmask = _vec_ptrs(ks_state + i_bh * D, D, BLOCK_D)
+    ks = tl.load(ptrs, mask=vmask, other=0.0)
     dqbar = _sum_vec_partials(ws_dqbar, i_bh, tl.num_programs(1), BLOCK_D) / N
     n_start, n_end = _chunk_bounds(i_s, N, TILES_PER_SPLIT, BLOCK_N)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n, offs_d, _, mask = _tile(n0, n_end, D, BLOCK_N, BLOCK_D)
         kv_t = kv
         if STATE_IN_LOOP:
-            kv_t, _ = _load_state(kv_state, ks_state, i_bh, D, BLOCK_D)
+            kv_t = tl.load(kv_ptrs)
         qt, phq, _, sin_t, cos_t, den, a = _attend(q, sin, cos, kv_t, ks, offs_n, offs_d, mask, stride_qn,
                                                    stride_qd, stride_tn, stride_td, eps, HAS_ROPE, BLOCK_N, BLOCK_D,
                                                    DOT_PRECISION)
@@ -494,8 +534,7 @@ def rala_bwd_dq_kernel(
         dan = da / den[:, None]
         if STATE_IN_LOOP:
             # KV^T read as such (a transposed view of the load above would be the same load, merged with it).
-            ptrs, mmask = _mat_ptrs(kv_state + i_bh * D * D, D, D, BLOCK_D)
-            kv_tt = tl.load(tl.trans(ptrs), mask=tl.trans(mmask), other=0.0)
+            kv_tt = tl.load(kv_pad + offs[None, :] * BLOCK_D + offs[:, None])
         else:
             kv_tt = tl.trans(kv)
         drq = tl.dot(dan, kv_tt, input_precision=DOT_PRECISION)
@@ -533,7 +572,9 @@ class RalaPlan:
     """Chunks of N (``splits`` of ``tiles_per_split`` tiles of ``block_n`` tokens; no chunk is empty), the
     channel tile and one :class:`KernelPlan` per kernel (by kernel name without ``rala_`` / ``_kernel``);
     ``upcast_dot`` / ``dot_precision`` see :func:`ops._plans.dot_options`; ``state_in_loop``: the backward kv / dq
-    kernels read their d x d state inside the token loop (``STATE_IN_LOOP``)."""
+    kernels read their d x d state inside the token loop (``STATE_IN_LOOP``); ``block_c`` / ``col_splits``: the
+    query-side backward covers the value columns in ``col_splits`` blocks of ``block_c`` (``BLOCK_C``), one program
+    each (``col_splits = cdiv(head_dim, block_c)``; 1 and ``block_d``: no split)."""
 
     splits: int
     tiles_per_split: int
@@ -543,13 +584,17 @@ class RalaPlan:
     upcast_dot: bool
     dot_precision: str
     state_in_loop: bool = False
+    block_c: int = 0
+    col_splits: int = 1
 
 
 _KERNELS = ("fwd_qsum", "fwd_kv", "fwd_combine", "fwd_out", "bwd_q", "bwd_combine", "bwd_kv", "bwd_dq")
 
 
-def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch_heads: int) -> RalaPlan:
-    """The launch plan for ``n`` tokens of ``batch_heads`` (batch x heads) independent heads."""
+def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch_heads: int,
+                backward: bool = False) -> RalaPlan:
+    """The launch plan for ``n`` tokens of ``batch_heads`` (batch x heads) independent heads; ``backward``: the
+    backward's (its chunks need not be the forward's: the state between them is combined)."""
     upcast_dot, dot_precision = dot_options(dtype, target)
     block_n, block_d, num_warps = _block_sizes(head_dim)
     if not target.interpret:
@@ -561,16 +606,33 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
         # Tensor-core dots at d = 128 (RAVLT-B / L, head_dim 96): the backward's ten-odd live (32, 128) fp32
         # tiles next to the state spill 0.2-1 KB; (16, 128) tiles do not.
         block_n = 16
+    elif backward and block_d == 64 and not target.interpret:
+        # d = 64 (RAVLT-T / S), tensor-core dots: at 64 tokens the kv / dq kernels spill 280-365 B per thread
+        # (bf16 / fp16, sm_80 / sm_86), 390-570 B with TF32 inputs; at 32 tokens the backward kernels use 165-185
+        # registers, 130-175 with TF32, and spill nothing (sm_80 / sm_86 / sm_90; STATE_IN_LOOP at 32 tokens:
+        # 180-215). The forward keeps 64 (no spill).
+        block_n = 32
     num_tiles = max(1, triton.cdiv(n, block_n))
     splits = max(1, min(_num_splits(num_tiles, batch_heads, target), num_tiles))
     tiles_per_split = triton.cdiv(num_tiles, splits)
     # One stage: the token loops' loads are small next to the (D, D) state; three stages of the backward kv / dq
     # kernels at head_dim 96 (padded to 128) need 244-256 KB of shared memory, over any GPU's limit.
     kernels = {name: KernelPlan(num_warps, 1) for name in _KERNELS}
+    block_c = block_d
+    if block_d >= 128 and not target.interpret:
+        # The query-side backward keeps KV[:, cols] and accumulates dKV[:, cols] (fp32) next to its token tiles:
+        # the whole 128 x 128 of both spilled 570-750 B (bf16 / fp16, sm_80 / sm_86; 0.8 KB with FMA dots at 16
+        # warps). Tensor-core dots, 64 columns: 170-180 registers, no spill (the whole state: 255, no spill -- no
+        # margin). FMA dots, 32 columns (3 blocks cover head_dim 96 without padding): 160-170, no spill (64: 255).
+        block_c = 32 if exact else 64
     if block_d >= 128 and exact:
-        # The query-side backward accumulates a 128 x 128 fp32 dKV in registers next to its token tiles: with
-        # FMA dots 8 warps spill 1.5-4 KB per thread, 16 warps 0.8 KB.
-        kernels["bwd_q"] = KernelPlan(16, 1)
+        # FMA dots at d = 128: the dq kernel spills 20-40 B at 8 warps (sm_80 / sm_90), nothing at 16. (The kv
+        # kernel: 0-20 B at 8 warps, 0-16 B at 16.)
+        kernels["bwd_dq"] = KernelPlan(16, 1)
+    elif block_d == 64 and exact:
+        # FMA dots at d = 64: the kv kernel spills 8 B on sm_90 at 8 warps (4 warps: 12 B with table gradients),
+        # nothing at 16 (64-72 registers), with or without table gradients.
+        kernels["bwd_kv"] = KernelPlan(16, 1)
     # The backward kv / dq kernels' two dots read the d x d fp32 state in two layouts: two shared-memory copies
     # (2 x 64 KB at d = 128) plus the token tiles' (155 KB for RAVLT-B in bf16, sm_80). Where that is over the
     # target's limit (sm_86 / sm_89: 99 KB) the state is read inside the loop, one copy at a time (an extra
@@ -578,7 +640,7 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, batch
     state_bytes = block_d * block_d * 4
     state_in_loop = not target.interpret and not exact and 2 * state_bytes + 2 * block_n * block_d * 4 > target.smem
     return RalaPlan(triton.cdiv(num_tiles, tiles_per_split), tiles_per_split, block_n, block_d, kernels,
-                    upcast_dot, dot_precision, state_in_loop)
+                    upcast_dot, dot_precision, state_in_loop, block_c, triton.cdiv(head_dim, block_c))
 
 
 def _opt(t: Optional[torch.Tensor], q: torch.Tensor, ndim: int):
@@ -703,13 +765,14 @@ def _backward(
     # The kernels read the states with contiguous strides; a graph transform may hand back equal tensors in
     # another layout.
     qbar, kv, ks, lse = qbar.contiguous(), kv.contiguous(), ks.contiguous(), lse.contiguous()
-    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, bh)
+    plan = launch_plan(device_target(q.device), q.dtype, head_dim, n, bh, backward=True)
     splits, tps, block_n, block_d = plan.splits, plan.tiles_per_split, plan.block_n, plan.block_d
     kp = plan.kernels
     ws_dkv = empty(bh, splits, block_d, block_d, device=dev, dtype=torch.float32)
-    ws_dks = empty(bh, splits, block_d, device=dev, dtype=torch.float32)
+    ws_dks = empty(bh, splits * plan.col_splits, block_d, device=dev, dtype=torch.float32)
     dkv_sum = empty(bh, block_d, block_d, device=dev, dtype=torch.float32)
     dks_sum = empty(bh, block_d, device=dev, dtype=torch.float32)
+    kv_pad = empty(bh, block_d, block_d, device=dev, dtype=torch.float32)
     ws_dqbar = empty(bh, splits, block_d, device=dev, dtype=torch.float32)
     gate_p, gate_s = _opt(gate, q, 4)
     res_p, res_s = _opt(residual, q, 4)
@@ -723,15 +786,15 @@ def _backward(
     flags = dict(HAS_ROPE=sin is not None, BLOCK_N=block_n, BLOCK_D=block_d)
     with on_device(q):
         launch(
-            rala_bwd_q_kernel, grid,
+            rala_bwd_q_kernel, (bh * plan.col_splits, splits),
             do, q, gate_p, res_p, sin_p, cos_p, kv, ks, dgate_p, dres_p, ws_dkv, ws_dks,
             *do.stride(), *q.stride(), *gate_s, *res_s, *dq.stride(), *tab_s,
-            eps, n, heads, head_dim, tps,
-            HAS_GATE=gate is not None, HAS_RES=residual is not None, UPCAST_DOT=upcast_dot,
+            eps, n, heads, head_dim, tps, plan.col_splits,
+            HAS_GATE=gate is not None, HAS_RES=residual is not None, BLOCK_C=plan.block_c, UPCAST_DOT=upcast_dot,
             DOT_PRECISION=dot_precision, plan=kp["bwd_q"], **flags,
         )
-        launch(rala_bwd_combine_kernel, (bh,), ws_dkv, ws_dks, dkv_sum, dks_sum, splits, BLOCK_D=block_d,
-               plan=kp["bwd_combine"])
+        launch(rala_bwd_combine_kernel, (bh,), ws_dkv, ws_dks, kv, dkv_sum, dks_sum, kv_pad, head_dim, splits,
+               plan.col_splits, BLOCK_D=block_d, plan=kp["bwd_combine"])
         launch(
             rala_bwd_kv_kernel, grid,
             k, v, sin_p, cos_p, qbar, kv, ks, lse, dkv_sum, dks_sum, dk, dv, ws_dqbar, dsin_p, dcos_p,
@@ -742,7 +805,7 @@ def _backward(
         )
         launch(
             rala_bwd_dq_kernel, grid,
-            do, q, gate_p, sin_p, cos_p, kv, ks, ws_dqbar, dq, dsin_p, dcos_p,
+            do, q, gate_p, sin_p, cos_p, kv_pad, ks, ws_dqbar, dq, dsin_p, dcos_p,
             *do.stride(), *q.stride(), *gate_s, *dq.stride(), *tab_s,
             eps, n, heads, head_dim, tps,
             HAS_GATE=gate is not None, ROPE_GRAD=rope_grad, DOT_PRECISION=dot_precision,

@@ -448,11 +448,26 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, n: int, num_w
     # The forward's (64, 64) tiles with a bias table spill 116-236 B per thread at 4 warps in bf16 (the window's
     # runtime sizes cost registers; sm_80 / sm_86 / sm_90), none at 8.
     fwd_warps = 8 if not target.interpret and fwd_blocks[0] * fwd_blocks[1] >= 4096 else _num_warps(*fwd_blocks)
+    # Exact fp32: the dq kernel's (64, 64) FMA-dot tiles spill 0.8-1.2 KB per thread at 4 warps, 0 at 8.
+    dq_warps = 8 if exact else _num_warps(*dq_blocks)
+    if dot_block(head_dim) >= 128 and not target.interpret:
+        # head_dim 65-128 (BiFormer-B / STL's whole-map stage 4, head_dim 96): the tiles above were chosen at
+        # head_dim <= 64 and double their operands here. Exact fp32: (64, 64) forward / dq tiles spill 9.8 /
+        # 17 KB (sm_80); TF32: the fused 7 x 7 backward needs 229 KB of shared memory, the (128, 32) one of a
+        # 16 x 16 window 295 KB (sm_80 has 163 KB). Measured instead (ptxas, sm_80 / sm_86 / sm_90, every
+        # BiFormer-B / STL size): 16-bit and TF32 forward / dq (16, 64), backward (32, 16), 4 warps: 0 B;
+        # exact fp32 forward (32, 64), backward (64, 16), dq (16, 64), 8 warps: 0 / <= 40 / <= 200 B.
+        if exact:
+            fwd_blocks, bwd_blocks, dq_blocks, fwd_warps, bwd_warps, dq_warps = (32, 64), (64, 16), (16, 64), 8, 8, 8
+        else:
+            fwd_blocks, bwd_blocks, dq_blocks, fwd_warps, bwd_warps, dq_warps = (16, 64), (32, 16), (16, 64), 4, 4, 4
+        fwd_stages = 2 if n > fwd_blocks[1] and not exact else 1
+        per_program = _windows_per_program(num_windows, heads, triton.cdiv(n, bwd_blocks[1]), target) \
+            if bias_grad else 1
     return WindowPlan(
         fwd_blocks, bwd_blocks, dq_blocks, dot_block(head_dim), per_program,
-        KernelPlan(fwd_warps, fwd_stages), KernelPlan(bwd_warps, 1),
-        # Exact fp32: the dq kernel's (64, 64) FMA-dot tiles spill 0.8-1.2 KB per thread at 4 warps, 0 at 8.
-        KernelPlan(8 if exact else _num_warps(*dq_blocks), fwd_stages), upcast_dot, dot_precision,
+        KernelPlan(fwd_warps, fwd_stages), KernelPlan(bwd_warps, 1), KernelPlan(dq_warps, fwd_stages),
+        upcast_dot, dot_precision,
     )
 
 

@@ -162,20 +162,51 @@ def test_exact_fp32_plans_shrink_the_window_backward():
         torch.set_float32_matmul_precision(saved)
 
 
-def test_agent_backward_key_tiles_fit_every_gpu():
+def test_agent_backward_tiles_fit_every_gpu():
     """Agent-DeiT's stage 2 (196 agents as keys): the interpreter keeps them in one 256-key tile (the tested
-    single-tile path); GPU plans take 128-key tiles (a 256-key tile in exact fp32 needs 172 KB of shared memory,
-    over sm_80's 163 KB and sm_86's 99 KB) with 16 queries per tile, the best of the plans compiled."""
+    single-tile path); GPU plans stream them in (32, 32) tiles at 4 warps in 16-bit / TF32, (32, 64) at 8 warps in
+    exact fp32 (the tiles that spill 0 B, <= 28 B in exact fp32). Stage 1 (agents over 3,136 tokens) runs
+    key-parallel: 32 keys per program at 8 warps in 16-bit, 16 in fp32."""
     module = importlib.import_module("ops.agent_attention.triton")
     saved = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")
         assert module.launch_plan(_plans.INTERPRETER, torch.float32, 64, 197, 196, 24).bwd_blocks == (32, 256)
         for arch in (80, 86, 90):
-            for dtype in (torch.float32, torch.bfloat16):
-                plan = module.launch_plan(_plans.GPU_TARGETS[arch], dtype, 64, 197, 196, 24)
-                assert (plan.key_parallel, plan.bwd_blocks) == (False, (16, 128)), (arch, dtype)
-        # 49 agents (Agent-PVT / Swin) still fit one tile.
-        assert module.launch_plan(_plans.GPU_TARGETS[86], torch.bfloat16, 32, 3136, 49, 2).bwd_blocks[1] == 64
+            target = _plans.GPU_TARGETS[arch]
+            for dtype, blocks, warps in ((torch.float32, (32, 64), 8), (torch.bfloat16, (32, 32), 4)):
+                plan = module.launch_plan(target, dtype, 64, 197, 196, 24)
+                assert (plan.key_parallel, plan.bwd_blocks, plan.bwd.num_warps) == (False, blocks, warps)
+            for dtype, keys in ((torch.float32, 16), (torch.bfloat16, 32)):
+                plan = module.launch_plan(target, dtype, 32, 49, 3136, 2)
+                assert (plan.key_parallel, plan.bwd_blocks, plan.bwd.num_warps) == (True, (64, keys), 8)
+                # Agent-PVT-L's seg recipe: 784 agents, at most 64 per tile.
+                plan = module.launch_plan(target, dtype, 64, 784, 16384, 2)
+                assert (plan.key_parallel, plan.bwd_blocks, plan.bwd.num_warps) == (True, (64, keys), 8)
+        torch.set_float32_matmul_precision("high")
+        plan = module.launch_plan(_plans.GPU_TARGETS[86], torch.float32, 64, 197, 196, 24)
+        assert (plan.bwd_blocks, plan.bwd.num_warps) == ((32, 32), 4)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_window_plans_at_head_dim_128():
+    """BiFormer-B / STL's whole-map stage 4 (head_dim 96, D = 128): the head_dim <= 64 tiles would need 229-295 KB
+    of shared memory in TF32 and spill 10-17 KB in exact fp32 (sm_80); smaller tiles at D = 128, the interpreter
+    unchanged."""
+    module = importlib.import_module("ops.window_attention.triton")
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        for arch in (80, 86, 90):
+            target = _plans.GPU_TARGETS[arch]
+            exact = module.launch_plan(target, torch.float32, 96, 49, 8, 8, False)
+            assert (exact.fwd_blocks, exact.bwd_blocks, exact.dq_blocks) == ((32, 64), (64, 16), (16, 64))
+            assert exact.fwd.num_warps == exact.bwd.num_warps == exact.dq.num_warps == 8
+            half = module.launch_plan(target, torch.bfloat16, 96, 256, 8, 8, False)
+            assert (half.fwd_blocks, half.bwd_blocks, half.dq_blocks) == ((16, 64), (32, 16), (16, 64))
+            # head_dim 64 keeps its plan.
+            assert module.launch_plan(target, torch.bfloat16, 64, 49, 8, 8, False).fwd_blocks == (64, 64)
+        assert module.launch_plan(_plans.INTERPRETER, torch.float32, 96, 49, 8, 8, False).fwd_blocks == (64, 64)
     finally:
         torch.set_float32_matmul_precision(saved)

@@ -5,7 +5,8 @@
   the closed-form backward the kernels implement against fp64 autograd;
 * the Triton backend against the reference: output and the gradients of q, k, v, gate, residual and both RoPE
   tables, odd N, strided inputs (views of one projection), fp32 / fp16 / bf16, every optional input on and off,
-  the split-N plan forced, every output NaN-prefilled;
+  the split-N plan, the kv / dq kernels' in-loop state reads and the query side's column split forced (the
+  backward with other tiles and chunks than the forward's), every output NaN-prefilled;
 * the custom ops under ``torch.compile(fullgraph=True)``, ``torch.export`` and ``torch.library.opcheck``.
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py) at tiny sizes; the ``gpu`` tests
@@ -26,6 +27,7 @@ On GPU at model sizes fp32 gets atol 1e-4 / rtol 1e-3 (reference einsums from cu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 
@@ -272,18 +274,96 @@ def test_triton_state_in_loop_matches_reference(monkeypatch, dtype):
     99 KB GPUs), forced in the interpreter, with table gradients (their stores sit between the state's reads)."""
     plan_fn = triton_impl.launch_plan
     monkeypatch.setattr(triton_impl, "launch_plan",
-                        lambda *args: dataclasses.replace(plan_fn(*args), state_in_loop=True))
+                        lambda *args, **kwargs: dataclasses.replace(plan_fn(*args, **kwargs), state_in_loop=True))
     qkvo, residual = make_inputs(2, 37, 2, 24, dtype=dtype, seed=7)
     check_against_reference(qkvo, residual, random_tables(37, 24), TOL[dtype], table_grad=True)
+
+
+def _forced_backward_plan(monkeypatch, block_c, block_n=None, splits=None):
+    """The backward's plan with value columns in blocks of ``block_c`` (and, given ``block_n`` / ``splits``,
+    other token tiles and chunks than the forward's); the forward keeps the interpreter plan."""
+    plan_fn = triton_impl.launch_plan
+
+    def plan(target, dtype, head_dim, n, batch_heads, backward=False):
+        p = plan_fn(target, dtype, head_dim, n, batch_heads, backward)
+        if not backward:
+            return p
+        changes = dict(block_c=block_c, col_splits=-(-head_dim // block_c))
+        if block_n is not None:
+            tiles = -(-n // block_n)
+            tps = -(-tiles // splits)
+            changes.update(block_n=block_n, tiles_per_split=tps, splits=-(-tiles // tps))
+        return dataclasses.replace(p, **changes)
+
+    monkeypatch.setattr(triton_impl, "launch_plan", plan)
+    return plan
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "shape,block_c,block_n,splits",
+    [((2, 37, 2, 24), 16, None, None), ((1, 70, 2, 40), 16, 16, 3)],
+    ids=["d24-2cols", "d40-3cols-3chunks"],
+)
+def test_triton_column_split_matches_reference(monkeypatch, dtype, shape, block_c, block_n, splits):
+    """The query-side backward with its value columns split over programs (the GPU plan at d = 128), forced:
+    head_dim 24 (BLOCK_D 32) in 2 blocks of 16, the second half padding; head_dim 40 (BLOCK_D 64) in 3 blocks of
+    16 (columns 48-63 are in no block: the combine kernel must zero dKV there, whatever the NaN-prefilled
+    workspace holds) with the backward in 16-token tiles and 3 chunks (5 tiles: 2 + 2 + 1) while the forward
+    runs one chunk of 64-token tiles; the dksum partials are chunks x column blocks. Gate, residual and table
+    gradients on (the column blocks write dgate / dres; the dq kernel adds to the key side's table rows)."""
+    plan = _forced_backward_plan(monkeypatch, block_c, block_n, splits)
+    batch, n, heads, head_dim = shape
+    bwd = plan(INTERPRETER, dtype, head_dim, n, batch * heads, True)
+    assert bwd.col_splits == (2 if head_dim == 24 else 3) and bwd.block_c == block_c
+    if block_n is not None:
+        assert (bwd.block_n, bwd.splits, bwd.tiles_per_split) == (16, 3, 2)
+        assert plan(INTERPRETER, dtype, head_dim, n, batch * heads).splits == 1
+    qkvo, residual = make_inputs(*shape, dtype=dtype, seed=8)
+    check_against_reference(qkvo, residual, random_tables(n, head_dim), TOL[dtype], table_grad=True)
+
+
+def test_column_split_and_backward_tiles_by_target():
+    """GPU plans: at d = 128 (RAVLT-B / L's head_dim 96) the query-side backward splits the value columns, into
+    2 blocks of 64 with tensor-core dots (bf16, fp16, fp32 with TF32) and 3 blocks of 32 with FMA dots (exact
+    fp32), on every target; d <= 64 (RAVLT-T / S) and the interpreter keep the whole state. The backward at d = 64
+    takes 32-token tiles (16 with FMA dots), the forward 64; d = 128 takes 16 in both."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        for setting in ("highest", "high"):
+            torch.set_float32_matmul_precision(setting)
+            for arch in (80, 86, 89, 90):
+                target = GPU_TARGETS[arch]
+                for dtype in (torch.bfloat16, torch.float16, torch.float32):
+                    exact = dtype == torch.float32 and setting == "highest"
+                    bwd = triton_impl.launch_plan(target, dtype, 96, 3136, 8, backward=True)
+                    assert (bwd.block_c, bwd.col_splits, bwd.block_n) == ((32, 3, 16) if exact else (64, 2, 16))
+                    assert bwd.kernels["bwd_q"].num_warps == 8
+                    fwd = triton_impl.launch_plan(target, dtype, 96, 3136, 8)
+                    assert fwd.block_n == 16
+                    for head_dim in (64, 32):
+                        bwd = triton_impl.launch_plan(target, dtype, head_dim, 3136, 8, backward=True)
+                        assert (bwd.block_c, bwd.col_splits) == (bwd.block_d, 1), (arch, dtype, head_dim)
+                    bwd = triton_impl.launch_plan(target, dtype, 64, 3136, 8, backward=True)
+                    fwd = triton_impl.launch_plan(target, dtype, 64, 3136, 8)
+                    assert (fwd.block_n, bwd.block_n) == ((16, 16) if exact else (64, 32)), (arch, dtype)
+        for dtype in (torch.bfloat16, torch.float32):
+            for head_dim in (96, 64):
+                plan = triton_impl.launch_plan(INTERPRETER, dtype, head_dim, 3136, 8, backward=True)
+                assert (plan.block_c, plan.col_splits) == (plan.block_d, 1)
+                assert plan.block_n == triton_impl.launch_plan(INTERPRETER, dtype, head_dim, 3136, 8).block_n
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 def test_state_in_loop_only_where_two_state_copies_do_not_fit():
     """RAVLT-B's head_dim 96 (d = 128) in bf16: the state stays live over the loop on sm_80 (163 KB) and sm_90,
     it is re-read inside the loop on sm_86 / sm_89 (99 KB); d = 64 fits everywhere; the interpreter never."""
+    plan = functools.partial(triton_impl.launch_plan, backward=True)
     for arch, expected in ((80, False), (86, True), (89, True), (90, False)):
-        assert triton_impl.launch_plan(GPU_TARGETS[arch], torch.bfloat16, 96, 3136, 8).state_in_loop == expected
-        assert not triton_impl.launch_plan(GPU_TARGETS[arch], torch.bfloat16, 64, 3136, 8).state_in_loop
-    assert not triton_impl.launch_plan(INTERPRETER, torch.bfloat16, 96, 3136, 8).state_in_loop
+        assert plan(GPU_TARGETS[arch], torch.bfloat16, 96, 3136, 8).state_in_loop == expected
+        assert not plan(GPU_TARGETS[arch], torch.bfloat16, 64, 3136, 8).state_in_loop
+    assert not plan(INTERPRETER, torch.bfloat16, 96, 3136, 8).state_in_loop
 
 
 def test_triton_arbitrary_strides():
