@@ -18,9 +18,20 @@ Three steps, each reusing the real code rather than a copy of it:
    limit before it launches: ``OutOfResources`` above it) and the ``ptxas -v`` register / spill report of the
    bundled ptxas. Compiles land in Triton's cache; ptxas reports are cached next to it by kernel hash.
 
+**The record** (``RECORD``, ``benchmarks/results/compile_check.json``): the measured numbers of every compiled
+version, keyed by Triton's own cache hash of the compile (the kernel's source and everything it calls, the
+signature and specialisations, constexprs, options such as warps and stages, the target and its ptxas version,
+and Triton's own version), so a version whose hash is in the record is exactly the compile that was measured.
+With ``--record`` a version found there takes its numbers from the record and every other version is compiled:
+a changed kernel, plan or shape, or another Triton, is compiled afresh. ``--verify N`` compiles N recorded
+versions per dtype, drawn at random each run, and reports any whose numbers differ from the record. ``--update-record``
+writes the numbers of this run's versions into the record (a full run, every model and recipe without a
+``--kernels`` / ``--models`` filter, also drops the versions no longer met for its targets and dtypes).
+
 Run: ``python -m benchmarks.compile_check --arch 90 --dtypes bf16,fp32 [--models NAME ...] [--recipes] [--kernels PART
-...] [--json OUT]``. ``--count-keys SEG_CONFIG ...`` compiles nothing: it counts the kernel versions whole-image
-inference of those seg configs' backbones would compile over ``--image-sizes`` (:func:`compile_keys`).
+...] [--json OUT] [--record [--verify N] [--update-record]] [--jobs N]``. ``--count-keys SEG_CONFIG ...``
+compiles nothing: it counts the kernel versions whole-image inference of those seg configs' backbones would
+compile over ``--image-sizes`` (:func:`compile_keys`).
 This module must run in a process where ``TRITON_INTERPRET`` was unset when triton was imported (the kernels are
 then ``JITFunction``s, which ``triton.compile`` needs); ``tests/ops/test_compile.py`` runs it as a subprocess.
 """
@@ -30,10 +41,13 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import importlib
 import io
 import json
+import multiprocessing
 import os
+import random
 import re
 import subprocess
 import sys
@@ -49,8 +63,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ops import _plans
 
 __all__ = [
-    "DTYPES", "Source", "SPILL_BOUND", "collect_calls", "compile_keys", "compile_launch", "default_sources",
-    "launches_for", "recipe_sources", "run", "seg_source",
+    "DTYPES", "RECORD", "Source", "SPILL_BOUND", "collect_calls", "compile_keys", "compile_launch", "default_sources",
+    "launches_for", "load_record", "recipe_sources", "run", "seg_source", "update_record", "version_hash",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,14 +81,18 @@ DTYPES = {
 }
 
 # Spill bounds the compile tier asserts, bytes of spill stores per thread (ptxas -v), per checked precision. The
-# aim is 0 everywhere; the plans of 2026-12-07 reach (sweep of every model and recipe, 6 versions per kernel, see
-# benchmarks/results/compile_check_2026-12-07_2.md): bf16 / fp16 <= 748 B (RALA's query-side backward at d = 128,
-# sm_86; sm_90 <= 16 B), exact fp32 (IEEE / FMA dots) <= 2.9 KB (EMOv2's accumulating grid forward; the 9-21 KB
-# spill collapses are gone), TF32 under the old 2 KB bound on the default subset.
+# aim is 0 everywhere. The plans of 2026-12-08 reach, over every kernel version of every model and recipe on sm_80
+# and sm_90 (benchmarks/results/compile_check_2026-12-08.md): bf16 / fp16 704 B (EMOv2's window-grid backward at
+# its 10 x 10 seg windows, sm_80; 46 of 296 versions spill on sm_80, 21 of 298 on sm_90), TF32 460 B, exact fp32
+# (IEEE / FMA dots) 3.2 KB (window-grid forward).
 SPILL_BOUND = {"fp16": 1024, "bf16": 1024, "tf32": 2048, "fp32": 4096}
 
 # Segmentation whole-image inference on ADE20K: the short side resized to 512 (512 x 683 for a 3:4 image).
 SEG_WHOLE_IMAGE = (512, 683)
+
+# The measured numbers of every compiled version, keyed by Triton's cache hash (see the module docstring).
+RECORD = REPO / "benchmarks" / "results" / "compile_check.json"
+_MEASURES = ("shared", "regs", "spill_stores", "spill_loads", "stack")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,8 +342,25 @@ def _kernel_key(launch: _plans.Launch, arch: int):
     return options, signature, constexprs, attrs
 
 
+def version_hash(launch: _plans.Launch, arch: int) -> str:
+    """Triton's cache hash of compiling ``launch`` for ``arch`` (``CompiledKernel.hash``), computed without
+    compiling: what :func:`triton.compile` hashes to find a compile in its cache."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.compiler.compiler import get_cache_key
+    from triton._C.libtriton import get_cache_invalidating_env_vars
+
+    options, signature, constexprs, attrs = _kernel_key(launch, arch)
+    src = ASTSource(launch.kernel, signature, constexprs, attrs)
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    parsed = backend.parse_options(dict(options.__dict__, **src.parse_options()))
+    key = get_cache_key(src, backend, parsed, env_vars=get_cache_invalidating_env_vars())
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
 def compile_launch(launch: _plans.Launch, arch: int) -> dict[str, Any]:
-    """Compile one recorded launch for ``arch``; shared memory (bytes), registers and spills per thread."""
+    """Compile one recorded launch for ``arch``; shared memory (bytes), registers and spills per thread, and
+    Triton's hash of the compile."""
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
@@ -340,7 +375,53 @@ def compile_launch(launch: _plans.Launch, arch: int) -> dict[str, Any]:
                                       target=GPUTarget("cuda", arch, 32), options=options.__dict__)
     finally:
         knobs.nvidia.dump_ptxas_log = False
-    return dict(shared=compiled.metadata.shared, **_ptxas_report(compiled, arch, log.getvalue()))
+    return dict(shared=compiled.metadata.shared, hash=compiled.hash, **_ptxas_report(compiled, arch, log.getvalue()))
+
+
+# Launches to compile, set before the worker processes fork (they inherit it; a Launch holds meta tensors and
+# kernels, which do not pickle).
+_PENDING: list[tuple[_plans.Launch, int]] = []
+
+
+def _compile_pending(index: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = compile_launch(*_PENDING[index])
+    return dict(result, seconds=round(time.perf_counter() - start, 2))
+
+
+def _compile_all(pending: list[tuple[_plans.Launch, int]], jobs: int) -> Iterator[dict[str, Any]]:
+    """Compile ``pending`` in order, in ``jobs`` forked processes (ptxas and LLVM run one thread each)."""
+    global _PENDING
+    _PENDING = pending
+    try:
+        if jobs <= 1 or len(pending) <= 1:
+            yield from map(_compile_pending, range(len(pending)))
+            return
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(pending))) as pool:
+            yield from pool.imap(_compile_pending, range(len(pending)))
+    finally:
+        _PENDING = []
+
+
+def load_record(path: Path = RECORD) -> dict[str, dict[str, Any]]:
+    """Triton hash -> the recorded row (kernel, arch, dtype and the measures)."""
+    return json.loads(path.read_text())["versions"] if path.exists() else {}
+
+
+def update_record(rows: list[dict[str, Any]], path: Path = RECORD, *, prune: bool = False) -> None:
+    """Write the rows' numbers into the record; ``prune``: drop its versions of the rows' targets and dtypes that
+    the rows do not contain (a full run: versions no longer launched)."""
+    import triton
+
+    versions = load_record(path)
+    if prune:
+        checked = {(row["arch"], row["dtype"]) for row in rows}
+        versions = {h: v for h, v in versions.items() if (v["arch"], v["dtype"]) not in checked}
+    for row in rows:
+        versions[row["hash"]] = dict(kernel=row["kernel"], arch=row["arch"], dtype=row["dtype"],
+                                     **{m: row[m] for m in _MEASURES})
+    lines = ",\n".join(f"  {json.dumps(h)}: {json.dumps(v)}" for h, v in sorted(versions.items()))
+    path.write_text(f'{{"triton": {json.dumps(triton.__version__)}, "versions": {{\n{lines}\n}}}}\n')
 
 
 def compile_keys(sources: Iterable[Source], arch: int = 90, dtype: str = "fp16", *, backward: bool = False
@@ -371,17 +452,23 @@ def _constexpr_summary(launch: _plans.Launch) -> str:
 
 
 def run(sources: Iterable[Source], archs: Iterable[int], dtypes: Iterable[str], *, per_kernel: int | None = None,
-        kernels: Iterable[str] | None = None, log: Any = None) -> list[dict[str, Any]]:
+        kernels: Iterable[str] | None = None, log: Any = None, record: dict[str, dict[str, Any]] | None = None,
+        verify: int = 0, jobs: int = 1) -> list[dict[str, Any]]:
     """Collect, replay and compile; one row per distinct compiled kernel version (per arch and dtype label).
 
-    ``per_kernel``: compile at most this many versions of each kernel per (arch, dtype) -- the default tier's
-    subset (the first versions met, in source order). ``kernels``: compile only kernels whose name contains one of
-    these strings (a quick look at a few kernels while tuning their plans).
+    ``per_kernel``: compile at most this many versions of each kernel per (arch, dtype) -- the first versions met,
+    in source order. ``kernels``: compile only kernels whose name contains one of these strings (a quick look at a
+    few kernels while tuning their plans). ``record``: :func:`load_record`'s table; a version whose hash is in it
+    takes the recorded numbers (``row["recorded"]``) instead of a compile, and ``verify`` of those per dtype,
+    drawn at random, are compiled too (``row["verified"]``: the fresh numbers equal the record's; the fresh ones
+    are kept).
+    ``jobs``: compile in this many processes.
     """
     wanted = tuple(kernels) if kernels else None
     sources, archs, dtypes = list(sources), list(archs), list(dtypes)
     saved_precision = torch.get_float32_matmul_precision()
     rows: dict[tuple, dict[str, Any]] = {}
+    pending: list[tuple[dict[str, Any], _plans.Launch, int]] = []
     counts: dict[tuple, int] = {}
     # The models run once, in fp16: every fp16 tensor of a call is then the model's dtype (the ops' saved
     # statistics are fp32) and becomes each checked dtype in turn.
@@ -409,15 +496,16 @@ def run(sources: Iterable[Source], archs: Iterable[int], dtypes: Iterable[str], 
                         if per_kernel is not None and counts.get((arch, label, kname), 0) >= per_kernel:
                             continue
                         counts[(arch, label, kname)] = counts.get((arch, label, kname), 0) + 1
-                        start = time.perf_counter()
-                        result = compile_launch(launch, arch)
                         row = dict(arch=arch, dtype=label, op=name.split("::")[1].rsplit("_", 1)[0], kernel=kname,
                                    config=_constexpr_summary(launch), num_warps=launch.plan.num_warps,
                                    num_stages=launch.plan.num_stages, smem_limit=_plans.GPU_TARGETS[arch].smem,
-                                   seconds=round(time.perf_counter() - start, 2), sources={origin}, **result)
+                                   sources={origin}, hash=version_hash(launch, arch), recorded=False)
                         rows[key] = row
-                        if log is not None:
-                            print(_format_row(row), file=log, flush=True)
+                        pending.append((row, launch, arch))
+            # Compiled with this dtype's matmul precision still set (the launches carry it as a constexpr; the
+            # setting only matters for planning, but keep the two in step).
+            _measure(pending, record, verify, jobs, log)
+            pending = []
     finally:
         torch.set_float32_matmul_precision(saved_precision)
     out = list(rows.values())
@@ -426,9 +514,30 @@ def run(sources: Iterable[Source], archs: Iterable[int], dtypes: Iterable[str], 
     return out
 
 
+def _measure(pending: list[tuple[dict[str, Any], _plans.Launch, int]], record: dict[str, dict[str, Any]] | None,
+             verify: int, jobs: int, log: Any) -> None:
+    """Fill the pending rows' measures from the record or by compiling them (see :func:`run`)."""
+    record = record or {}
+    recorded = [entry for entry in pending if entry[0]["hash"] in record]
+    for row, _, _ in recorded:
+        row.update({m: record[row["hash"]][m] for m in _MEASURES}, recorded=True, seconds=0.0)
+    checks = random.sample(recorded, min(verify, len(recorded)))
+    fresh = [entry for entry in pending if entry[0]["hash"] not in record] + checks
+    for (row, _, _), result in zip(fresh, _compile_all([(launch, arch) for _, launch, arch in fresh], jobs)):
+        if result["hash"] != row["hash"]:
+            raise RuntimeError(f"{row['kernel']}: version_hash() computed {row['hash']}, the compile hashed "
+                               f"{result['hash']}: the record's keys would not match its compiles")
+        if row["recorded"]:
+            row["verified"] = all(result[m] == row[m] for m in _MEASURES)
+        row.update(result)
+        if log is not None:
+            print(_format_row(row), file=log, flush=True)
+
+
 def _format_row(row: dict[str, Any]) -> str:
     flag = " OVER" if row["shared"] > row["smem_limit"] else ""
     flag += " SPILL" if row["spill_stores"] > 0 else ""
+    flag += {True: " VERIFIED", False: " DIFFERS FROM THE RECORD"}.get(row.get("verified"), "")
     return (f"sm_{row['arch']} {row['dtype']} {row['kernel']} [{row['config']}] w{row['num_warps']} "
             f"s{row['num_stages']}: smem {row['shared']} regs {row['regs']} spill {row['spill_stores']}"
             f"{flag} ({row['seconds']} s)")
@@ -438,8 +547,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts: kernel versions, over the target's shared memory, spilling (per arch and dtype)."""
     out: dict[str, Any] = {}
     for row in rows:
-        entry = out.setdefault(f"sm_{row['arch']} {row['dtype']}", dict(versions=0, over_smem=0, spilling=0))
+        entry = out.setdefault(f"sm_{row['arch']} {row['dtype']}",
+                               dict(versions=0, recorded=0, over_smem=0, spilling=0))
         entry["versions"] += 1
+        entry["recorded"] += row["recorded"]
         entry["over_smem"] += row["shared"] > row["smem_limit"]
         entry["spilling"] += row["spill_stores"] > 0
     return out
@@ -460,6 +571,14 @@ def main(argv: list[str] | None = None) -> None:
                              "inference of these seg configs' backbones compiles over --image-sizes")
     parser.add_argument("--image-sizes", nargs="+", default=["512x683", "512x512", "640x853", "480x640", "384x1024"],
                         help="HxW image sizes for --count-keys")
+    parser.add_argument("--record", nargs="?", const=str(RECORD), metavar="FILE",
+                        help=f"take the numbers of versions found in this record instead of compiling them "
+                             f"(default {RECORD.relative_to(REPO)})")
+    parser.add_argument("--verify", type=int, default=0, metavar="N",
+                        help="with --record: also compile N recorded versions per dtype, drawn at random, and compare")
+    parser.add_argument("--update-record", action="store_true",
+                        help="write this run's numbers into the record (--record's file or the default)")
+    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -480,13 +599,18 @@ def main(argv: list[str] | None = None) -> None:
             sources = [dataclasses.replace(s, input_size=(3, *args.size)) for s in sources]
     if args.recipes:
         sources += recipe_sources()
+    record_path = Path(args.record) if args.record else RECORD
     rows = run(sources, args.arch or [90], args.dtypes.split(","), per_kernel=args.per_kernel,
-               kernels=args.kernels, log=None if args.quiet else sys.stderr)
+               kernels=args.kernels, log=None if args.quiet else sys.stderr,
+               record=load_record(record_path) if args.record else None, verify=args.verify, jobs=args.jobs)
+    if args.update_record:
+        full = args.recipes and not args.models and not args.kernels and args.per_kernel is None
+        update_record(rows, record_path, prune=full)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(rows=rows, summary=summary(rows)), indent=1))
     for key, entry in summary(rows).items():
-        print(f"{key}: {entry['versions']} kernel versions, {entry['over_smem']} over the shared-memory limit, "
-              f"{entry['spilling']} spilling")
+        print(f"{key}: {entry['versions']} kernel versions ({entry['recorded']} from the record), "
+              f"{entry['over_smem']} over the shared-memory limit, {entry['spilling']} spilling")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 
 def pytest_collection_modifyitems(config, items):
+    # The compile-check tier (one long subprocess) first: pytest-xdist hands out tests in this order, so the other
+    # workers share out the rest while it runs instead of waiting for it at the end.
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/ops/test_compile.py"))
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

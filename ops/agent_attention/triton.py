@@ -378,6 +378,10 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
     # Exact fp32: Agent-DeiT's 196 agents in one (16, 256) key tile need 132 KB of shared memory, over sm_86's
     # 99 KB; two 128-key tiles (online softmax) need 68 KB.
     block_m, block_n = _fwd_blocks(m, n, tile_elements, 128 if exact else _MAX_TILE)
+    if not target.interpret and not exact and (block_m, block_n) == (32, 128):
+        # 65-128 agents as keys (Agent-Swin-B's seg recipe, 9 x 9): (32, 128) tiles at 8 warps spill 36 B in fp16
+        # (sm_90) and 120 B with TF32 dots; two streamed (64, 64) key tiles at 8 warps spill nothing in 16-bit.
+        block_m, block_n = 64, 64
     m_blocks, key_tiles = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
     splits = _num_splits(batch_heads * m_blocks, key_tiles, target)
     split_len = triton.cdiv(key_tiles, max(1, splits)) * block_n
@@ -400,6 +404,10 @@ def launch_plan(target: Target, dtype: torch.dtype, head_dim: int, m: int, n: in
             bwd_m, bwd_n = min(64, bwd_m), 16 if dtype == torch.float32 else 32
         else:
             bwd_m, bwd_n = min(32, dot_block(m)), min(64 if exact else 32, bwd_n)
+            if bwd_n <= 16 and not exact:
+                # At most 16 agents (Agent-PVT-L's stage 4 at 224): (32, 16) at 4 warps spills 8 B in 16-bit
+                # (sm_80), (16, 16) nothing.
+                bwd_m = 16
     # The forward streams key tiles (stage 1: thousands of keys): two stages overlap the next tile's load.
     fwd_stages = 2 if key_tiles > 1 and not exact else 1
     if target.interpret:

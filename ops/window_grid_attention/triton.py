@@ -48,7 +48,7 @@ import triton.language as tl
 from ops._backend import empty
 from ops._checks import check_triton_dtype
 from ops._custom_op import register_fwd_bwd
-from ops._plans import KernelPlan, Target, device_target, dot_options, launch
+from ops._plans import exact_fp32, KernelPlan, Target, device_target, dot_options, launch
 from ops._triton_utils import dot, dot_block, load_tile, on_device, store_tile
 
 __all__ = ["MAX_GROUP_TOKENS", "window_grid_attention_triton"]
@@ -240,6 +240,11 @@ def launch_plan(target: Target, dtype: torch.dtype, d_qk: int, d_v: int, n: int)
     if not target.interpret and block_n * block_dv >= 8192:
         # EMOv2's (64, 64) tiles at Dv 128 spill 8-64 B per thread in the bf16 forward at 4 warps.
         warps = 8
+    if exact_fp32(dtype) and not target.interpret:
+        # FMA dots, the forward's whole-group key tile (EMOv2's 10 x 10 seg windows: 128 keys) at Dv 128: 8 warps
+        # spill 4.1-5.4 KB per thread, 4 warps 10.7 KB, 16 warps at most 3.2 KB (ptxas, sm_80 / sm_90, every
+        # EMOv2 model and recipe).
+        warps = 16
     # The kernels hold a group's keys in one tile: no loop to pipeline. The backward spills at 4 warps (FMA dots,
     # exact fp32: KBs; bf16 on sm_80: 56-392 B per thread at EMOv2's (64, 64) tiles); 8 warps: bf16 0 B at Dv 64,
     # 68 B at Dv 128 (ptxas).
